@@ -1,0 +1,49 @@
+#include "client/client.h"
+
+#include <grpcpp/grpcpp.h>
+
+namespace fetchd::client {
+namespace {
+
+absl::Status ToAbslStatus(const grpc::Status& status) {
+  // grpc::StatusCode and absl::StatusCode share the canonical code values.
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+void SetDeadline(grpc::ClientContext* context, absl::Duration timeout) {
+  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+}
+
+}  // namespace
+
+Client::Client(ClientOptions options)
+    : options_(std::move(options)),
+      channel_(grpc::CreateChannel(options_.target,
+                                   grpc::InsecureChannelCredentials())),
+      compute_(v1::Compute::NewStub(channel_)),
+      health_(grpc::health::v1::Health::NewStub(channel_)) {}
+
+absl::StatusOr<v1::ComputeResponse> Client::Compute(
+    const v1::ComputeRequest& request) const {
+  grpc::ClientContext context;
+  SetDeadline(&context, options_.timeout);
+  v1::ComputeResponse response;
+  grpc::Status status = compute_->Run(&context, request, &response);
+  if (!status.ok()) return ToAbslStatus(status);
+  return response;
+}
+
+absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus>
+Client::Health(const std::string& service) const {
+  grpc::ClientContext context;
+  SetDeadline(&context, options_.timeout);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = health_->Check(&context, request, &response);
+  if (!status.ok()) return ToAbslStatus(status);
+  return response.status();
+}
+
+}  // namespace fetchd::client

@@ -1,0 +1,53 @@
+// libfetchd_client: a thin C++ wrapper over fetchd's generated stubs, and
+// the output formats fetchctl prints.
+//
+// Client is thread-safe (one channel, shared). Errors come back as
+// absl::Status with the gRPC code carried over 1:1.
+#ifndef FETCHD_CLIENT_CLIENT_H_
+#define FETCHD_CLIENT_CLIENT_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "fetchd/v1/compute.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace fetchd::client {
+
+struct ClientOptions {
+  std::string target = "127.0.0.1:50051";     // any gRPC target string
+  absl::Duration timeout = absl::Seconds(5);  // per-RPC deadline
+};
+
+class Client {
+ public:
+  explicit Client(ClientOptions options);
+
+  absl::StatusOr<v1::ComputeResponse> Compute(
+      const v1::ComputeRequest& request) const;
+  // The serving status of `service` ("" = the whole server).
+  absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health(
+      const std::string& service) const;
+
+ private:
+  ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Compute::Stub> compute_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+};
+
+// "sqrt_sum(n=10) = 19.306000526 (queue 12µs, run 3µs)"
+std::string FormatComputeHuman(const v1::ComputeRequest& request,
+                               const v1::ComputeResponse& response);
+// One JSON object, no trailing newline: {"kernel":"sqrt_sum","n":10,
+// "value":19.3..,"queue_wait_us":12,"run_time_us":3}
+std::string FormatComputeJson(const v1::ComputeRequest& request,
+                              const v1::ComputeResponse& response);
+// {"code":"DEADLINE_EXCEEDED","message":"..."}
+std::string FormatErrorJson(const absl::Status& status);
+
+}  // namespace fetchd::client
+
+#endif  // FETCHD_CLIENT_CLIENT_H_

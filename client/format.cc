@@ -1,0 +1,107 @@
+// The output formats of fetchctl: human lines and JSON lines.
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_format.h"
+#include "client/client.h"
+
+namespace fetchd::client {
+namespace {
+
+absl::Duration FromProto(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+double Micros(const google::protobuf::Duration& d) {
+  return absl::ToDoubleMicroseconds(FromProto(d));
+}
+
+// The kernel's name and its arguments, for both formats.
+struct KernelCall {
+  std::string name;
+  nlohmann::json args;
+  std::string args_text;
+};
+
+KernelCall DescribeKernel(const v1::ComputeRequest& request) {
+  switch (request.kernel_case()) {
+    case v1::ComputeRequest::kSqrtSum: {
+      const int64_t n = request.sqrt_sum().n();
+      return {"sqrt_sum", {{"n", n}}, absl::StrFormat("n=%d", n)};
+    }
+    case v1::ComputeRequest::kSha256Chain: {
+      const auto& k = request.sha256_chain();
+      return {"sha256_chain",
+              {{"data_bytes", k.data().size()}, {"rounds", k.rounds()}},
+              absl::StrFormat("data=%d bytes, rounds=%d", k.data().size(),
+                              k.rounds())};
+    }
+    case v1::ComputeRequest::kCountPrimes: {
+      const int64_t limit = request.count_primes().limit();
+      return {"count_primes",
+              {{"limit", limit}},
+              absl::StrFormat("limit=%d", limit)};
+    }
+    case v1::ComputeRequest::KERNEL_NOT_SET:
+      break;
+  }
+  return {"unset", nlohmann::json::object(), ""};
+}
+
+}  // namespace
+
+std::string FormatComputeHuman(const v1::ComputeRequest& request,
+                               const v1::ComputeResponse& response) {
+  const KernelCall call = DescribeKernel(request);
+  std::string value;
+  switch (response.value_case()) {
+    case v1::ComputeResponse::kSqrtSum:
+      value = absl::StrFormat("%.17g", response.sqrt_sum());
+      break;
+    case v1::ComputeResponse::kSha256Chain:
+      value = absl::BytesToHexString(response.sha256_chain());
+      break;
+    case v1::ComputeResponse::kCountPrimes:
+      value = absl::StrFormat("%d", response.count_primes());
+      break;
+    case v1::ComputeResponse::VALUE_NOT_SET:
+      value = "(no value)";
+      break;
+  }
+  return absl::StrFormat("%s(%s) = %s  (queue %s, run %s)", call.name,
+                         call.args_text, value,
+                         absl::FormatDuration(FromProto(response.queue_wait())),
+                         absl::FormatDuration(FromProto(response.run_time())));
+}
+
+std::string FormatComputeJson(const v1::ComputeRequest& request,
+                              const v1::ComputeResponse& response) {
+  const KernelCall call = DescribeKernel(request);
+  nlohmann::json out = {{"kernel", call.name}};
+  out.update(call.args);
+  switch (response.value_case()) {
+    case v1::ComputeResponse::kSqrtSum:
+      out["value"] = response.sqrt_sum();
+      break;
+    case v1::ComputeResponse::kSha256Chain:
+      out["value"] = absl::BytesToHexString(response.sha256_chain());
+      break;
+    case v1::ComputeResponse::kCountPrimes:
+      out["value"] = response.count_primes();
+      break;
+    case v1::ComputeResponse::VALUE_NOT_SET:
+      out["value"] = nullptr;
+      break;
+  }
+  out["queue_wait_us"] = Micros(response.queue_wait());
+  out["run_time_us"] = Micros(response.run_time());
+  return out.dump();
+}
+
+std::string FormatErrorJson(const absl::Status& status) {
+  return nlohmann::json{{"code", absl::StatusCodeToString(status.code())},
+                        {"message", std::string(status.message())}}
+      .dump();
+}
+
+}  // namespace fetchd::client

@@ -1,0 +1,99 @@
+// fetchd: flags -> ServerConfig -> Server; waits for SIGTERM/SIGINT and
+// shuts down gracefully. Nothing else lives here.
+#include <signal.h>
+
+#include <cstdio>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "server/rpc/rpc.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
+          "gRPC listen address, host:port (port 0 picks a free port)");
+ABSL_FLAG(int, cq_threads, 0,
+          "completion-queue threads serving RPCs; 0 = number of cores");
+ABSL_FLAG(int, workers, 0, "compute worker threads; 0 = number of cores");
+ABSL_FLAG(int, max_queued_tasks, 256,
+          "compute tasks that may wait for a worker; past it Compute.Run "
+          "answers RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_compute_n, 10'000'000'000,
+          "largest sqrt_sum.n, count_primes.limit and sha256_chain.rounds "
+          "a request may ask for");
+ABSL_FLAG(int64_t, max_compute_data_bytes, 1 << 20,
+          "largest sha256_chain.data, in bytes");
+ABSL_FLAG(int, max_request_bytes, 4 << 20,
+          "largest gRPC request message, in bytes (RESOURCE_EXHAUSTED past "
+          "it)");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
+          "on SIGTERM/SIGINT, how long in-flight RPCs may run before they "
+          "are cancelled");
+
+namespace {
+
+int OrCores(int value) {
+  if (value > 0) return value;
+  const unsigned cores = std::thread::hardware_concurrency();
+  return cores == 0 ? 1 : static_cast<int>(cores);
+}
+
+void Log(const std::string& json_fields) {
+  std::fprintf(
+      stderr, "{\"ts\":\"%s\",%s}\n",
+      absl::FormatTime(absl::RFC3339_full, absl::Now(), absl::UTCTimeZone())
+          .c_str(),
+      json_fields.c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "fetchd: a gRPC service that fetches and computes for other "
+      "services.\nUsage: fetchd [--flag=value ...]");
+  absl::ParseCommandLine(argc, argv);
+
+  fetchd::rpc::ServerConfig config;
+  config.listen = absl::GetFlag(FLAGS_listen);
+  config.cq_threads = OrCores(absl::GetFlag(FLAGS_cq_threads));
+  config.workers = OrCores(absl::GetFlag(FLAGS_workers));
+  config.max_queued_tasks = absl::GetFlag(FLAGS_max_queued_tasks);
+  config.kernel_limits.max_n = absl::GetFlag(FLAGS_max_compute_n);
+  config.kernel_limits.max_data_bytes =
+      absl::GetFlag(FLAGS_max_compute_data_bytes);
+  config.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  config.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+
+  // Block the stop signals before any thread starts so every thread
+  // inherits the mask and only sigwait below sees them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto server = fetchd::rpc::Server::Start(config);
+  if (!server.ok()) {
+    Log(absl::StrFormat(
+        R"("level":"error","event":"start_failed","error":"%s")",
+        server.status().ToString()));
+    return 1;
+  }
+  Log(absl::StrFormat(
+      R"("level":"info","event":"serving","listen":"%s","port":%d,"cq_threads":%d,"workers":%d)",
+      config.listen, (*server)->port(), config.cq_threads, config.workers));
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  Log(absl::StrFormat(
+      R"("level":"info","event":"shutting_down","signal":"%s","grace":"%s")",
+      signal_number == SIGTERM ? "SIGTERM" : "SIGINT",
+      absl::FormatDuration(config.shutdown_grace)));
+  (*server)->Shutdown(config.shutdown_grace);
+  Log(R"("level":"info","event":"stopped")");
+  return 0;
+}

@@ -1,0 +1,41 @@
+// Compute.Run: one call-state object per RPC (internal to rpc/).
+#ifndef FETCHD_SERVER_RPC_COMPUTE_CALL_H_
+#define FETCHD_SERVER_RPC_COMPUTE_CALL_H_
+
+#include "absl/status/statusor.h"
+#include "fetchd/v1/compute.grpc.pb.h"
+#include "server/compute/compute.h"
+#include "server/rpc/call.h"
+
+namespace fetchd::rpc {
+
+// Translates the request into a compute::Kernel (INVALID_ARGUMENT naming
+// the field when the oneof is unset).
+absl::StatusOr<compute::Kernel> KernelFromProto(const v1::ComputeRequest& req);
+
+// Validates the request, runs the kernel on the worker pool, and finishes
+// from the worker thread. Cancellation and the deadline reach the kernel
+// through a StopToken.
+class ComputeRunCall final
+    : public UnaryCall<v1::ComputeRequest, v1::ComputeResponse> {
+ public:
+  ComputeRunCall(v1::Compute::AsyncService* service,
+                 compute::KernelRunner* runner, CqLoop* loop)
+      : UnaryCall(loop), service_(service), runner_(runner) {}
+
+ private:
+  void RequestCall(grpc::ServerCompletionQueue* cq, Tag* tag) override;
+  void Spawn() override;
+  void OnStart() override;
+  void OnCancel() override { stop_.RequestStop(); }
+  // On a worker thread.
+  void OnComputed(absl::StatusOr<compute::ComputeResult> result);
+
+  v1::Compute::AsyncService* const service_;
+  compute::KernelRunner* const runner_;
+  compute::StopSource stop_;  // replaced in OnStart with the RPC's deadline
+};
+
+}  // namespace fetchd::rpc
+
+#endif  // FETCHD_SERVER_RPC_COMPUTE_CALL_H_

@@ -1,0 +1,67 @@
+// rpc/: the gRPC face of fetchd.
+//
+// Server::Start builds an async (CompletionQueue) gRPC server with N CQ
+// threads, the Compute service on a worker pool, the standard health service
+// and server reflection. Server::Shutdown drains it in the order gRPC needs.
+// This is the only module that speaks gRPC; it maps absl::Status to gRPC
+// codes at its edge.
+#ifndef FETCHD_SERVER_RPC_RPC_H_
+#define FETCHD_SERVER_RPC_RPC_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/compute/compute.h"
+
+namespace fetchd::rpc {
+
+struct ServerConfig {
+  std::string listen = "0.0.0.0:50051";  // host:port; port 0 = ephemeral
+  int cq_threads = 1;                    // completion-queue threads, >= 1
+  int workers = 1;                       // compute worker threads, >= 1
+  int max_queued_tasks = 256;            // compute tasks waiting, >= 0
+  compute::KernelLimits kernel_limits;
+  int max_request_bytes = 4 << 20;  // gRPC max receive message size
+  absl::Duration shutdown_grace = absl::Seconds(10);
+};
+
+// INVALID_ARGUMENT naming the flag when a value is out of range.
+absl::Status ValidateServerConfig(const ServerConfig& config);
+
+class Server {
+ public:
+  // Binds, starts the CQ and worker threads and returns a serving server,
+  // or the reason it could not (e.g. the address is in use).
+  static absl::StatusOr<std::unique_ptr<Server>> Start(ServerConfig config);
+
+  ~Server();  // Shutdown(absl::ZeroDuration()) unless already shut down
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // The port actually bound (useful with port 0).
+  int port() const;
+
+  // Graceful stop: health turns NOT_SERVING, no new RPCs are accepted,
+  // in-flight RPCs get up to `grace` to finish, the rest are cancelled;
+  // then the CQs are drained and every thread joined. Blocks until done.
+  // Thread-safe; later calls return at once.
+  void Shutdown(absl::Duration grace) ABSL_LOCKS_EXCLUDED(mu_);
+
+  compute::WorkerPool::Stats worker_stats() const;
+
+ private:
+  struct State;
+  explicit Server(std::unique_ptr<State> state);
+
+  std::unique_ptr<State> state_;
+  absl::Mutex mu_;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace fetchd::rpc
+
+#endif  // FETCHD_SERVER_RPC_RPC_H_

@@ -1,0 +1,143 @@
+// Server: builds the gRPC server, owns the CQ loops and the worker pool, and
+// tears them down in order (DESIGN.md "Shutdown order").
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "fetchd/v1/compute.grpc.pb.h"
+#include "server/rpc/call.h"
+#include "server/rpc/compute_call.h"
+#include "server/rpc/rpc.h"
+
+namespace fetchd::rpc {
+
+struct Server::State {
+  explicit State(const ServerConfig& c)
+      : config(c),
+        pool({.workers = c.workers, .max_queued_tasks = c.max_queued_tasks}),
+        runner(&pool, c.kernel_limits) {}
+
+  // Destruction order matters: loops (and the calls they own) go before
+  // the runner and pool the calls point at.
+  ServerConfig config;
+  compute::WorkerPool pool;
+  compute::KernelRunner runner;
+  v1::Compute::AsyncService compute_service;
+  std::unique_ptr<grpc::Server> server;
+  std::vector<std::unique_ptr<CqLoop>> loops;
+  int port = 0;
+};
+
+absl::Status ValidateServerConfig(const ServerConfig& c) {
+  auto bad = [](const char* flag, int64_t value, const char* rule) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, "=", value, " is invalid: ", rule));
+  };
+  if (c.listen.empty()) return absl::InvalidArgumentError("--listen is empty");
+  if (c.cq_threads < 1 || c.cq_threads > 256) {
+    return bad("cq_threads", c.cq_threads, "must be between 1 and 256");
+  }
+  if (c.workers < 1 || c.workers > 1024) {
+    return bad("workers", c.workers, "must be between 1 and 1024");
+  }
+  if (c.max_queued_tasks < 0 || c.max_queued_tasks > 1'000'000) {
+    return bad("max_queued_tasks", c.max_queued_tasks,
+               "must be between 0 and 1000000");
+  }
+  if (c.kernel_limits.max_n < 0) {
+    return bad("max_compute_n", c.kernel_limits.max_n, "must be >= 0");
+  }
+  if (c.kernel_limits.max_data_bytes < 0 ||
+      c.kernel_limits.max_data_bytes >= c.max_request_bytes) {
+    return bad("max_compute_data_bytes", c.kernel_limits.max_data_bytes,
+               "must be >= 0 and below --max_request_bytes");
+  }
+  if (c.max_request_bytes < 1024) {
+    return bad("max_request_bytes", c.max_request_bytes, "must be >= 1024");
+  }
+  if (c.shutdown_grace < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--shutdown_grace must be >= 0");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
+  if (absl::Status valid = ValidateServerConfig(config); !valid.ok()) {
+    return valid;
+  }
+  auto state = std::make_unique<State>(config);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(),
+                           &state->port);
+  // Without this, Linux lets a second fetchd bind the same port silently.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.SetMaxReceiveMessageSize(config.max_request_bytes);
+  builder.RegisterService(&state->compute_service);
+  // Health and reflection are gRPC's own synchronous services; they need
+  // only a poller or two, the CQ threads below carry fetchd's RPCs.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::NUM_CQS,
+                              1);
+  builder.SetSyncServerOption(
+      grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 1);
+  builder.SetSyncServerOption(
+      grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 2);
+  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs;
+  for (int i = 0; i < config.cq_threads; ++i) {
+    cqs.push_back(builder.AddCompletionQueue());
+  }
+  state->server = builder.BuildAndStart();
+  if (state->server == nullptr || state->port == 0) {
+    if (state->server != nullptr) state->server->Shutdown();
+    for (auto& cq : cqs) {
+      cq->Shutdown();
+      void* tag;
+      bool ok;
+      while (cq->Next(&tag, &ok)) {
+      }
+    }
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on --listen=", config.listen,
+                     " (address in use, or not a valid host:port)"));
+  }
+  for (auto& cq : cqs) {
+    state->loops.push_back(std::make_unique<CqLoop>(std::move(cq)));
+  }
+  for (auto& loop : state->loops) {
+    Call::Arm(new ComputeRunCall(&state->compute_service, &state->runner,
+                                 loop.get()));
+    loop->Start();
+  }
+  return std::unique_ptr<Server>(new Server(std::move(state)));
+}
+
+Server::Server(std::unique_ptr<State> state) : state_(std::move(state)) {}
+
+Server::~Server() { Shutdown(absl::ZeroDuration()); }
+
+int Server::port() const { return state_->port; }
+
+compute::WorkerPool::Stats Server::worker_stats() const {
+  return state_->pool.stats();
+}
+
+void Server::Shutdown(absl::Duration grace) {
+  absl::MutexLock lock(&mu_);
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (auto* health = state_->server->GetHealthCheckService()) {
+    health->Shutdown();  // NOT_SERVING from now on
+  }
+  // Stops accepting, waits for in-flight calls until the deadline, then
+  // cancels them (their OnCancel stops the kernels) and waits for them.
+  state_->server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  for (auto& loop : state_->loops) loop->Shutdown();
+  state_->pool.Shutdown();
+}
+
+}  // namespace fetchd::rpc
