@@ -35,6 +35,7 @@ namespace {
 
 constexpr char kUsage[] =
     "fetchctl: call fetchd.\n"
+    "Usage:\n"
     "  fetchctl [--addr=127.0.0.1:50051] [--timeout=5s] [--json] COMMAND\n"
     "Commands:\n"
     "  compute sqrt_sum --n=N            sum of sqrt(i) for 0 <= i < N\n"

@@ -1,4 +1,5 @@
 // The output formats of fetchctl: human lines and JSON lines.
+#include <charconv>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/escaping.h"
@@ -48,6 +49,13 @@ KernelCall DescribeKernel(const v1::ComputeRequest& request) {
   return {"unset", nlohmann::json::object(), ""};
 }
 
+// The shortest text that reads back as the same double.
+std::string ShortestDouble(double value) {
+  char buf[64];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
+  return std::string(buf, end);
+}
+
 }  // namespace
 
 std::string FormatComputeHuman(const v1::ComputeRequest& request,
@@ -56,7 +64,7 @@ std::string FormatComputeHuman(const v1::ComputeRequest& request,
   std::string value;
   switch (response.value_case()) {
     case v1::ComputeResponse::kSqrtSum:
-      value = absl::StrFormat("%.17g", response.sqrt_sum());
+      value = ShortestDouble(response.sqrt_sum());
       break;
     case v1::ComputeResponse::kSha256Chain:
       value = absl::BytesToHexString(response.sha256_chain());

@@ -65,7 +65,7 @@ class WorkerPool {
  public:
   struct Options {
     int workers = 1;           // >= 1
-    int max_queued_tasks = 1;  // tasks waiting for a worker, >= 0
+    int max_queued_tasks = 1;  // tasks waiting for a busy worker, >= 0
   };
   struct Stats {
     int queued = 0;

@@ -19,7 +19,10 @@ WorkerPool::~WorkerPool() { Shutdown(); }
 absl::Status WorkerPool::Submit(Task task) {
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("worker pool is shutting down");
-  if (static_cast<int>(queue_.size()) >= options_.max_queued_tasks) {
+  // Idle workers take tasks at once; the limit is on tasks that must wait.
+  const int idle_workers = static_cast<int>(threads_.size()) - running_;
+  if (static_cast<int>(queue_.size()) >=
+      options_.max_queued_tasks + idle_workers) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "compute queue is full: ", queue_.size(), " tasks waiting for ",
         threads_.size(),

@@ -22,6 +22,11 @@ void CqLoop::Shutdown() {
   {
     absl::MutexLock lock(&mu_);
     if (shut_down_) return;
+    // NOTE: grpc::Server::Shutdown returns once it has cancelled the calls
+    // still running, not once we have finished them. A worker finishing a
+    // call on a shut-down CQ aborts the process, so wait for every call to
+    // end; cancelled calls end promptly (their stop tokens fire).
+    mu_.Await(absl::Condition(this, &CqLoop::NoLiveCalls));
     shut_down_ = true;
     cq_->Shutdown();
   }
@@ -30,6 +35,20 @@ void CqLoop::Shutdown() {
   } else {
     Drain();  // never started: release what was armed on it
   }
+}
+
+void CqLoop::CallStarted() {
+  absl::MutexLock lock(&mu_);
+  ++live_calls_;
+}
+
+void CqLoop::CallEnded() {
+  absl::MutexLock lock(&mu_);
+  --live_calls_;
+}
+
+Call::~Call() {
+  if (started_) loop_->CallEnded();
 }
 
 void Call::Arm(Call* call) {
@@ -47,6 +66,8 @@ void Call::OnRequested(bool ok) {
     Unref();
     return;
   }
+  started_ = true;
+  loop_->CallStarted();
   Ref();  // for done_, which now will come
   Spawn();
   OnStart();

@@ -56,17 +56,26 @@ class CqLoop {
     return true;
   }
 
-  // Shuts the CQ down, drains it (every pending tag gets ok=false) and
-  // joins the thread. Call only after grpc::Server::Shutdown returned.
+  // Waits until every started call has ended, then shuts the CQ down,
+  // drains it (every pending tag gets ok=false) and joins the thread. Call
+  // only after grpc::Server::Shutdown returned.
   void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Bookkeeping of calls that started on this CQ and are not yet deleted.
+  void CallStarted() ABSL_LOCKS_EXCLUDED(mu_);
+  void CallEnded() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   void Drain();
+  bool NoLiveCalls() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return live_calls_ == 0;
+  }
 
   std::unique_ptr<grpc::ServerCompletionQueue> cq_;
   std::thread thread_;
   absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  int live_calls_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Base of every per-RPC state object. Owns itself: it is deleted when the
@@ -87,7 +96,7 @@ class Call {
 
  protected:
   explicit Call(CqLoop* loop) : loop_(loop) {}
-  virtual ~Call() = default;
+  virtual ~Call();
 
   // Request the next incoming RPC of this kind, with `tag` for its arrival.
   virtual void RequestCall(grpc::ServerCompletionQueue* cq, Tag* tag) = 0;
@@ -124,6 +133,7 @@ class Call {
   void OnDone(bool ok);
 
   CqLoop* const loop_;
+  bool started_ = false;  // set on the CQ thread before any other event
   grpc::ServerContext context_;
   // 1 for the request; the request's reference then passes to whoever
   // finishes the call, and the done notification adds one.

@@ -1,0 +1,116 @@
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "absl/synchronization/notification.h"
+#include "server/compute/compute.h"
+#include "tests/support/test_server.h"
+
+namespace fetchd::compute {
+namespace {
+
+using ::fetchd::testing::WaitFor;
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kWait = absl::Seconds(10);
+// Lets a kernel run for ~15 minutes: only a stop ends it.
+constexpr KernelLimits kHugeLimits{.max_n = 1'000'000'000'000};
+
+// Collects the one callback a run makes.
+struct Outcome {
+  absl::Notification done;
+  absl::StatusOr<ComputeResult> result = absl::UnknownError("not called");
+  ComputeCallback Callback() {
+    return [this](absl::StatusOr<ComputeResult> r) {
+      result = std::move(r);
+      done.Notify();
+    };
+  }
+};
+
+TEST(KernelRunnerTest, RunsTheKernelAndReportsTimings) {
+  WorkerPool pool({.workers = 1, .max_queued_tasks = 4});
+  KernelRunner runner(&pool, KernelLimits{});
+  Outcome out;
+  ASSERT_TRUE(runner.Run(CountPrimes{1000}, StopToken(), out.Callback()).ok());
+  ASSERT_TRUE(out.done.WaitForNotificationWithTimeout(kWait));
+  ASSERT_TRUE(out.result.ok()) << out.result.status();
+  EXPECT_EQ(std::get<2>(out.result->value), 168);
+  EXPECT_GE(out.result->queue_wait, absl::ZeroDuration());
+  EXPECT_GT(out.result->run_time, absl::ZeroDuration());
+}
+
+TEST(KernelRunnerTest, InvalidKernelIsRejectedWithoutCallingBack) {
+  WorkerPool pool({.workers = 1, .max_queued_tasks = 4});
+  KernelRunner runner(&pool, KernelLimits{.max_n = 10});
+  bool called = false;
+  absl::Status s =
+      runner.Run(SqrtSum{11}, StopToken(),
+                 [&](absl::StatusOr<ComputeResult>) { called = true; });
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("sqrt_sum.n"));
+  pool.Shutdown();
+  EXPECT_FALSE(called);
+}
+
+TEST(KernelRunnerTest, TaskStoppedWhileQueuedDoesNotRun) {
+  WorkerPool pool({.workers = 1, .max_queued_tasks = 4});
+  KernelRunner runner(&pool, KernelLimits{});
+  absl::Notification release;
+  ASSERT_TRUE(
+      pool.Submit([&](absl::Status) { release.WaitForNotification(); }).ok());
+  ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kWait,
+                      "the blocker to run"));
+  StopSource stop;
+  Outcome out;
+  // n = 1 never polls the token, so CANCELLED proves the kernel was skipped.
+  ASSERT_TRUE(runner.Run(SqrtSum{1}, stop.token(), out.Callback()).ok());
+  stop.RequestStop();
+  release.Notify();
+  ASSERT_TRUE(out.done.WaitForNotificationWithTimeout(kWait));
+  EXPECT_EQ(out.result.status().code(), absl::StatusCode::kCancelled);
+}
+
+TEST(KernelRunnerTest, FullPoolIsResourceExhausted) {
+  WorkerPool pool({.workers = 1, .max_queued_tasks = 0});
+  KernelRunner runner(&pool, kHugeLimits);
+  StopSource stop;
+  Outcome first;
+  ASSERT_TRUE(
+      runner.Run(SqrtSum{1'000'000'000'000}, stop.token(), first.Callback())
+          .ok());
+  ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kWait,
+                      "the first kernel to run"));
+  absl::Status s =
+      runner.Run(SqrtSum{1}, StopToken(), [](absl::StatusOr<ComputeResult>) {});
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  stop.RequestStop();
+  ASSERT_TRUE(first.done.WaitForNotificationWithTimeout(kWait));
+  EXPECT_EQ(first.result.status().code(), absl::StatusCode::kCancelled);
+}
+
+TEST(KernelRunnerTest, PoolShutdownCancelsQueuedRuns) {
+  WorkerPool pool({.workers = 1, .max_queued_tasks = 4});
+  KernelRunner runner(&pool, kHugeLimits);
+  StopSource stop;
+  Outcome running, queued;
+  ASSERT_TRUE(
+      runner.Run(SqrtSum{1'000'000'000'000}, stop.token(), running.Callback())
+          .ok());
+  ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kWait,
+                      "the first kernel to run"));
+  ASSERT_TRUE(runner.Run(SqrtSum{5}, StopToken(), queued.Callback()).ok());
+  std::thread stopper([&] { pool.Shutdown(); });
+  // The queued run is cancelled while the first still runs.
+  ASSERT_TRUE(queued.done.WaitForNotificationWithTimeout(kWait));
+  EXPECT_EQ(queued.result.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_FALSE(running.done.HasBeenNotified());
+  stop.RequestStop();
+  stopper.join();
+  ASSERT_TRUE(running.done.HasBeenNotified());
+  EXPECT_EQ(running.result.status().code(), absl::StatusCode::kCancelled);
+}
+
+}  // namespace
+}  // namespace fetchd::compute

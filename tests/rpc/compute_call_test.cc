@@ -1,0 +1,235 @@
+// Compute.Run through a real fetchd on a loopback port.
+#include "server/rpc/compute_call.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "absl/strings/escaping.h"
+#include "fetchd/v1/compute.grpc.pb.h"
+#include "tests/support/test_server.h"
+
+namespace fetchd::rpc {
+namespace {
+
+using ::fetchd::testing::ContextWithTimeout;
+using ::fetchd::testing::TestConfig;
+using ::fetchd::testing::TestServer;
+using ::fetchd::testing::WaitFor;
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kWait = absl::Seconds(10);
+constexpr int64_t kForever =
+    10'000'000'000;  // ~10 s of sqrt_sum: never ends here
+
+v1::ComputeRequest SqrtSum(int64_t n) {
+  v1::ComputeRequest r;
+  r.mutable_sqrt_sum()->set_n(n);
+  return r;
+}
+
+// A Compute.Run in flight on its own thread, cancellable.
+class PendingCall {
+ public:
+  PendingCall(v1::Compute::Stub* stub, v1::ComputeRequest request,
+              absl::Duration timeout = absl::Seconds(60))
+      : context_(ContextWithTimeout(timeout)) {
+    thread_ = std::thread([this, stub, request = std::move(request)] {
+      status_ = stub->Run(context_.get(), request, &response_);
+    });
+  }
+  ~PendingCall() {
+    if (thread_.joinable()) Wait();
+  }
+  void Cancel() { context_->TryCancel(); }
+  const grpc::Status& Wait() {
+    thread_.join();
+    return status_;
+  }
+  const v1::ComputeResponse& response() const { return response_; }
+
+ private:
+  std::unique_ptr<grpc::ClientContext> context_;
+  v1::ComputeResponse response_;
+  grpc::Status status_;
+  std::thread thread_;
+};
+
+class ComputeCallTest : public ::testing::Test {
+ protected:
+  explicit ComputeCallTest(rpc::ServerConfig config = TestConfig())
+      : server_(config) {}
+  void SetUp() override {
+    ASSERT_TRUE(server_.ok());
+    stub_ = v1::Compute::NewStub(server_.NewChannel());
+  }
+  grpc::Status Run(const v1::ComputeRequest& request,
+                   v1::ComputeResponse* response,
+                   absl::Duration timeout = kWait) {
+    return stub_->Run(ContextWithTimeout(timeout).get(), request, response);
+  }
+  bool Idle() {
+    auto s = server_.server().worker_stats();
+    return s.running == 0 && s.queued == 0;
+  }
+
+  TestServer server_;
+  std::unique_ptr<v1::Compute::Stub> stub_;
+};
+
+TEST_F(ComputeCallTest, SqrtSumReturnsValueAndTimings) {
+  v1::ComputeResponse response;
+  grpc::Status status = Run(SqrtSum(1'000'000), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.value_case(), v1::ComputeResponse::kSqrtSum);
+  EXPECT_NEAR(response.sqrt_sum(), 666666166.4588221, 1e-5);
+  ASSERT_TRUE(response.has_run_time());
+  ASSERT_TRUE(response.has_queue_wait());
+  EXPECT_TRUE(response.run_time().seconds() > 0 ||
+              response.run_time().nanos() > 0);
+  EXPECT_GE(response.queue_wait().nanos(), 0);
+}
+
+TEST_F(ComputeCallTest, Sha256ChainAndCountPrimes) {
+  v1::ComputeRequest request;
+  request.mutable_sha256_chain()->set_data("abc");
+  request.mutable_sha256_chain()->set_rounds(2);
+  v1::ComputeResponse response;
+  ASSERT_TRUE(Run(request, &response).ok());
+  EXPECT_EQ(absl::BytesToHexString(response.sha256_chain()),
+            "4f8b42c22dd3729b519ba6f68d2da7cc5b2d606d05daed5ad5128cc03e6c6358");
+
+  request.mutable_count_primes()->set_limit(1'000'000);
+  ASSERT_TRUE(Run(request, &response).ok());
+  ASSERT_EQ(response.value_case(), v1::ComputeResponse::kCountPrimes);
+  EXPECT_EQ(response.count_primes(), 78498);
+}
+
+TEST_F(ComputeCallTest, InvalidArgumentsNameTheFieldAndServingContinues) {
+  struct Case {
+    v1::ComputeRequest request;
+    const char* expect;
+  };
+  std::vector<Case> cases;
+  cases.push_back({v1::ComputeRequest(), "kernel is not set"});
+  cases.push_back({SqrtSum(-1), "sqrt_sum.n"});
+  cases.push_back({SqrtSum(10'000'000'001), "--max_compute_n"});
+  v1::ComputeRequest r;
+  r.mutable_sha256_chain()->set_rounds(0);
+  cases.push_back({r, "sha256_chain.rounds"});
+  r.mutable_sha256_chain()->set_rounds(1);
+  r.mutable_sha256_chain()->set_data(std::string((1 << 20) + 1, 'x'));
+  cases.push_back({r, "--max_compute_data_bytes"});
+  r.mutable_count_primes()->set_limit(-7);
+  cases.push_back({r, "count_primes.limit"});
+  for (const Case& c : cases) {
+    v1::ComputeResponse response;
+    grpc::Status status = Run(c.request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << c.expect;
+    EXPECT_THAT(status.error_message(), HasSubstr(c.expect));
+  }
+  v1::ComputeResponse response;
+  EXPECT_TRUE(Run(SqrtSum(10), &response).ok());
+  EXPECT_TRUE(WaitFor([&] { return Idle(); }, kWait, "an idle pool"));
+}
+
+TEST_F(ComputeCallTest, RequestAboveMaxRequestBytesIsResourceExhausted) {
+  v1::ComputeRequest request;
+  request.mutable_sha256_chain()->set_data(std::string(5 << 20, 'x'));
+  request.mutable_sha256_chain()->set_rounds(1);
+  v1::ComputeResponse response;
+  grpc::Status status = Run(request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_TRUE(Run(SqrtSum(10), &response).ok());
+}
+
+TEST_F(ComputeCallTest, DeadlineMidKernelIsDeadlineExceededAndFreesWorker) {
+  v1::ComputeResponse response;
+  grpc::Status status =
+      Run(SqrtSum(kForever), &response, absl::Milliseconds(300));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_TRUE(WaitFor([&] { return Idle(); }, kWait, "the worker to stop"));
+}
+
+TEST_F(ComputeCallTest, ManyConcurrentCallsAllAnswered) {
+  constexpr int kCalls = 64;
+  std::vector<std::unique_ptr<PendingCall>> calls;
+  for (int i = 0; i < kCalls; ++i) {
+    calls.push_back(std::make_unique<PendingCall>(stub_.get(), SqrtSum(i)));
+  }
+  for (int i = 0; i < kCalls; ++i) {
+    ASSERT_TRUE(calls[i]->Wait().ok()) << i;
+    double want = 0;
+    for (int k = 0; k < i; ++k) want += std::sqrt(k);
+    EXPECT_NEAR(calls[i]->response().sqrt_sum(), want, 1e-9 * (want + 1));
+  }
+}
+
+// One worker and no queue: the pool is easy to fill.
+class SingleWorkerTest : public ComputeCallTest {
+ protected:
+  static rpc::ServerConfig Config() {
+    rpc::ServerConfig c = TestConfig();
+    c.workers = 1;
+    c.max_queued_tasks = 1;
+    return c;
+  }
+  SingleWorkerTest() : ComputeCallTest(Config()) {}
+};
+
+TEST_F(SingleWorkerTest, ClientCancelFreesTheWorkerForTheNextCall) {
+  PendingCall long_call(stub_.get(), SqrtSum(kForever));
+  ASSERT_TRUE(
+      WaitFor([&] { return server_.server().worker_stats().running == 1; },
+              kWait, "the long kernel to start"));
+  long_call.Cancel();
+  EXPECT_EQ(long_call.Wait().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(WaitFor([&] { return Idle(); }, kWait, "the worker to stop"));
+  // The only worker is free: a short call runs at once.
+  v1::ComputeResponse response;
+  grpc::Status status = Run(SqrtSum(100), &response, absl::Seconds(5));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_LT(response.queue_wait().seconds(), 1);
+}
+
+TEST_F(SingleWorkerTest, FullQueueIsResourceExhaustedNamingTheLimit) {
+  PendingCall running(stub_.get(), SqrtSum(kForever));
+  ASSERT_TRUE(
+      WaitFor([&] { return server_.server().worker_stats().running == 1; },
+              kWait, "the first kernel to start"));
+  PendingCall queued(stub_.get(), SqrtSum(kForever));
+  ASSERT_TRUE(
+      WaitFor([&] { return server_.server().worker_stats().queued == 1; },
+              kWait, "the second kernel to queue"));
+  v1::ComputeResponse response;
+  grpc::Status status = Run(SqrtSum(1), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("--max_queued_tasks=1"));
+  running.Cancel();
+  queued.Cancel();
+  EXPECT_EQ(running.Wait().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ(queued.Wait().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(WaitFor([&] { return Idle(); }, kWait, "an idle pool"));
+  EXPECT_TRUE(Run(SqrtSum(1), &response).ok());
+}
+
+TEST(KernelFromProtoTest, MapsEveryKernel) {
+  v1::ComputeRequest r;
+  r.mutable_count_primes()->set_limit(9);
+  auto k = KernelFromProto(r);
+  ASSERT_TRUE(k.ok());
+  EXPECT_EQ(std::get<compute::CountPrimes>(*k).limit, 9);
+  r.mutable_sha256_chain()->set_data("d");
+  r.mutable_sha256_chain()->set_rounds(3);
+  k = KernelFromProto(r);
+  ASSERT_TRUE(k.ok());
+  EXPECT_EQ(std::get<compute::Sha256Chain>(*k).data, "d");
+  EXPECT_EQ(std::get<compute::Sha256Chain>(*k).rounds, 3);
+  EXPECT_EQ(KernelFromProto(v1::ComputeRequest()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace fetchd::rpc

@@ -1,0 +1,222 @@
+// The server as a whole: standard services, start-up errors, shutdown.
+#include <gmock/gmock.h>
+#include <google/protobuf/descriptor.pb.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "fetchd/v1/compute.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "server/rpc/rpc.h"
+#include "support/reflection.pb.h"
+#include "tests/support/test_server.h"
+
+namespace fetchd::rpc {
+namespace {
+
+namespace reflection = ::fetchd::testing::reflection;
+
+using ::fetchd::testing::ContextWithTimeout;
+using ::fetchd::testing::TestConfig;
+using ::fetchd::testing::TestServer;
+using ::fetchd::testing::WaitFor;
+using ::grpc::health::v1::HealthCheckResponse;
+using ::testing::Contains;
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kWait = absl::Seconds(10);
+
+HealthCheckResponse::ServingStatus CheckHealth(grpc::Channel* channel,
+                                               grpc::Status* status) {
+  auto stub = grpc::health::v1::Health::NewStub(
+      std::shared_ptr<grpc::Channel>(channel, [](grpc::Channel*) {}));
+  grpc::health::v1::HealthCheckResponse response;
+  *status = stub->Check(ContextWithTimeout(absl::Seconds(5)).get(),
+                        grpc::health::v1::HealthCheckRequest(), &response);
+  return response.status();
+}
+
+TEST(ServerTest, HealthIsServingWhileUp) {
+  TestServer server;
+  ASSERT_TRUE(server.ok());
+  auto channel = server.NewChannel();
+  grpc::Status status;
+  EXPECT_EQ(CheckHealth(channel.get(), &status), HealthCheckResponse::SERVING);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+}
+
+// The reflection stream as grpcurl drives it, one request and one response
+// at a time, through a generic stub (see support/reflection.proto).
+class ReflectionStream {
+ public:
+  explicit ReflectionStream(std::shared_ptr<grpc::Channel> channel)
+      : stub_(std::move(channel)),
+        context_(ContextWithTimeout(absl::Seconds(10))) {
+    call_ = stub_.PrepareCall(
+        context_.get(),
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq_);
+    call_->StartCall(this);
+    Await();
+  }
+  ~ReflectionStream() {
+    call_->WritesDone(this);
+    Await();
+    grpc::Status status;
+    call_->Finish(&status, this);
+    Await();
+    cq_.Shutdown();
+    void* tag;
+    bool ok;
+    while (cq_.Next(&tag, &ok)) {
+    }
+  }
+
+  bool Ask(const reflection::ServerReflectionRequest& request,
+           reflection::ServerReflectionResponse* response) {
+    const std::string bytes = request.SerializeAsString();
+    grpc::Slice slice(bytes);
+    grpc::ByteBuffer out(&slice, 1);
+    call_->Write(out, this);
+    if (!Await()) return false;
+    grpc::ByteBuffer in;
+    call_->Read(&in, this);
+    if (!Await()) return false;
+    std::vector<grpc::Slice> slices;
+    if (!in.Dump(&slices).ok()) return false;
+    std::string joined;
+    for (const auto& s : slices) {
+      joined.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+    return response->ParseFromString(joined);
+  }
+
+ private:
+  bool Await() {
+    void* tag;
+    bool ok = false;
+    return cq_.Next(&tag, &ok) && ok;
+  }
+  grpc::GenericStub stub_;
+  std::unique_ptr<grpc::ClientContext> context_;
+  grpc::CompletionQueue cq_;
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call_;
+};
+
+TEST(ServerTest, ReflectionListsAndDescribesTheServices) {
+  TestServer server;
+  ASSERT_TRUE(server.ok());
+  ReflectionStream stream(server.NewChannel());
+  reflection::ServerReflectionRequest request;
+  reflection::ServerReflectionResponse response;
+
+  request.set_list_services("");
+  ASSERT_TRUE(stream.Ask(request, &response));
+  std::vector<std::string> names;
+  for (const auto& s : response.list_services_response().service()) {
+    names.push_back(s.name());
+  }
+  EXPECT_THAT(names, Contains("fetchd.v1.Compute"));
+  EXPECT_THAT(names, Contains("grpc.health.v1.Health"));
+
+  request.set_file_containing_symbol("fetchd.v1.Compute");
+  ASSERT_TRUE(stream.Ask(request, &response));
+  ASSERT_GE(response.file_descriptor_response().file_descriptor_proto_size(),
+            1);
+  google::protobuf::FileDescriptorProto file;
+  ASSERT_TRUE(file.ParseFromString(
+      response.file_descriptor_response().file_descriptor_proto(0)));
+  EXPECT_EQ(file.package(), "fetchd.v1");
+  ASSERT_EQ(file.service_size(), 1);
+  EXPECT_EQ(file.service(0).method(0).name(), "Run");
+}
+
+TEST(ServerTest, PortInUseIsAClearError) {
+  TestServer first;
+  ASSERT_TRUE(first.ok());
+  ServerConfig config = TestConfig();
+  config.listen = first.address();
+  auto second = Server::Start(config);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(second.status().message(), HasSubstr(first.address()));
+}
+
+TEST(ServerTest, InvalidConfigNamesTheFlag) {
+  ServerConfig config = TestConfig();
+  config.workers = 0;
+  auto server = Server::Start(config);
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(server.status().message(), HasSubstr("--workers"));
+  config = TestConfig();
+  config.cq_threads = -1;
+  EXPECT_THAT(ValidateServerConfig(config).message(),
+              HasSubstr("--cq_threads"));
+  config = TestConfig();
+  config.kernel_limits.max_data_bytes = config.max_request_bytes;
+  EXPECT_THAT(ValidateServerConfig(config).message(),
+              HasSubstr("--max_compute_data_bytes"));
+  EXPECT_TRUE(ValidateServerConfig(TestConfig()).ok());
+}
+
+v1::ComputeRequest SqrtSum(int64_t n) {
+  v1::ComputeRequest r;
+  r.mutable_sqrt_sum()->set_n(n);
+  return r;
+}
+
+TEST(ServerTest, GracefulShutdownFinishesAnInFlightCall) {
+  TestServer server;
+  ASSERT_TRUE(server.ok());
+  auto channel = server.NewChannel();
+  auto stub = v1::Compute::NewStub(channel);
+  // ~0.25 s of work here (a few times that under sanitizers).
+  constexpr int64_t kN = 300'000'000;
+  grpc::Status status;
+  v1::ComputeResponse response;
+  std::thread call([&] {
+    status = stub->Run(ContextWithTimeout(absl::Seconds(60)).get(), SqrtSum(kN),
+                       &response);
+  });
+  ASSERT_TRUE(
+      WaitFor([&] { return server.server().worker_stats().running == 1; },
+              kWait, "the kernel to start"));
+  server.Shutdown(absl::Seconds(60));
+  call.join();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  // Σ√i ≈ (2/3) n^1.5.
+  EXPECT_NEAR(response.sqrt_sum() / (2.0 / 3 * std::pow(kN, 1.5)), 1.0, 1e-6);
+  // Health and new calls are refused once shut down.
+  grpc::Status after;
+  CheckHealth(channel.get(), &after);
+  EXPECT_FALSE(after.ok());
+}
+
+TEST(ServerTest, ShutdownCancelsCallsStillRunningAfterTheGrace) {
+  TestServer server;
+  ASSERT_TRUE(server.ok());
+  auto stub = v1::Compute::NewStub(server.NewChannel());
+  grpc::Status status;
+  v1::ComputeResponse response;
+  std::thread call([&] {
+    status = stub->Run(ContextWithTimeout(absl::Seconds(60)).get(),
+                       SqrtSum(10'000'000'000), &response);
+  });
+  ASSERT_TRUE(
+      WaitFor([&] { return server.server().worker_stats().running == 1; },
+              kWait, "the kernel to start"));
+  server.Shutdown(absl::Milliseconds(100));
+  call.join();
+  EXPECT_FALSE(status.ok());
+  EXPECT_EQ(server.server().worker_stats().running, 0);
+}
+
+TEST(ServerTest, ShutdownIsIdempotentAndSafeWithoutCalls) {
+  TestServer server;
+  ASSERT_TRUE(server.ok());
+  server.Shutdown(absl::Seconds(1));
+  server.Shutdown(absl::Seconds(1));
+}
+
+}  // namespace
+}  // namespace fetchd::rpc

@@ -1,0 +1,53 @@
+#include "tests/support/test_server.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace fetchd::testing {
+
+::testing::AssertionResult WaitFor(const std::function<bool()>& condition,
+                                   absl::Duration timeout,
+                                   const std::string& what) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!condition()) {
+    if (absl::Now() >= deadline) {
+      return ::testing::AssertionFailure()
+             << "timed out after " << absl::FormatDuration(timeout)
+             << " waiting for " << what;
+    }
+    absl::SleepFor(absl::Milliseconds(1));  // polling interval, not a wait
+  }
+  return ::testing::AssertionSuccess();
+}
+
+rpc::ServerConfig TestConfig() {
+  rpc::ServerConfig config;
+  config.listen = "127.0.0.1:0";
+  config.cq_threads = 2;
+  config.workers = 2;
+  config.max_queued_tasks = 64;
+  config.shutdown_grace = absl::ZeroDuration();
+  return config;
+}
+
+TestServer::TestServer(rpc::ServerConfig config) {
+  auto server = rpc::Server::Start(std::move(config));
+  EXPECT_TRUE(server.ok()) << server.status();
+  if (server.ok()) server_ = *std::move(server);
+}
+
+std::string TestServer::address() const {
+  return absl::StrCat("127.0.0.1:", server_->port());
+}
+
+std::shared_ptr<grpc::Channel> TestServer::NewChannel() const {
+  return grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
+}
+
+std::unique_ptr<grpc::ClientContext> ContextWithTimeout(
+    absl::Duration timeout) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  return context;
+}
+
+}  // namespace fetchd::testing

@@ -1,0 +1,48 @@
+// Test support: a real fetchd started in-process on an ephemeral loopback
+// port, and condition waits with deadlines (never bare sleeps).
+#ifndef FETCHD_TESTS_SUPPORT_TEST_SERVER_H_
+#define FETCHD_TESTS_SUPPORT_TEST_SERVER_H_
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/time/time.h"
+#include "server/rpc/rpc.h"
+
+namespace fetchd::testing {
+
+// Polls `condition` until it holds or `timeout` passes; the failure names
+// `what`. Use as EXPECT_TRUE(WaitFor(...)).
+::testing::AssertionResult WaitFor(const std::function<bool()>& condition,
+                                   absl::Duration timeout,
+                                   const std::string& what);
+
+// A config for tests: 127.0.0.1:0, two CQ threads, two workers.
+rpc::ServerConfig TestConfig();
+
+// Starts fetchd in-process; shut down (grace 0) on destruction.
+class TestServer {
+ public:
+  explicit TestServer(rpc::ServerConfig config = TestConfig());
+
+  // Whether Start succeeded; tests ASSERT_TRUE(server.ok()) first.
+  bool ok() const { return server_ != nullptr; }
+  rpc::Server& server() { return *server_; }
+  std::string address() const;
+  std::shared_ptr<grpc::Channel> NewChannel() const;
+  void Shutdown(absl::Duration grace) { server_->Shutdown(grace); }
+
+ private:
+  std::unique_ptr<rpc::Server> server_;
+};
+
+// A client context whose deadline is `timeout` from now.
+std::unique_ptr<grpc::ClientContext> ContextWithTimeout(absl::Duration timeout);
+
+}  // namespace fetchd::testing
+
+#endif  // FETCHD_TESTS_SUPPORT_TEST_SERVER_H_
