@@ -34,7 +34,7 @@ ABSL_FLAG(std::string, service, "", "health: the service name (\"\" = server)");
 namespace {
 
 constexpr char kUsage[] =
-    "fetchctl: call fetchd.\n"
+    "call fetchd.\n"
     "Usage:\n"
     "  fetchctl [--addr=127.0.0.1:50051] [--timeout=5s] [--json] COMMAND\n"
     "Commands:\n"

@@ -8,6 +8,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "server/rpc/rpc.h"
@@ -40,6 +42,22 @@ int OrCores(int value) {
   return cores == 0 ? 1 : static_cast<int>(cores);
 }
 
+// The text as a JSON string body (quotes, backslashes, control bytes).
+std::string JsonEscape(absl::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += absl::StrFormat("\\u%04x", c);
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 void Log(const std::string& json_fields) {
   std::fprintf(
       stderr, "{\"ts\":\"%s\",%s}\n",
@@ -52,8 +70,16 @@ void Log(const std::string& json_fields) {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "fetchd: a gRPC service that fetches and computes for other "
-      "services.\nUsage: fetchd [--flag=value ...]");
+      "a gRPC service that fetches and computes for other services.\n"
+      "Usage: fetchd [--flag=value ...]");
+  // --help lists the flags of this file (absl matches on the file name,
+  // which is main.cc, not fetchd.cc).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view path) {
+    return absl::EndsWith(path, "server/main.cc");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
 
   fetchd::rpc::ServerConfig config;
@@ -80,12 +106,13 @@ int main(int argc, char** argv) {
   if (!server.ok()) {
     Log(absl::StrFormat(
         R"("level":"error","event":"start_failed","error":"%s")",
-        server.status().ToString()));
+        JsonEscape(server.status().ToString())));
     return 1;
   }
   Log(absl::StrFormat(
       R"("level":"info","event":"serving","listen":"%s","port":%d,"cq_threads":%d,"workers":%d)",
-      config.listen, (*server)->port(), config.cq_threads, config.workers));
+      JsonEscape(config.listen), (*server)->port(), config.cq_threads,
+      config.workers));
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);

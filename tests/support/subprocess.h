@@ -1,6 +1,9 @@
-// Test support: run a program to completion and capture what it printed.
+// Test support: run a program, talk to it through signals, capture what it
+// printed. Every wait has a deadline.
 #ifndef FETCHD_TESTS_SUPPORT_SUBPROCESS_H_
 #define FETCHD_TESTS_SUPPORT_SUBPROCESS_H_
+
+#include <sys/types.h>
 
 #include <string>
 #include <vector>
@@ -17,8 +20,36 @@ struct ProcessResult {
   std::string err;
 };
 
-// Runs argv[0] with `argv` (no shell); kills it with SIGKILL if it runs
-// past `timeout`, which is then reported as DEADLINE_EXCEEDED.
+// A child process with its stdout and stderr captured. The destructor
+// kills (SIGKILL) and reaps a child that is still running.
+class Subprocess {
+ public:
+  static absl::StatusOr<std::unique_ptr<Subprocess>> Start(
+      const std::vector<std::string>& argv);
+  ~Subprocess();
+
+  // Reads output until stderr contains `needle`; returns stderr so far.
+  // DEADLINE_EXCEEDED if it does not appear in time, FAILED_PRECONDITION if
+  // the child closed its output first.
+  absl::StatusOr<std::string> WaitForStderr(const std::string& needle,
+                                            absl::Duration timeout);
+  void Signal(int signal_number);
+  // Reads the rest of the output and reaps the child; kills it (and returns
+  // DEADLINE_EXCEEDED) if it runs past `timeout`.
+  absl::StatusOr<ProcessResult> Wait(absl::Duration timeout);
+
+ private:
+  Subprocess(pid_t pid, int out_fd, int err_fd);
+  // One poll+read round; false when both pipes are closed.
+  bool ReadSome(absl::Time deadline);
+
+  pid_t pid_;
+  int fds_[2];
+  ProcessResult result_;
+  bool reaped_ = false;
+};
+
+// Start + Wait in one call.
 absl::StatusOr<ProcessResult> RunProcess(const std::vector<std::string>& argv,
                                          absl::Duration timeout);
 

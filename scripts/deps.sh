@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the Debian packages fetchd needs, once; silent when all are there.
+#   scripts/deps.sh build   compilers, CMake, gRPC, Protobuf, Abseil, OpenSSL, JSON
+#   scripts/deps.sh test    build + GoogleTest/GoogleMock + clang's sanitizer runtime
+#   scripts/deps.sh bench   build + what bench/ drives (Python aiohttp for the seed peer)
+set -euo pipefail
+
+build=(cmake ninja-build g++ pkg-config ca-certificates
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev libssl-dev nlohmann-json3-dev
+  libgtest-dev libgmock-dev)  # tests are part of the default build
+test=(clang libclang-rt-14-dev)
+bench=(python3 python3-aiohttp)
+
+wanted=("${build[@]}")
+case "${1:-build}" in
+  build) ;;
+  test) wanted+=("${test[@]}") ;;
+  bench) wanted+=("${bench[@]}") ;;
+  *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
+esac
+
+missing=()
+for pkg in "${wanted[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
+    missing+=("$pkg")
+done
+((${#missing[@]} == 0)) && exit 0
+
+sudo=()
+[[ $(id -u) == 0 ]] || sudo=(sudo)
+echo "deps: installing ${missing[*]}" >&2
+# One index refresh per run, and only when something is missing.
+"${sudo[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
+  --no-install-recommends "${missing[@]}" >/dev/null

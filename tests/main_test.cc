@@ -1,0 +1,147 @@
+// The fetchd binary as it runs in production: flags, signals, exit codes.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <regex>
+#include <thread>
+
+#include "fetchd/v1/compute.grpc.pb.h"
+#include "tests/support/subprocess.h"
+#include "tests/support/test_server.h"
+
+namespace fetchd {
+namespace {
+
+using ::fetchd::testing::ContextWithTimeout;
+using ::fetchd::testing::RunProcess;
+using ::fetchd::testing::Subprocess;
+using ::fetchd::testing::WaitFor;
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kWait = absl::Seconds(30);
+
+v1::ComputeRequest SqrtSum(int64_t n) {
+  v1::ComputeRequest r;
+  r.mutable_sqrt_sum()->set_n(n);
+  return r;
+}
+
+// Starts fetchd on an ephemeral port and reads the port from its log.
+class FetchdProcess {
+ public:
+  explicit FetchdProcess(std::vector<std::string> flags) {
+    std::vector<std::string> argv = {FETCHD_PATH, "--listen=127.0.0.1:0"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    auto process = Subprocess::Start(argv);
+    EXPECT_TRUE(process.ok()) << process.status();
+    if (!process.ok()) return;
+    process_ = *std::move(process);
+    auto err = process_->WaitForStderr("\"event\":\"serving\"", kWait);
+    EXPECT_TRUE(err.ok()) << err.status();
+    if (!err.ok()) return;
+    std::smatch m;
+    std::regex port_re("\"port\":([0-9]+)");
+    if (std::regex_search(*err, m, port_re)) port_ = std::stoi(m[1]);
+  }
+  bool ok() const { return port_ > 0; }
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+  Subprocess& process() { return *process_; }
+
+ private:
+  std::unique_ptr<Subprocess> process_;
+  int port_ = 0;
+};
+
+TEST(FetchdMainTest, HelpListsEveryFlag) {
+  auto r = RunProcess({FETCHD_PATH, "--help"}, kWait);
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (const char* flag :
+       {"--listen", "--cq_threads", "--workers", "--max_queued_tasks",
+        "--max_compute_n", "--max_compute_data_bytes", "--max_request_bytes",
+        "--shutdown_grace"}) {
+    EXPECT_THAT(r->out, HasSubstr(flag));
+  }
+}
+
+TEST(FetchdMainTest, SigtermLetsTheInFlightCallFinishAndExitsZero) {
+  FetchdProcess fetchd(
+      {"--workers=1", "--max_queued_tasks=0", "--shutdown_grace=60s"});
+  ASSERT_TRUE(fetchd.ok());
+  auto stub = v1::Compute::NewStub(grpc::CreateChannel(
+      fetchd.address(), grpc::InsecureChannelCredentials()));
+  constexpr int64_t kN = 400'000'000;  // ~0.3 s here, longer under ASan
+  grpc::Status status;
+  v1::ComputeResponse response;
+  std::thread call([&] {
+    status = stub->Run(ContextWithTimeout(kWait).get(), SqrtSum(kN), &response);
+  });
+  // With one worker and no queue, a probe is refused exactly while the long
+  // call runs: that is how we know it is in flight.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        v1::ComputeResponse probe;
+        return stub->Run(ContextWithTimeout(absl::Seconds(5)).get(), SqrtSum(1),
+                         &probe)
+                   .error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+      },
+      kWait, "the long call to occupy the worker"));
+  fetchd.process().Signal(SIGTERM);
+  call.join();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_NEAR(response.sqrt_sum() / (2.0 / 3 * std::pow(kN, 1.5)), 1.0, 1e-6);
+  auto exit = fetchd.process().Wait(kWait);
+  ASSERT_TRUE(exit.ok()) << exit.status();
+  EXPECT_EQ(exit->exit_code, 0) << exit->err;
+  EXPECT_THAT(exit->err, HasSubstr("\"signal\":\"SIGTERM\""));
+  EXPECT_THAT(exit->err, HasSubstr("\"event\":\"stopped\""));
+}
+
+TEST(FetchdMainTest, SigintCancelsCallsPastTheGraceAndExitsZero) {
+  FetchdProcess fetchd(
+      {"--workers=1", "--max_queued_tasks=0", "--shutdown_grace=100ms"});
+  ASSERT_TRUE(fetchd.ok());
+  auto stub = v1::Compute::NewStub(grpc::CreateChannel(
+      fetchd.address(), grpc::InsecureChannelCredentials()));
+  grpc::Status status;
+  std::thread call([&] {
+    v1::ComputeResponse response;
+    status = stub->Run(ContextWithTimeout(kWait).get(), SqrtSum(10'000'000'000),
+                       &response);
+  });
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        v1::ComputeResponse probe;
+        return stub->Run(ContextWithTimeout(absl::Seconds(5)).get(), SqrtSum(1),
+                         &probe)
+                   .error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+      },
+      kWait, "the long call to occupy the worker"));
+  fetchd.process().Signal(SIGINT);
+  call.join();
+  EXPECT_FALSE(status.ok());
+  auto exit = fetchd.process().Wait(kWait);
+  ASSERT_TRUE(exit.ok()) << exit.status();
+  EXPECT_EQ(exit->exit_code, 0) << exit->err;
+}
+
+TEST(FetchdMainTest, InvalidFlagValueExitsOneNamingTheFlag) {
+  auto r = RunProcess(
+      {FETCHD_PATH, "--listen=127.0.0.1:0", "--max_queued_tasks=-1"}, kWait);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 1);
+  EXPECT_THAT(r->err, HasSubstr("--max_queued_tasks"));
+}
+
+TEST(FetchdMainTest, PortInUseExitsOne) {
+  ::fetchd::testing::TestServer other;
+  ASSERT_TRUE(other.ok());
+  auto r = RunProcess({FETCHD_PATH, "--listen=" + other.address()}, kWait);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 1);
+  EXPECT_THAT(r->err, HasSubstr("start_failed"));
+  EXPECT_THAT(r->err, HasSubstr(other.address()));
+}
+
+}  // namespace
+}  // namespace fetchd
