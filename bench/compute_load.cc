@@ -28,6 +28,11 @@ ABSL_FLAG(absl::Duration, duration, absl::Seconds(5), "measured time");
 ABSL_FLAG(absl::Duration, warmup, absl::Milliseconds(500),
           "time before measuring starts");
 ABSL_FLAG(std::string, label, "fetchd", "first column of the output line");
+ABSL_FLAG(int, cancel_probes, 0,
+          "instead of load: this many times, occupy --cancel_fill workers "
+          "with endless kernels, cancel them, and report how long the next "
+          "call's task waited for a freed worker (server-side queue_wait)");
+ABSL_FLAG(int, cancel_fill, 2, "the server's --workers, for --cancel_probes");
 
 namespace {
 
@@ -102,10 +107,57 @@ double Percentile(const std::vector<double>& sorted, double p) {
   return sorted[i];
 }
 
+absl::Duration FromProto(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+// Cancel-to-free latency: the time a task waits for a worker whose kernel
+// was just cancelled by its client.
+int CancelProbes(int probes, int fill) {
+  auto stub = fetchd::v1::Compute::NewStub(grpc::CreateChannel(
+      absl::GetFlag(FLAGS_target), grpc::InsecureChannelCredentials()));
+  fetchd::v1::ComputeRequest endless, tiny;
+  endless.mutable_sqrt_sum()->set_n(10'000'000'000);
+  tiny.mutable_sqrt_sum()->set_n(1);
+  std::vector<double> waits_us;
+  for (int p = 0; p < probes; ++p) {
+    std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+    std::vector<std::thread> calls;
+    for (int i = 0; i < fill; ++i) {
+      contexts.push_back(std::make_unique<grpc::ClientContext>());
+      calls.emplace_back([&stub, &endless, ctx = contexts.back().get()] {
+        fetchd::v1::ComputeResponse ignored;
+        stub->Run(ctx, endless, &ignored);
+      });
+    }
+    // Let the kernels get going (a benchmark pause, not synchronisation).
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    for (auto& ctx : contexts) ctx->TryCancel();
+    grpc::ClientContext context;
+    fetchd::v1::ComputeResponse response;
+    grpc::Status status = stub->Run(&context, tiny, &response);
+    for (auto& t : calls) t.join();
+    if (!status.ok()) {
+      std::fprintf(stderr, "probe failed: %s\n", status.error_message().c_str());
+      return 1;
+    }
+    waits_us.push_back(
+        absl::ToDoubleMicroseconds(FromProto(response.queue_wait())));
+  }
+  std::sort(waits_us.begin(), waits_us.end());
+  std::printf("%s cancel_probes=%d fill=%d freed_p50_us=%.0f freed_max_us=%.0f\n",
+              absl::GetFlag(FLAGS_label).c_str(), probes, fill,
+              Percentile(waits_us, 0.5), waits_us.back());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  if (const int probes = absl::GetFlag(FLAGS_cancel_probes); probes > 0) {
+    return CancelProbes(probes, std::max(1, absl::GetFlag(FLAGS_cancel_fill)));
+  }
   const int concurrency = std::max(1, absl::GetFlag(FLAGS_concurrency));
   const int threads = std::clamp(absl::GetFlag(FLAGS_threads), 1, concurrency);
   const auto measure_from =

@@ -93,7 +93,9 @@ absl::StatusOr<std::string> RunSha256Chain(const std::string& data,
                                            int64_t rounds,
                                            const StopToken& stop) {
   if (rounds < 1) return absl::InvalidArgumentError("rounds must be >= 1");
-  std::unique_ptr<EVP_MD, EvpMdDeleter> md(
+  // Fetching the algorithm costs far more than hashing 32 bytes: do it
+  // once. An EVP_MD is immutable and safe to share between threads.
+  static const std::unique_ptr<EVP_MD, EvpMdDeleter> md(
       EVP_MD_fetch(nullptr, "SHA256", nullptr));
   std::unique_ptr<EVP_MD_CTX, EvpMdCtxDeleter> ctx(EVP_MD_CTX_new());
   if (md == nullptr || ctx == nullptr) {

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Compute.Run throughput and latency, fetchd vs the seed's ProcessPoolExecutor.
+#
+#   bench/compute.sh [ROUNDS=3] [SECONDS=3]
+#
+# For n=1 (RPC overhead) and n=1,000,000 (CPU bound) at 1, 2 and 16
+# concurrent callers, bench/compute_load (C++, async stub, closed loop)
+# drives a real fetchd on loopback; ../shared/bench/seed_peer.py --compute
+# runs the same kernel through a ProcessPoolExecutor. Rounds alternate
+# fetchd and the seed; the table shows medians and fetchd ÷ seed ratios.
+# Everything binds to 127.0.0.1 and is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+seconds=${2:-3}
+seed=../shared/bench/seed_peer.py
+[[ -f $seed ]] || { echo "missing $seed (../shared beside the repo)" >&2; exit 1; }
+
+bash scripts/deps.sh bench
+bash scripts/build.sh release >/dev/null
+
+tmp=$(mktemp -d)
+fetchd_pid=
+cleanup() {
+  [[ -n $fetchd_pid ]] && kill "$fetchd_pid" 2>/dev/null && wait "$fetchd_pid" 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+build/bin/fetchd --listen=127.0.0.1:0 2>"$tmp/fetchd.log" &
+fetchd_pid=$!
+for _ in $(seq 100); do
+  grep -q '"event":"serving"' "$tmp/fetchd.log" 2>/dev/null && break
+  kill -0 "$fetchd_pid" 2>/dev/null || { cat "$tmp/fetchd.log" >&2; exit 1; }
+  sleep 0.1
+done
+port=$(grep -o '"port":[0-9]*' "$tmp/fetchd.log" | head -1 | cut -d: -f2)
+[[ -n $port ]] || { echo "fetchd did not start" >&2; cat "$tmp/fetchd.log" >&2; exit 1; }
+target=127.0.0.1:$port
+echo "fetchd on $target ($(nproc) cores); $rounds rounds of ${seconds}s per point" >&2
+
+drive() {  # n c -> "calls/s p50_us p99_us"
+  local threads=1
+  (($2 > 1)) && threads=2
+  build/bin/compute_load --target="$target" --n="$1" --concurrency="$2" \
+    --threads="$threads" --duration="${seconds}s" --warmup=500ms |
+    sed -E 's/.*calls\/s=([0-9.]+) p50_us=([0-9]+) p99_us=([0-9]+).*/\1 \2 \3/'
+}
+seed_rate() {  # n k -> calls/s
+  "$seed" --compute "$1" "$2" | awk '{print $(NF-1)}'
+}
+
+for r in $(seq "$rounds"); do
+  for n in 1 1000000; do
+    for c in 1 2 16; do
+      echo "fetchd $n $c $(drive "$n" "$c")" >>"$tmp/results"
+    done
+  done
+  echo "seed 1 - $(seed_rate 1 20000)" >>"$tmp/results"
+  echo "seed 1000000 - $(seed_rate 1000000 200)" >>"$tmp/results"
+  echo "round $r done" >&2
+done
+
+build/bin/compute_load --target="$target" --cancel_probes=20 --cancel_fill="$(nproc)" >"$tmp/cancel"
+
+# Medians per (who, n, c) and the ratios.
+awk '
+  function median(key,   n, i, j, t, v) {
+    n = split(vals[key], v, " ")
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
+    return v[int((n + 1) / 2)]
+  }
+  $1 == "fetchd" { k = $2 " " $3; rate[k] = rate[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6; keys[k] = 1 }
+  $1 == "seed"   { seedr[$2] = seedr[$2] " " $4 }
+  END {
+    printf "%-10s %-9s %12s %9s %9s %12s %8s\n", "n", "callers", "fetchd/s", "p50_us", "p99_us", "seed/s", "ratio"
+    split("1 1000000", ns, " "); split("1 2 16", cs, " ")
+    for (i = 1; i <= 2; i++) {
+      vals["s"] = seedr[ns[i]]; s = median("s")
+      for (j = 1; j <= 3; j++) {
+        k = ns[i] " " cs[j]
+        vals["r"] = rate[k]; vals["a"] = p50[k]; vals["b"] = p99[k]
+        f = median("r")
+        printf "%-10s %-9s %12.0f %9d %9d %12.1f %7.1fx\n", ns[i], cs[j], f, median("a"), median("b"), s, f / s
+      }
+    }
+  }' "$tmp/results"
+echo
+echo "client cancel -> worker free (server queue_wait of the next call): $(cut -d' ' -f4- "$tmp/cancel")"
