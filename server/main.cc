@@ -91,7 +91,11 @@ int main(int argc, char** argv) {
   config.kernel_limits.max_data_bytes =
       absl::GetFlag(FLAGS_max_compute_data_bytes);
   config.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
-  config.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  const absl::Duration grace = absl::GetFlag(FLAGS_shutdown_grace);
+  if (grace < absl::ZeroDuration()) {
+    Log(R"("level":"error","event":"start_failed","error":"--shutdown_grace must be >= 0")");
+    return 1;
+  }
 
   // Block the stop signals before any thread starts so every thread
   // inherits the mask and only sigwait below sees them.
@@ -119,8 +123,8 @@ int main(int argc, char** argv) {
   Log(absl::StrFormat(
       R"("level":"info","event":"shutting_down","signal":"%s","grace":"%s")",
       signal_number == SIGTERM ? "SIGTERM" : "SIGINT",
-      absl::FormatDuration(config.shutdown_grace)));
-  (*server)->Shutdown(config.shutdown_grace);
+      absl::FormatDuration(grace)));
+  (*server)->Shutdown(grace);
   Log(R"("level":"info","event":"stopped")");
   return 0;
 }

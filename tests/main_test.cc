@@ -53,6 +53,48 @@ class FetchdProcess {
   int port_ = 0;
 };
 
+// sqrt_sum(n) on the only worker of a fetchd run with --workers=1
+// --max_queued_tasks=0. A probe is then refused exactly while the call
+// runs; that is how the test knows it is in flight.
+class LongCall {
+ public:
+  LongCall(v1::Compute::Stub* stub, int64_t n) : stub_(stub) {
+    thread_ = std::thread([this, n] {
+      // A probe may hold the worker at the moment this call arrives.
+      do {
+        response_.Clear();
+        status_ =
+            stub_->Run(ContextWithTimeout(kWait).get(), SqrtSum(n), &response_);
+      } while (status_.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+    });
+  }
+  ~LongCall() {
+    if (thread_.joinable()) thread_.join();
+  }
+  ::testing::AssertionResult WaitUntilRunning() {
+    return WaitFor(
+        [&] {
+          v1::ComputeResponse probe;
+          return stub_
+                     ->Run(ContextWithTimeout(absl::Seconds(5)).get(),
+                           SqrtSum(1), &probe)
+                     .error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+        },
+        kWait, "the long call to occupy the worker");
+  }
+  const grpc::Status& Wait() {
+    thread_.join();
+    return status_;
+  }
+  const v1::ComputeResponse& response() const { return response_; }
+
+ private:
+  v1::Compute::Stub* const stub_;
+  grpc::Status status_;
+  v1::ComputeResponse response_;
+  std::thread thread_;
+};
+
 TEST(FetchdMainTest, HelpListsEveryFlag) {
   auto r = RunProcess({FETCHD_PATH, "--help"}, kWait);
   ASSERT_TRUE(r.ok()) << r.status();
@@ -71,25 +113,13 @@ TEST(FetchdMainTest, SigtermLetsTheInFlightCallFinishAndExitsZero) {
   auto stub = v1::Compute::NewStub(grpc::CreateChannel(
       fetchd.address(), grpc::InsecureChannelCredentials()));
   constexpr int64_t kN = 400'000'000;  // ~0.3 s here, longer under ASan
-  grpc::Status status;
-  v1::ComputeResponse response;
-  std::thread call([&] {
-    status = stub->Run(ContextWithTimeout(kWait).get(), SqrtSum(kN), &response);
-  });
-  // With one worker and no queue, a probe is refused exactly while the long
-  // call runs: that is how we know it is in flight.
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        v1::ComputeResponse probe;
-        return stub->Run(ContextWithTimeout(absl::Seconds(5)).get(), SqrtSum(1),
-                         &probe)
-                   .error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
-      },
-      kWait, "the long call to occupy the worker"));
+  LongCall call(stub.get(), kN);
+  ASSERT_TRUE(call.WaitUntilRunning());
   fetchd.process().Signal(SIGTERM);
-  call.join();
+  const grpc::Status& status = call.Wait();
   EXPECT_TRUE(status.ok()) << status.error_message();
-  EXPECT_NEAR(response.sqrt_sum() / (2.0 / 3 * std::pow(kN, 1.5)), 1.0, 1e-6);
+  EXPECT_NEAR(call.response().sqrt_sum() / (2.0 / 3 * std::pow(kN, 1.5)), 1.0,
+              1e-6);
   auto exit = fetchd.process().Wait(kWait);
   ASSERT_TRUE(exit.ok()) << exit.status();
   EXPECT_EQ(exit->exit_code, 0) << exit->err;
@@ -103,23 +133,10 @@ TEST(FetchdMainTest, SigintCancelsCallsPastTheGraceAndExitsZero) {
   ASSERT_TRUE(fetchd.ok());
   auto stub = v1::Compute::NewStub(grpc::CreateChannel(
       fetchd.address(), grpc::InsecureChannelCredentials()));
-  grpc::Status status;
-  std::thread call([&] {
-    v1::ComputeResponse response;
-    status = stub->Run(ContextWithTimeout(kWait).get(), SqrtSum(10'000'000'000),
-                       &response);
-  });
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        v1::ComputeResponse probe;
-        return stub->Run(ContextWithTimeout(absl::Seconds(5)).get(), SqrtSum(1),
-                         &probe)
-                   .error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
-      },
-      kWait, "the long call to occupy the worker"));
+  LongCall call(stub.get(), 10'000'000'000);
+  ASSERT_TRUE(call.WaitUntilRunning());
   fetchd.process().Signal(SIGINT);
-  call.join();
-  EXPECT_FALSE(status.ok());
+  EXPECT_FALSE(call.Wait().ok());
   auto exit = fetchd.process().Wait(kWait);
   ASSERT_TRUE(exit.ok()) << exit.status();
   EXPECT_EQ(exit->exit_code, 0) << exit->err;
@@ -131,6 +148,14 @@ TEST(FetchdMainTest, InvalidFlagValueExitsOneNamingTheFlag) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->exit_code, 1);
   EXPECT_THAT(r->err, HasSubstr("--max_queued_tasks"));
+}
+
+TEST(FetchdMainTest, NegativeShutdownGraceExitsOne) {
+  auto r = RunProcess(
+      {FETCHD_PATH, "--listen=127.0.0.1:0", "--shutdown_grace=-1s"}, kWait);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 1);
+  EXPECT_THAT(r->err, HasSubstr("--shutdown_grace"));
 }
 
 TEST(FetchdMainTest, PortInUseExitsOne) {

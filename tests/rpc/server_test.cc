@@ -156,6 +156,10 @@ TEST(ServerTest, InvalidConfigNamesTheFlag) {
   config.kernel_limits.max_data_bytes = config.max_request_bytes;
   EXPECT_THAT(ValidateServerConfig(config).message(),
               HasSubstr("--max_compute_data_bytes"));
+  config = TestConfig();
+  config.kernel_limits.max_n = 2'000'000'000'000'000;
+  EXPECT_THAT(ValidateServerConfig(config).message(),
+              HasSubstr("--max_compute_n"));
   EXPECT_TRUE(ValidateServerConfig(TestConfig()).ok());
 }
 

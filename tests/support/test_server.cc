@@ -25,7 +25,6 @@ rpc::ServerConfig TestConfig() {
   config.cq_threads = 2;
   config.workers = 2;
   config.max_queued_tasks = 64;
-  config.shutdown_grace = absl::ZeroDuration();
   return config;
 }
 
