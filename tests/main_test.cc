@@ -15,17 +15,12 @@ namespace {
 
 using ::fetchd::testing::ContextWithTimeout;
 using ::fetchd::testing::RunProcess;
+using ::fetchd::testing::SqrtSumRequest;
 using ::fetchd::testing::Subprocess;
 using ::fetchd::testing::WaitFor;
 using ::testing::HasSubstr;
 
 constexpr absl::Duration kWait = absl::Seconds(30);
-
-v1::ComputeRequest SqrtSum(int64_t n) {
-  v1::ComputeRequest r;
-  r.mutable_sqrt_sum()->set_n(n);
-  return r;
-}
 
 // Starts fetchd on an ephemeral port and reads the port from its log.
 class FetchdProcess {
@@ -63,8 +58,8 @@ class LongCall {
       // A probe may hold the worker at the moment this call arrives.
       do {
         response_.Clear();
-        status_ =
-            stub_->Run(ContextWithTimeout(kWait).get(), SqrtSum(n), &response_);
+        status_ = stub_->Run(ContextWithTimeout(kWait).get(), SqrtSumRequest(n),
+                             &response_);
       } while (status_.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
     });
   }
@@ -77,7 +72,7 @@ class LongCall {
           v1::ComputeResponse probe;
           return stub_
                      ->Run(ContextWithTimeout(absl::Seconds(5)).get(),
-                           SqrtSum(1), &probe)
+                           SqrtSumRequest(1), &probe)
                      .error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
         },
         kWait, "the long call to occupy the worker");

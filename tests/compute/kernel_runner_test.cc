@@ -29,6 +29,17 @@ struct Outcome {
   }
 };
 
+// Starts a kernel only a stop ends, on a one-worker pool, and waits until
+// it runs.
+::testing::AssertionResult RunEndless(WorkerPool& pool, KernelRunner& runner,
+                                      const StopSource& stop, Outcome& out) {
+  absl::Status queued =
+      runner.Run(SqrtSum{kHugeLimits.max_n}, stop.token(), out.Callback());
+  if (!queued.ok()) return ::testing::AssertionFailure() << queued;
+  return WaitFor([&] { return pool.stats().running == 1; }, kWait,
+                 "the endless kernel to run");
+}
+
 TEST(KernelRunnerTest, RunsTheKernelAndReportsTimings) {
   WorkerPool pool({.workers = 1, .max_queued_tasks = 4});
   KernelRunner runner(&pool, KernelLimits{});
@@ -77,11 +88,7 @@ TEST(KernelRunnerTest, FullPoolIsResourceExhausted) {
   KernelRunner runner(&pool, kHugeLimits);
   StopSource stop;
   Outcome first;
-  ASSERT_TRUE(
-      runner.Run(SqrtSum{1'000'000'000'000}, stop.token(), first.Callback())
-          .ok());
-  ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kWait,
-                      "the first kernel to run"));
+  ASSERT_TRUE(RunEndless(pool, runner, stop, first));
   absl::Status s =
       runner.Run(SqrtSum{1}, StopToken(), [](absl::StatusOr<ComputeResult>) {});
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
@@ -95,11 +102,7 @@ TEST(KernelRunnerTest, PoolShutdownCancelsQueuedRuns) {
   KernelRunner runner(&pool, kHugeLimits);
   StopSource stop;
   Outcome running, queued;
-  ASSERT_TRUE(
-      runner.Run(SqrtSum{1'000'000'000'000}, stop.token(), running.Callback())
-          .ok());
-  ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kWait,
-                      "the first kernel to run"));
+  ASSERT_TRUE(RunEndless(pool, runner, stop, running));
   ASSERT_TRUE(runner.Run(SqrtSum{5}, StopToken(), queued.Callback()).ok());
   std::thread stopper([&] { pool.Shutdown(); });
   // The queued run is cancelled while the first still runs.

@@ -14,6 +14,7 @@ namespace fetchd::rpc {
 namespace {
 
 using ::fetchd::testing::ContextWithTimeout;
+using ::fetchd::testing::SqrtSumRequest;
 using ::fetchd::testing::TestConfig;
 using ::fetchd::testing::TestServer;
 using ::fetchd::testing::WaitFor;
@@ -22,12 +23,6 @@ using ::testing::HasSubstr;
 constexpr absl::Duration kWait = absl::Seconds(10);
 constexpr int64_t kForever =
     10'000'000'000;  // ~10 s of sqrt_sum: never ends here
-
-v1::ComputeRequest SqrtSum(int64_t n) {
-  v1::ComputeRequest r;
-  r.mutable_sqrt_sum()->set_n(n);
-  return r;
-}
 
 // A Compute.Run in flight on its own thread, cancellable.
 class PendingCall {
@@ -80,7 +75,7 @@ class ComputeCallTest : public ::testing::Test {
 
 TEST_F(ComputeCallTest, SqrtSumReturnsValueAndTimings) {
   v1::ComputeResponse response;
-  grpc::Status status = Run(SqrtSum(1'000'000), &response);
+  grpc::Status status = Run(SqrtSumRequest(1'000'000), &response);
   ASSERT_TRUE(status.ok()) << status.error_message();
   ASSERT_EQ(response.value_case(), v1::ComputeResponse::kSqrtSum);
   EXPECT_NEAR(response.sqrt_sum(), 666666166.4588221, 1e-5);
@@ -113,8 +108,8 @@ TEST_F(ComputeCallTest, InvalidArgumentsNameTheFieldAndServingContinues) {
   };
   std::vector<Case> cases;
   cases.push_back({v1::ComputeRequest(), "kernel is not set"});
-  cases.push_back({SqrtSum(-1), "sqrt_sum.n"});
-  cases.push_back({SqrtSum(10'000'000'001), "--max_compute_n"});
+  cases.push_back({SqrtSumRequest(-1), "sqrt_sum.n"});
+  cases.push_back({SqrtSumRequest(10'000'000'001), "--max_compute_n"});
   v1::ComputeRequest r;
   r.mutable_sha256_chain()->set_rounds(0);
   cases.push_back({r, "sha256_chain.rounds"});
@@ -131,7 +126,7 @@ TEST_F(ComputeCallTest, InvalidArgumentsNameTheFieldAndServingContinues) {
     EXPECT_THAT(status.error_message(), HasSubstr(c.expect));
   }
   v1::ComputeResponse response;
-  EXPECT_TRUE(Run(SqrtSum(10), &response).ok());
+  EXPECT_TRUE(Run(SqrtSumRequest(10), &response).ok());
   EXPECT_TRUE(WaitFor([&] { return Idle(); }, kWait, "an idle pool"));
 }
 
@@ -142,13 +137,13 @@ TEST_F(ComputeCallTest, RequestAboveMaxRequestBytesIsResourceExhausted) {
   v1::ComputeResponse response;
   grpc::Status status = Run(request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-  EXPECT_TRUE(Run(SqrtSum(10), &response).ok());
+  EXPECT_TRUE(Run(SqrtSumRequest(10), &response).ok());
 }
 
 TEST_F(ComputeCallTest, DeadlineMidKernelIsDeadlineExceededAndFreesWorker) {
   v1::ComputeResponse response;
   grpc::Status status =
-      Run(SqrtSum(kForever), &response, absl::Milliseconds(300));
+      Run(SqrtSumRequest(kForever), &response, absl::Milliseconds(300));
   EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_TRUE(WaitFor([&] { return Idle(); }, kWait, "the worker to stop"));
 }
@@ -157,7 +152,8 @@ TEST_F(ComputeCallTest, ManyConcurrentCallsAllAnswered) {
   constexpr int kCalls = 64;
   std::vector<std::unique_ptr<PendingCall>> calls;
   for (int i = 0; i < kCalls; ++i) {
-    calls.push_back(std::make_unique<PendingCall>(stub_.get(), SqrtSum(i)));
+    calls.push_back(
+        std::make_unique<PendingCall>(stub_.get(), SqrtSumRequest(i)));
   }
   for (int i = 0; i < kCalls; ++i) {
     ASSERT_TRUE(calls[i]->Wait().ok()) << i;
@@ -180,7 +176,7 @@ class SingleWorkerTest : public ComputeCallTest {
 };
 
 TEST_F(SingleWorkerTest, ClientCancelFreesTheWorkerForTheNextCall) {
-  PendingCall long_call(stub_.get(), SqrtSum(kForever));
+  PendingCall long_call(stub_.get(), SqrtSumRequest(kForever));
   ASSERT_TRUE(
       WaitFor([&] { return server_.server().worker_stats().running == 1; },
               kWait, "the long kernel to start"));
@@ -189,22 +185,22 @@ TEST_F(SingleWorkerTest, ClientCancelFreesTheWorkerForTheNextCall) {
   EXPECT_TRUE(WaitFor([&] { return Idle(); }, kWait, "the worker to stop"));
   // The only worker is free: a short call runs at once.
   v1::ComputeResponse response;
-  grpc::Status status = Run(SqrtSum(100), &response, absl::Seconds(5));
+  grpc::Status status = Run(SqrtSumRequest(100), &response, absl::Seconds(5));
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_LT(response.queue_wait().seconds(), 1);
 }
 
 TEST_F(SingleWorkerTest, FullQueueIsResourceExhaustedNamingTheLimit) {
-  PendingCall running(stub_.get(), SqrtSum(kForever));
+  PendingCall running(stub_.get(), SqrtSumRequest(kForever));
   ASSERT_TRUE(
       WaitFor([&] { return server_.server().worker_stats().running == 1; },
               kWait, "the first kernel to start"));
-  PendingCall queued(stub_.get(), SqrtSum(kForever));
+  PendingCall queued(stub_.get(), SqrtSumRequest(kForever));
   ASSERT_TRUE(
       WaitFor([&] { return server_.server().worker_stats().queued == 1; },
               kWait, "the second kernel to queue"));
   v1::ComputeResponse response;
-  grpc::Status status = Run(SqrtSum(1), &response);
+  grpc::Status status = Run(SqrtSumRequest(1), &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(status.error_message(), HasSubstr("--max_queued_tasks=1"));
   running.Cancel();
@@ -212,7 +208,7 @@ TEST_F(SingleWorkerTest, FullQueueIsResourceExhaustedNamingTheLimit) {
   EXPECT_EQ(running.Wait().error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_EQ(queued.Wait().error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_TRUE(WaitFor([&] { return Idle(); }, kWait, "an idle pool"));
-  EXPECT_TRUE(Run(SqrtSum(1), &response).ok());
+  EXPECT_TRUE(Run(SqrtSumRequest(1), &response).ok());
 }
 
 TEST(KernelFromProtoTest, MapsEveryKernel) {

@@ -18,6 +18,7 @@ namespace {
 namespace reflection = ::fetchd::testing::reflection;
 
 using ::fetchd::testing::ContextWithTimeout;
+using ::fetchd::testing::SqrtSumRequest;
 using ::fetchd::testing::TestConfig;
 using ::fetchd::testing::TestServer;
 using ::fetchd::testing::WaitFor;
@@ -163,12 +164,6 @@ TEST(ServerTest, InvalidConfigNamesTheFlag) {
   EXPECT_TRUE(ValidateServerConfig(TestConfig()).ok());
 }
 
-v1::ComputeRequest SqrtSum(int64_t n) {
-  v1::ComputeRequest r;
-  r.mutable_sqrt_sum()->set_n(n);
-  return r;
-}
-
 TEST(ServerTest, GracefulShutdownFinishesAnInFlightCall) {
   TestServer server;
   ASSERT_TRUE(server.ok());
@@ -179,8 +174,8 @@ TEST(ServerTest, GracefulShutdownFinishesAnInFlightCall) {
   grpc::Status status;
   v1::ComputeResponse response;
   std::thread call([&] {
-    status = stub->Run(ContextWithTimeout(absl::Seconds(60)).get(), SqrtSum(kN),
-                       &response);
+    status = stub->Run(ContextWithTimeout(absl::Seconds(60)).get(),
+                       SqrtSumRequest(kN), &response);
   });
   ASSERT_TRUE(
       WaitFor([&] { return server.server().worker_stats().running == 1; },
@@ -204,7 +199,7 @@ TEST(ServerTest, ShutdownCancelsCallsStillRunningAfterTheGrace) {
   v1::ComputeResponse response;
   std::thread call([&] {
     status = stub->Run(ContextWithTimeout(absl::Seconds(60)).get(),
-                       SqrtSum(10'000'000'000), &response);
+                       SqrtSumRequest(10'000'000'000), &response);
   });
   ASSERT_TRUE(
       WaitFor([&] { return server.server().worker_stats().running == 1; },

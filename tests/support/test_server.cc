@@ -42,6 +42,12 @@ std::shared_ptr<grpc::Channel> TestServer::NewChannel() const {
   return grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
 }
 
+v1::ComputeRequest SqrtSumRequest(int64_t n) {
+  v1::ComputeRequest request;
+  request.mutable_sqrt_sum()->set_n(n);
+  return request;
+}
+
 std::unique_ptr<grpc::ClientContext> ContextWithTimeout(
     absl::Duration timeout) {
   auto context = std::make_unique<grpc::ClientContext>();

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "absl/time/time.h"
+#include "fetchd/v1/compute.pb.h"
 #include "server/rpc/rpc.h"
 
 namespace fetchd::testing {
@@ -39,6 +40,9 @@ class TestServer {
  private:
   std::unique_ptr<rpc::Server> server_;
 };
+
+// A Compute.Run request for sqrt_sum(n).
+v1::ComputeRequest SqrtSumRequest(int64_t n);
 
 // A client context whose deadline is `timeout` from now.
 std::unique_ptr<grpc::ClientContext> ContextWithTimeout(absl::Duration timeout);
