@@ -1,0 +1,769 @@
+// Engine: one I/O thread, one CURLM. The loop is
+//   take commands (new batches, cancels) -> start transfers within the limits
+//   -> curl_multi_poll (timeout = next timer) -> curl_multi_perform
+//   -> finish CURLMSG_DONE transfers (retry or report) -> fire due timers.
+// Everything below Loop's public face runs on that thread only.
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <deque>
+#include <queue>
+#include <thread>
+#include <variant>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/random/random.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "server/fetch/fetch.h"
+
+namespace fetchd::fetch {
+namespace {
+
+struct EasyDeleter {
+  void operator()(CURL* easy) const { curl_easy_cleanup(easy); }
+};
+struct MultiDeleter {
+  void operator()(CURLM* multi) const { curl_multi_cleanup(multi); }
+};
+struct SlistDeleter {
+  void operator()(curl_slist* list) const { curl_slist_free_all(list); }
+};
+using EasyHandle = std::unique_ptr<CURL, EasyDeleter>;
+
+absl::Duration FromMicros(curl_off_t us) { return absl::Microseconds(us); }
+
+// Transport failures where a new connection may well succeed.
+bool IsConnectError(CURLcode rc) {
+  switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+absl::StatusCode StatusCodeForHttp(int http_status) {
+  if (http_status < 400) return absl::StatusCode::kOk;
+  switch (http_status) {
+    case 401:
+      return absl::StatusCode::kUnauthenticated;
+    case 403:
+      return absl::StatusCode::kPermissionDenied;
+    case 404:
+    case 410:
+      return absl::StatusCode::kNotFound;
+    case 408:
+      return absl::StatusCode::kDeadlineExceeded;
+    case 409:
+      return absl::StatusCode::kAborted;
+    case 429:
+      return absl::StatusCode::kResourceExhausted;
+    default:
+      return http_status >= 500 ? absl::StatusCode::kUnavailable
+                                : absl::StatusCode::kFailedPrecondition;
+  }
+}
+
+void BatchHandle::Cancel() { engine_->Cancel(id_); }
+
+// --- The I/O loop
+// --------------------------------------------------------------
+
+class Engine::Loop {
+ public:
+  explicit Loop(Options options)
+      : options_(std::move(options)),
+        budget_(options_.retry_budget_ratio, options_.retry_budget_tokens) {}
+  ~Loop() { Stop(); }
+
+  absl::Status Init();
+  void Stop();
+
+  uint64_t Submit(std::vector<FetchSpec> items, BatchOptions options,
+                  ItemCallback on_item, DoneCallback on_done)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void Cancel(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
+  Stats stats() const;
+
+ private:
+  // One attempt of one item, alive while its easy handle is on the multi.
+  struct Transfer {
+    uint64_t batch_id = 0;
+    size_t index = 0;
+    EasyHandle easy;
+    std::unique_ptr<curl_slist, SlistDeleter> request_headers;
+    const FetchSpec* spec = nullptr;
+    std::string body;
+    std::vector<std::pair<std::string, std::string>> headers;
+    bool body_too_large = false;
+    absl::Status refused;  // set by the address policy
+    const Options* options = nullptr;
+    char error[CURL_ERROR_SIZE] = {};
+  };
+  enum class ItemState { kWaiting, kRunning, kBackingOff, kDone };
+  struct Item {
+    ItemState state = ItemState::kWaiting;
+    int attempts = 0;
+    std::unique_ptr<Transfer> transfer;
+  };
+  struct Batch {
+    uint64_t id = 0;
+    std::vector<FetchSpec> specs;
+    std::vector<Item> items;
+    BatchOptions options;
+    ItemCallback on_item;
+    DoneCallback on_done;
+    std::deque<size_t> waiting;  // FIFO of items ready for a transfer
+    int running = 0;
+    size_t remaining = 0;   // items not yet reported
+    bool runnable = false;  // queued in runnable_
+  };
+  struct NewBatch {
+    std::unique_ptr<Batch> batch;
+  };
+  struct CancelBatch {
+    uint64_t id;
+  };
+  using Command = std::variant<NewBatch, CancelBatch>;
+  enum class TimerKind { kRetry, kDeadline };
+  struct Timer {
+    absl::Time when;
+    uint64_t batch_id;
+    size_t index;
+    TimerKind kind;
+    bool operator>(const Timer& o) const { return when > o.when; }
+  };
+
+  void Run();
+  void TakeCommands() ABSL_LOCKS_EXCLUDED(mu_);
+  void AddBatch(std::unique_ptr<Batch> batch);
+  void StartTransfers();
+  void StartAttempt(Batch& batch, size_t index);
+  void CollectDone();
+  void FinishAttempt(Transfer* transfer, CURLcode rc);
+  void FireTimers();
+  absl::Duration UntilNextTimer() const;
+  void MakeRunnable(Batch& batch);
+  void Report(Batch& batch, size_t index, FetchResult result);
+  // Ends every unfinished item of the batch with `status`.
+  void EndBatch(uint64_t id, const absl::Status& status);
+  void EraseIfDone(uint64_t id);
+  void ReleaseEasy(EasyHandle easy);
+  EasyHandle AcquireEasy();
+  absl::Status AttemptStatus(const Transfer& t, CURLcode rc, long http) const;
+  bool Retryable(const RetryPolicy& policy, CURLcode rc, long http) const;
+  void PublishStats();
+
+  static size_t OnBody(char* data, size_t size, size_t n, void* user);
+  static size_t OnHeader(char* data, size_t size, size_t n, void* user);
+  static curl_socket_t OnOpenSocket(void* user, curlsocktype purpose,
+                                    curl_sockaddr* address);
+
+  const Options options_;
+  std::unique_ptr<CURLM, MultiDeleter> multi_;
+  std::thread thread_;
+
+  absl::Mutex mu_;
+  std::vector<Command> commands_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+
+  // I/O thread only.
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Batch>> batches_;
+  std::deque<uint64_t> runnable_;  // batches with waiting items and room
+  std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
+  std::vector<EasyHandle> idle_easy_;
+  int running_ = 0;
+  int waiting_ = 0;
+  int backing_off_ = 0;
+  RetryBudget budget_;
+  absl::BitGen rng_;
+
+  // Published for stats() from any thread.
+  std::atomic<int> stat_inflight_{0}, stat_waiting_{0}, stat_backing_off_{0},
+      stat_batches_{0};
+  std::atomic<int64_t> stat_retries_{0}, stat_retries_denied_{0};
+};
+
+absl::Status Engine::Loop::Init() {
+  static const CURLcode global = curl_global_init(CURL_GLOBAL_DEFAULT);
+  if (global != CURLE_OK) {
+    return absl::InternalError(
+        absl::StrCat("curl_global_init: ", curl_easy_strerror(global)));
+  }
+  multi_.reset(curl_multi_init());
+  if (multi_ == nullptr) return absl::InternalError("curl_multi_init failed");
+  CURLM* m = multi_.get();
+  curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS,
+                    static_cast<long>(options_.max_per_host));
+  curl_multi_setopt(m, CURLMOPT_MAXCONNECTS,
+                    static_cast<long>(options_.max_inflight));
+  curl_multi_setopt(m, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+  thread_ = std::thread([this] { Run(); });
+  return absl::OkStatus();
+}
+
+void Engine::Loop::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  if (thread_.joinable()) {
+    curl_multi_wakeup(multi_.get());
+    thread_.join();
+  }
+}
+
+uint64_t Engine::Loop::Submit(std::vector<FetchSpec> items,
+                              BatchOptions options, ItemCallback on_item,
+                              DoneCallback on_done) {
+  auto batch = std::make_unique<Batch>();
+  batch->specs = std::move(items);
+  batch->options = options;
+  batch->options.max_concurrency = std::max(1, options.max_concurrency);
+  batch->on_item = std::move(on_item);
+  batch->on_done = std::move(on_done);
+  uint64_t id;
+  {
+    absl::MutexLock lock(&mu_);
+    id = batch->id = next_id_++;
+    commands_.push_back(NewBatch{std::move(batch)});
+  }
+  curl_multi_wakeup(multi_.get());
+  return id;
+}
+
+void Engine::Loop::Cancel(uint64_t id) {
+  {
+    absl::MutexLock lock(&mu_);
+    commands_.push_back(CancelBatch{id});
+  }
+  curl_multi_wakeup(multi_.get());
+}
+
+Engine::Stats Engine::Loop::stats() const {
+  Stats s;
+  s.inflight = stat_inflight_.load(std::memory_order_relaxed);
+  s.waiting = stat_waiting_.load(std::memory_order_relaxed);
+  s.backing_off = stat_backing_off_.load(std::memory_order_relaxed);
+  s.batches = stat_batches_.load(std::memory_order_relaxed);
+  s.retries = stat_retries_.load(std::memory_order_relaxed);
+  s.retries_denied = stat_retries_denied_.load(std::memory_order_relaxed);
+  return s;
+}
+
+void Engine::Loop::Run() {
+  for (;;) {
+    TakeCommands();
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) break;
+    }
+    StartTransfers();
+    PublishStats();
+    const int64_t wait_ms = std::clamp<int64_t>(
+        absl::ToInt64Milliseconds(UntilNextTimer()), 0, 1000);
+    curl_multi_poll(multi_.get(), nullptr, 0, static_cast<int>(wait_ms),
+                    nullptr);
+    int still_running = 0;
+    curl_multi_perform(multi_.get(), &still_running);
+    CollectDone();
+    FireTimers();
+  }
+  // Shutting down: every batch ends, its callbacks still run.
+  std::vector<uint64_t> ids;
+  for (const auto& [id, batch] : batches_) ids.push_back(id);
+  for (uint64_t id : ids) {
+    EndBatch(id, absl::CancelledError("the fetch engine is shutting down"));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    commands_.clear();  // batches submitted during shutdown are dropped
+  }
+  idle_easy_.clear();
+  PublishStats();
+}
+
+void Engine::Loop::TakeCommands() {
+  std::vector<Command> commands;
+  {
+    absl::MutexLock lock(&mu_);
+    commands.swap(commands_);
+  }
+  for (Command& command : commands) {
+    if (auto* add = std::get_if<NewBatch>(&command)) {
+      AddBatch(std::move(add->batch));
+    } else {
+      EndBatch(std::get<CancelBatch>(command).id,
+               absl::CancelledError("cancelled by the caller"));
+    }
+  }
+}
+
+void Engine::Loop::AddBatch(std::unique_ptr<Batch> owned) {
+  Batch& batch = *owned;
+  const uint64_t id = batch.id;
+  batches_[id] = std::move(owned);
+  batch.items.resize(batch.specs.size());
+  batch.remaining = batch.specs.size();
+  for (size_t i = 0; i < batch.specs.size(); ++i) {
+    absl::Status valid = ValidateFetchSpec(batch.specs[i], options_.limits);
+    if (!valid.ok()) {
+      FetchResult result;
+      result.status = std::move(valid);
+      result.final_url = batch.specs[i].url;
+      Report(batch, i, std::move(result));
+      if (!batches_.contains(id)) return;  // fail_fast ended it
+    } else {
+      batch.waiting.push_back(i);
+      ++waiting_;
+    }
+  }
+  if (batch.options.deadline != absl::InfiniteFuture()) {
+    timers_.push(Timer{batch.options.deadline, id, 0, TimerKind::kDeadline});
+  }
+  MakeRunnable(batch);
+  EraseIfDone(id);
+}
+
+void Engine::Loop::MakeRunnable(Batch& batch) {
+  if (!batch.runnable && !batch.waiting.empty() &&
+      batch.running < batch.options.max_concurrency) {
+    batch.runnable = true;
+    runnable_.push_back(batch.id);
+  }
+}
+
+void Engine::Loop::StartTransfers() {
+  // Round robin over batches, one item at a time: a big batch cannot starve
+  // the others, and each batch keeps its own FIFO order.
+  while (running_ < options_.max_inflight && !runnable_.empty()) {
+    const uint64_t id = runnable_.front();
+    runnable_.pop_front();
+    auto it = batches_.find(id);
+    if (it == batches_.end()) continue;
+    Batch& batch = *it->second;
+    batch.runnable = false;
+    if (batch.waiting.empty() ||
+        batch.running >= batch.options.max_concurrency) {
+      continue;
+    }
+    const size_t index = batch.waiting.front();
+    batch.waiting.pop_front();
+    --waiting_;
+    StartAttempt(batch, index);
+    MakeRunnable(batch);
+  }
+}
+
+EasyHandle Engine::Loop::AcquireEasy() {
+  if (idle_easy_.empty()) return EasyHandle(curl_easy_init());
+  EasyHandle easy = std::move(idle_easy_.back());
+  idle_easy_.pop_back();
+  return easy;
+}
+
+void Engine::Loop::ReleaseEasy(EasyHandle easy) {
+  curl_easy_reset(easy.get());
+  if (idle_easy_.size() < static_cast<size_t>(options_.max_inflight)) {
+    idle_easy_.push_back(std::move(easy));
+  }
+}
+
+void Engine::Loop::StartAttempt(Batch& batch, size_t index) {
+  Item& item = batch.items[index];
+  const FetchSpec& spec = batch.specs[index];
+  const absl::Time now = absl::Now();
+  const absl::Duration left = batch.options.deadline - now;
+  auto t = std::make_unique<Transfer>();
+  t->batch_id = batch.id;
+  t->index = index;
+  t->spec = &spec;
+  t->options = &options_;
+  t->easy = AcquireEasy();
+  CURL* e = t->easy.get();
+  curl_easy_setopt(e, CURLOPT_URL, spec.url.c_str());
+  curl_easy_setopt(e, CURLOPT_PRIVATE, t.get());
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->error);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Loop::OnBody);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get());
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Loop::OnHeader);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_USERAGENT, options_.user_agent.c_str());
+  // The attempt may not outlive the batch's deadline.
+  const absl::Duration timeout = std::min(spec.timeout, left);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
+                   static_cast<long>(std::max<int64_t>(
+                       1, absl::ToInt64Milliseconds(timeout))));
+  if (spec.max_redirects > 0) {
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(e, CURLOPT_MAXREDIRS,
+                     static_cast<long>(spec.max_redirects));
+  }
+  curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
+                   static_cast<curl_off_t>(spec.max_body_bytes));
+  switch (spec.method) {
+    case Method::kGet:
+      break;
+    case Method::kHead:
+      curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+      break;
+    case Method::kPost:
+      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+                       static_cast<curl_off_t>(spec.body.size()));
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, spec.body.data());
+      break;
+  }
+  if (!spec.headers.empty()) {
+    curl_slist* list = nullptr;
+    for (const auto& [name, value] : spec.headers) {
+      list = curl_slist_append(list, absl::StrCat(name, ": ", value).c_str());
+    }
+    t->request_headers.reset(list);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, list);
+  }
+  if (absl::StartsWithIgnoreCase(spec.url, "https:")) {
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);  // prefer an h2 connection
+  }
+  if (options_.address_policy) {
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &Loop::OnOpenSocket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t.get());
+  }
+  if (item.attempts++ == 0) budget_.OnFirstAttempt();
+  item.state = ItemState::kRunning;
+  ++batch.running;
+  ++running_;
+  CURLMcode added = curl_multi_add_handle(multi_.get(), e);
+  item.transfer = std::move(t);
+  if (added != CURLM_OK) {
+    // Never expected; report rather than lose the item.
+    Transfer* raw = item.transfer.get();
+    curl_multi_remove_handle(multi_.get(), e);
+    --batch.running;
+    --running_;
+    ReleaseEasy(std::move(raw->easy));
+    item.transfer.reset();
+    FetchResult result;
+    result.status = absl::InternalError(
+        absl::StrCat("curl_multi_add_handle: ", curl_multi_strerror(added)));
+    result.attempts = item.attempts;
+    Report(batch, index, std::move(result));
+  }
+}
+
+size_t Engine::Loop::OnBody(char* data, size_t size, size_t n, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const size_t len = size * n;
+  if (static_cast<int64_t>(t->body.size() + len) > t->spec->max_body_bytes) {
+    t->body_too_large = true;
+    return CURL_WRITEFUNC_ERROR;  // aborts the transfer
+  }
+  t->body.append(data, len);
+  return len;
+}
+
+size_t Engine::Loop::OnHeader(char* data, size_t size, size_t n, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const size_t len = size * n;
+  absl::string_view line(data, len);
+  if (absl::StartsWith(line, "HTTP/")) {
+    t->headers.clear();  // a new response (after a redirect or 100)
+    return len;
+  }
+  if (t->spec->keep_headers.empty()) return len;
+  const size_t colon = line.find(':');
+  if (colon == absl::string_view::npos) return len;
+  std::string name =
+      absl::AsciiStrToLower(absl::StripAsciiWhitespace(line.substr(0, colon)));
+  for (const std::string& wanted : t->spec->keep_headers) {
+    if (wanted == name) {
+      t->headers.emplace_back(
+          std::move(name),
+          std::string(absl::StripAsciiWhitespace(line.substr(colon + 1))));
+      break;
+    }
+  }
+  return len;
+}
+
+curl_socket_t Engine::Loop::OnOpenSocket(void* user, curlsocktype /*purpose*/,
+                                         curl_sockaddr* address) {
+  auto* t = static_cast<Transfer*>(user);
+  absl::Status allowed =
+      t->options->address_policy(&address->addr, address->addrlen);
+  if (!allowed.ok()) {
+    t->refused = std::move(allowed);
+    return CURL_SOCKET_BAD;
+  }
+  return socket(address->family, address->socktype, address->protocol);
+}
+
+void Engine::Loop::CollectDone() {
+  int queued = 0;
+  while (CURLMsg* msg = curl_multi_info_read(multi_.get(), &queued)) {
+    if (msg->msg != CURLMSG_DONE) continue;
+    Transfer* t = nullptr;
+    curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &t);
+    const CURLcode rc = msg->data.result;
+    curl_multi_remove_handle(multi_.get(), msg->easy_handle);
+    FinishAttempt(t, rc);
+  }
+}
+
+absl::Status Engine::Loop::AttemptStatus(const Transfer& t, CURLcode rc,
+                                         long http) const {
+  if (!t.refused.ok()) return t.refused;
+  if (t.body_too_large || rc == CURLE_FILESIZE_EXCEEDED) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "response body exceeds max_body_bytes=", t.spec->max_body_bytes));
+  }
+  const std::string detail =
+      t.error[0] != '\0' ? t.error : curl_easy_strerror(rc);
+  switch (rc) {
+    case CURLE_OK:
+      if (http >= 400) {
+        return absl::Status(StatusCodeForHttp(static_cast<int>(http)),
+                            absl::StrCat("HTTP ", http));
+      }
+      return absl::OkStatus();
+    case CURLE_OPERATION_TIMEDOUT:
+      return absl::DeadlineExceededError(absl::StrCat("timed out: ", detail));
+    case CURLE_TOO_MANY_REDIRECTS:
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "more than max_redirects=", t.spec->max_redirects, " redirects"));
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+      return absl::InvalidArgumentError(detail);
+    case CURLE_PEER_FAILED_VERIFICATION:
+      return absl::FailedPreconditionError(detail);
+    default:
+      return absl::UnavailableError(detail);
+  }
+}
+
+bool Engine::Loop::Retryable(const RetryPolicy& policy, CURLcode rc,
+                             long http) const {
+  if (rc == CURLE_OK) {
+    return (http == 429 && policy.on_429) || (http >= 500 && policy.on_5xx);
+  }
+  if (rc == CURLE_OPERATION_TIMEDOUT) return policy.on_timeout;
+  if (IsConnectError(rc) && policy.on_connect_error) return true;
+  return std::find(policy.on_curl_codes.begin(), policy.on_curl_codes.end(),
+                   static_cast<int>(rc)) != policy.on_curl_codes.end();
+}
+
+void Engine::Loop::FinishAttempt(Transfer* raw, CURLcode rc) {
+  Batch& batch = *batches_.at(raw->batch_id);
+  Item& item = batch.items[raw->index];
+  std::unique_ptr<Transfer> t = std::move(item.transfer);
+  --batch.running;
+  --running_;
+  const FetchSpec& spec = *t->spec;
+  CURL* e = t->easy.get();
+  long http = 0;
+  curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &http);
+  FetchResult result;
+  result.status = AttemptStatus(*t, rc, http);
+  result.http_status = static_cast<int>(http);
+  result.attempts = item.attempts;
+  char* effective = nullptr;
+  curl_easy_getinfo(e, CURLINFO_EFFECTIVE_URL, &effective);
+  result.final_url = effective != nullptr ? effective : spec.url;
+  curl_off_t dns = 0, connect = 0, tls = 0, first = 0, total = 0, after = -1;
+  curl_easy_getinfo(e, CURLINFO_NAMELOOKUP_TIME_T, &dns);
+  curl_easy_getinfo(e, CURLINFO_CONNECT_TIME_T, &connect);
+  curl_easy_getinfo(e, CURLINFO_APPCONNECT_TIME_T, &tls);
+  curl_easy_getinfo(e, CURLINFO_STARTTRANSFER_TIME_T, &first);
+  curl_easy_getinfo(e, CURLINFO_TOTAL_TIME_T, &total);
+  curl_easy_getinfo(e, CURLINFO_RETRY_AFTER, &after);
+  result.timings = Timings{FromMicros(dns),
+                           FromMicros(std::max<curl_off_t>(0, connect - dns)),
+                           FromMicros(tls > 0 ? tls - connect : 0),
+                           FromMicros(first), FromMicros(total)};
+  const bool retry_wanted =
+      !result.status.ok() && item.attempts < spec.retry.max_attempts &&
+      t->refused.ok() && !t->body_too_large && Retryable(spec.retry, rc, http);
+  ReleaseEasy(std::move(t->easy));
+
+  if (retry_wanted) {
+    absl::Duration delay = spec.retry.Backoff(item.attempts + 1);
+    if (spec.retry.jitter) {
+      delay = absl::Nanoseconds(absl::Uniform<int64_t>(
+          absl::IntervalClosed, rng_, 0, absl::ToInt64Nanoseconds(delay)));
+    }
+    if (spec.retry.honor_retry_after && after > 0) {
+      delay = std::min(absl::Seconds(after), spec.retry.max_backoff);
+    }
+    const absl::Time when = absl::Now() + delay;
+    if (when >= batch.options.deadline) {
+      result.status = absl::Status(
+          result.status.code(),
+          absl::StrCat(result.status.message(), " (no retry: backoff of ",
+                       absl::FormatDuration(delay),
+                       " ends past the deadline)"));
+    } else if (!budget_.TrySpend()) {
+      stat_retries_denied_.fetch_add(1, std::memory_order_relaxed);
+      result.status = absl::Status(
+          result.status.code(),
+          absl::StrCat(result.status.message(),
+                       " (no retry: the server's retry budget is spent, "
+                       "--retry_budget_ratio)"));
+    } else {
+      stat_retries_.fetch_add(1, std::memory_order_relaxed);
+      item.state = ItemState::kBackingOff;
+      ++backing_off_;
+      timers_.push(Timer{when, batch.id, raw->index, TimerKind::kRetry});
+      MakeRunnable(batch);
+      return;
+    }
+  }
+  result.body = std::move(t->body);
+  result.headers = std::move(t->headers);
+  const uint64_t id = batch.id;
+  Report(batch, raw->index, std::move(result));
+  if (auto it = batches_.find(id); it != batches_.end()) {
+    MakeRunnable(*it->second);
+    EraseIfDone(id);
+  }
+}
+
+void Engine::Loop::Report(Batch& batch, size_t index, FetchResult result) {
+  Item& item = batch.items[index];
+  item.state = ItemState::kDone;
+  --batch.remaining;
+  const bool failed = !result.status.ok();
+  absl::Status cause =
+      failed && batch.options.fail_fast
+          ? absl::CancelledError(absl::StrCat("cancelled: item ", index, " (",
+                                              result.final_url,
+                                              ") failed and fail_fast is set"))
+          : absl::OkStatus();
+  batch.on_item(index, std::move(result));
+  if (!cause.ok() && batch.remaining > 0) EndBatch(batch.id, cause);
+}
+
+void Engine::Loop::EndBatch(uint64_t id, const absl::Status& status) {
+  auto it = batches_.find(id);
+  if (it == batches_.end()) return;  // already over
+  Batch& batch = *it->second;
+  for (size_t i = 0; i < batch.items.size() && batch.remaining > 0; ++i) {
+    Item& item = batch.items[i];
+    switch (item.state) {
+      case ItemState::kDone:
+        continue;
+      case ItemState::kRunning:
+        curl_multi_remove_handle(multi_.get(), item.transfer->easy.get());
+        ReleaseEasy(std::move(item.transfer->easy));
+        item.transfer.reset();
+        --batch.running;
+        --running_;
+        break;
+      case ItemState::kBackingOff:
+        --backing_off_;  // its timer finds the item done and does nothing
+        break;
+      case ItemState::kWaiting:
+        --waiting_;
+        break;
+    }
+    FetchResult result;
+    result.status = status;
+    result.attempts = item.attempts;
+    result.final_url = batch.specs[i].url;
+    item.state = ItemState::kDone;
+    --batch.remaining;
+    batch.on_item(i, std::move(result));
+  }
+  batch.waiting.clear();
+  EraseIfDone(id);
+}
+
+void Engine::Loop::EraseIfDone(uint64_t id) {
+  auto it = batches_.find(id);
+  if (it == batches_.end() || it->second->remaining > 0) return;
+  std::unique_ptr<Batch> batch = std::move(it->second);
+  batches_.erase(it);
+  if (batch->on_done) batch->on_done();
+}
+
+absl::Duration Engine::Loop::UntilNextTimer() const {
+  if (timers_.empty()) return absl::Seconds(1);
+  return timers_.top().when - absl::Now();
+}
+
+void Engine::Loop::FireTimers() {
+  const absl::Time now = absl::Now();
+  while (!timers_.empty() && timers_.top().when <= now) {
+    const Timer timer = timers_.top();
+    timers_.pop();
+    auto it = batches_.find(timer.batch_id);
+    if (it == batches_.end()) continue;
+    Batch& batch = *it->second;
+    if (timer.kind == TimerKind::kDeadline) {
+      EndBatch(timer.batch_id,
+               absl::DeadlineExceededError(
+                   "the RPC deadline passed before the item finished"));
+      continue;
+    }
+    Item& item = batch.items[timer.index];
+    if (item.state != ItemState::kBackingOff) continue;
+    item.state = ItemState::kWaiting;
+    --backing_off_;
+    // A retry goes ahead of items that have not started yet.
+    batch.waiting.push_front(timer.index);
+    ++waiting_;
+    MakeRunnable(batch);
+  }
+}
+
+void Engine::Loop::PublishStats() {
+  stat_inflight_.store(running_, std::memory_order_relaxed);
+  stat_waiting_.store(waiting_, std::memory_order_relaxed);
+  stat_backing_off_.store(backing_off_, std::memory_order_relaxed);
+  stat_batches_.store(static_cast<int>(batches_.size()),
+                      std::memory_order_relaxed);
+}
+
+// --- Engine
+// -----------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Start(Options options) {
+  auto loop = std::make_unique<Loop>(std::move(options));
+  if (absl::Status s = loop->Init(); !s.ok()) return s;
+  return std::unique_ptr<Engine>(new Engine(std::move(loop)));
+}
+
+Engine::Engine(std::unique_ptr<Loop> loop) : loop_(std::move(loop)) {}
+
+Engine::~Engine() { loop_->Stop(); }
+
+std::shared_ptr<BatchHandle> Engine::Submit(std::vector<FetchSpec> items,
+                                            BatchOptions options,
+                                            ItemCallback on_item,
+                                            DoneCallback on_done) {
+  const uint64_t id = loop_->Submit(std::move(items), options,
+                                    std::move(on_item), std::move(on_done));
+  return std::shared_ptr<BatchHandle>(new BatchHandle(this, id));
+}
+
+void Engine::Cancel(uint64_t batch_id) { loop_->Cancel(batch_id); }
+
+Engine::Stats Engine::stats() const { return loop_->stats(); }
+
+}  // namespace fetchd::fetch

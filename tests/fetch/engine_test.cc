@@ -1,0 +1,397 @@
+// The fetch engine against a real local HTTP origin: no mocks of libcurl.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/synchronization/notification.h"
+#include "server/fetch/fetch.h"
+#include "tests/support/origin.h"
+#include "tests/support/test_server.h"
+
+namespace fetchd::fetch {
+namespace {
+
+using ::fetchd::testing::Origin;
+using ::fetchd::testing::WaitFor;
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kWait = absl::Seconds(20);
+
+struct BatchRun {
+  std::vector<FetchResult> results;
+  std::vector<size_t> order;  // indices in completion order
+  absl::Notification done;
+  std::shared_ptr<BatchHandle> handle;
+};
+
+// Submits and returns at once; wait on run->done.
+std::unique_ptr<BatchRun> Start(Engine& engine, std::vector<FetchSpec> specs,
+                                BatchOptions options = {}) {
+  auto run = std::make_unique<BatchRun>();
+  run->results.resize(specs.size());
+  BatchRun* r = run.get();
+  r->handle = engine.Submit(
+      std::move(specs), options,
+      [r](size_t i, FetchResult result) {
+        r->order.push_back(i);
+        r->results[i] = std::move(result);
+      },
+      [r] { r->done.Notify(); });
+  return run;
+}
+
+std::vector<FetchResult> RunAll(Engine& engine, std::vector<FetchSpec> specs,
+                                BatchOptions options = {}) {
+  auto run = Start(engine, std::move(specs), options);
+  EXPECT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+  return std::move(run->results);
+}
+
+FetchSpec Get(const std::string& url) {
+  FetchSpec spec;
+  spec.url = url;
+  return spec;
+}
+
+FetchSpec Retrying(const std::string& url, int attempts,
+                   absl::Duration backoff = absl::Milliseconds(50)) {
+  FetchSpec spec = Get(url);
+  spec.retry.max_attempts = attempts;
+  spec.retry.initial_backoff = backoff;
+  spec.retry.max_backoff = absl::Seconds(5);
+  spec.retry.jitter = false;
+  return spec;
+}
+
+std::unique_ptr<Engine> NewEngine(Engine::Options options = {}) {
+  auto engine = Engine::Start(std::move(options));
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return engine.ok() ? *std::move(engine) : nullptr;
+}
+
+class EngineTest : public ::testing::Test {
+ protected:
+  Origin origin_;
+  std::unique_ptr<Engine> engine_ = NewEngine();
+};
+
+TEST_F(EngineTest, EveryItemGetsItsOwnTypedResult) {
+  FetchSpec json = Get(origin_.Url("/json"));
+  json.keep_headers = {"content-type"};
+  auto results = RunAll(*engine_, {json, Get(origin_.Url("/status/404")),
+                                   Get(origin_.Url("/status/503"))});
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_TRUE(results[0].status.ok()) << results[0].status;
+  EXPECT_EQ(results[0].http_status, 200);
+  EXPECT_EQ(results[0].body, R"({"a":{"b":[1,2,{"c":"x"}]},"n":null})");
+  ASSERT_EQ(results[0].headers.size(), 1u);
+  EXPECT_EQ(results[0].headers[0].first, "content-type");
+  EXPECT_EQ(results[0].headers[0].second, "application/json");
+  EXPECT_EQ(results[0].attempts, 1);
+  EXPECT_GT(results[0].timings.total, absl::ZeroDuration());
+  EXPECT_GE(results[0].timings.total, results[0].timings.first_byte);
+  EXPECT_EQ(results[1].status.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(results[1].http_status, 404);
+  EXPECT_EQ(results[1].body, "status 404");
+  EXPECT_EQ(results[2].status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(results[2].http_status, 503);
+}
+
+TEST_F(EngineTest, InvalidItemsFailAloneAndTheRestRuns) {
+  FetchSpec bad_retry = Get(origin_.Url("/json"));
+  bad_retry.retry.max_attempts = 99;
+  auto results = RunAll(*engine_, {Get("ftp://127.0.0.1/x"), Get("not a url"),
+                                   Get(origin_.Url("/json")), bad_retry});
+  EXPECT_EQ(results[0].status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(results[0].status.message(), HasSubstr("only http and https"));
+  EXPECT_EQ(results[1].status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(results[1].status.message(), HasSubstr("url"));
+  EXPECT_TRUE(results[2].status.ok()) << results[2].status;
+  EXPECT_EQ(results[3].status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(results[3].status.message(), HasSubstr("retry.max_attempts"));
+  EXPECT_EQ(origin_.requests(), 1);
+}
+
+TEST_F(EngineTest, MaxConcurrencyBoundsRequestsInFlight) {
+  std::vector<FetchSpec> specs(12, Get(origin_.Url("/delay/50")));
+  auto results = RunAll(*engine_, specs, {.max_concurrency = 3});
+  for (const auto& r : results) EXPECT_TRUE(r.status.ok()) << r.status;
+  EXPECT_EQ(origin_.peak_concurrency(), 3);
+}
+
+TEST_F(EngineTest, GlobalInflightLimitHoldsAcrossBatches) {
+  auto engine = NewEngine({.max_inflight = 4});
+  std::vector<FetchSpec> specs(10, Get(origin_.Url("/delay/50")));
+  auto a = Start(*engine, specs, {.max_concurrency = 10});
+  auto b = Start(*engine, specs, {.max_concurrency = 10});
+  ASSERT_TRUE(a->done.WaitForNotificationWithTimeout(kWait));
+  ASSERT_TRUE(b->done.WaitForNotificationWithTimeout(kWait));
+  EXPECT_EQ(origin_.peak_concurrency(), 4);
+  // Both batches progressed together (round robin), not one after the other.
+  EXPECT_EQ(origin_.requests(), 20);
+}
+
+TEST_F(EngineTest, PerHostConnectionLimit) {
+  auto engine = NewEngine({.max_per_host = 2});
+  std::vector<FetchSpec> specs(8, Get(origin_.Url("/delay/50")));
+  auto results = RunAll(*engine, specs, {.max_concurrency = 8});
+  for (const auto& r : results) EXPECT_TRUE(r.status.ok()) << r.status;
+  EXPECT_EQ(origin_.peak_concurrency(), 2);
+  EXPECT_LE(origin_.connections(), 2);
+}
+
+TEST_F(EngineTest, KeepAliveReusesConnections) {
+  std::vector<FetchSpec> specs(40, Get(origin_.Url("/json")));
+  auto results = RunAll(*engine_, specs, {.max_concurrency = 1});
+  for (const auto& r : results) ASSERT_TRUE(r.status.ok()) << r.status;
+  EXPECT_EQ(origin_.connections(), 1);
+}
+
+TEST_F(EngineTest, BodyOverTheLimitIsResourceExhausted) {
+  FetchSpec sized = Get(origin_.Url("/bytes/100000"));
+  sized.max_body_bytes = 1000;
+  FetchSpec chunked = Get(origin_.Url("/drip/50/1"));
+  chunked.max_body_bytes = 10;
+  FetchSpec fits = Get(origin_.Url("/bytes/1000"));
+  fits.max_body_bytes = 1000;
+  auto results = RunAll(*engine_, {sized, chunked, fits});
+  EXPECT_EQ(results[0].status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(results[0].status.message(), HasSubstr("max_body_bytes=1000"));
+  EXPECT_EQ(results[1].status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(results[2].status.ok()) << results[2].status;
+  EXPECT_EQ(results[2].body.size(), 1000u);
+}
+
+TEST_F(EngineTest, RedirectsFollowedUpToTheLimit) {
+  FetchSpec ok = Get(origin_.Url("/redirect/3"));
+  FetchSpec too_many = Get(origin_.Url("/redirect/3"));
+  too_many.max_redirects = 2;
+  FetchSpec not_followed = Get(origin_.Url("/redirect/1"));
+  not_followed.max_redirects = 0;
+  FetchSpec to_ftp = Get(origin_.Url("/redirect-to?url=ftp://127.0.0.1/x"));
+  auto results = RunAll(*engine_, {ok, too_many, not_followed, to_ftp});
+  EXPECT_TRUE(results[0].status.ok()) << results[0].status;
+  EXPECT_EQ(results[0].final_url, origin_.Url("/redirect/0"));
+  EXPECT_EQ(results[0].body, "arrived");
+  EXPECT_EQ(results[1].status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(results[1].status.message(), HasSubstr("max_redirects=2"));
+  EXPECT_TRUE(results[2].status.ok());
+  EXPECT_EQ(results[2].http_status, 302);
+  EXPECT_EQ(results[3].status.code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(EngineTest, ItemTimeoutIsDeadlineExceeded) {
+  FetchSpec slow = Get(origin_.Url("/delay/3000"));
+  slow.timeout = absl::Milliseconds(100);
+  auto results = RunAll(*engine_, {slow, Get(origin_.Url("/json"))});
+  EXPECT_EQ(results[0].status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(results[1].status.ok());
+}
+
+TEST_F(EngineTest, DeadlineReturnsFinishedItemsAndExpiresTheRest) {
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(400);
+  auto run = Start(*engine_,
+                   {Get(origin_.Url("/json")), Get(origin_.Url("/delay/5000")),
+                    Get(origin_.Url("/status/200"))},
+                   {.deadline = deadline});
+  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+  EXPECT_LT(absl::Now() - deadline, absl::Seconds(2));  // not the 5 s delay
+  EXPECT_TRUE(run->results[0].status.ok());
+  EXPECT_EQ(run->results[1].status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(run->results[2].status.ok());
+}
+
+TEST_F(EngineTest, CancelRemovesEveryTransferOfTheBatch) {
+  std::vector<FetchSpec> specs(6, Get(origin_.Url("/delay/10000")));
+  auto run = Start(*engine_, specs, {.max_concurrency = 6});
+  ASSERT_TRUE(WaitFor([&] { return origin_.in_progress() == 6; }, kWait,
+                      "six requests at the origin"));
+  run->handle->Cancel();
+  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+  for (const auto& r : run->results) {
+    EXPECT_EQ(r.status.code(), absl::StatusCode::kCancelled);
+  }
+  EXPECT_EQ(engine_->stats().inflight, 0);
+  EXPECT_EQ(engine_->stats().batches, 0);
+}
+
+TEST_F(EngineTest, RetriesUntilSuccessWithBackoffBetweenAttempts) {
+  auto results =
+      RunAll(*engine_,
+             {Retrying(origin_.Url("/flaky/k1/2"), 3, absl::Milliseconds(60))});
+  EXPECT_TRUE(results[0].status.ok()) << results[0].status;
+  EXPECT_EQ(results[0].attempts, 3);
+  EXPECT_EQ(results[0].body, "finally");
+  const auto times = origin_.arrivals("k1");
+  ASSERT_EQ(times.size(), 3u);
+  // Exponential backoff without jitter: 60 ms, then 120 ms (lower bounds).
+  EXPECT_GE(times[1] - times[0], absl::Milliseconds(60));
+  EXPECT_GE(times[2] - times[1], absl::Milliseconds(120));
+  EXPECT_EQ(engine_->stats().retries, 2);
+}
+
+TEST_F(EngineTest, RetriesStopAtMaxAttempts) {
+  auto results =
+      RunAll(*engine_,
+             {Retrying(origin_.Url("/flaky/k2/9"), 3, absl::Milliseconds(1))});
+  EXPECT_EQ(results[0].status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(results[0].attempts, 3);
+  EXPECT_EQ(origin_.arrivals("k2").size(), 3u);
+}
+
+TEST_F(EngineTest, RetriesOnlyTheConfiguredClasses) {
+  FetchSpec no_5xx = Retrying(origin_.Url("/flaky/k3/1"), 3);
+  no_5xx.retry.on_5xx = false;
+  FetchSpec not_found = Retrying(origin_.Url("/status/404"), 3);
+  auto results = RunAll(*engine_, {no_5xx, not_found});
+  EXPECT_EQ(results[0].attempts, 1);
+  EXPECT_EQ(results[0].status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(results[1].attempts, 1);
+}
+
+TEST_F(EngineTest, ConnectErrorsAreRetried) {
+  // Port 1 on loopback refuses connections.
+  auto results = RunAll(
+      *engine_, {Retrying("http://127.0.0.1:1/x", 2, absl::Milliseconds(1))});
+  EXPECT_EQ(results[0].status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(results[0].attempts, 2);
+}
+
+TEST_F(EngineTest, ResetMidBodyIsUnavailable) {
+  auto results = RunAll(*engine_, {Get(origin_.Url("/reset/200000"))});
+  EXPECT_EQ(results[0].status.code(), absl::StatusCode::kUnavailable)
+      << results[0].status;
+}
+
+TEST_F(EngineTest, RetryAfterSecondsIsHonored) {
+  auto results = RunAll(*engine_, {Retrying(origin_.Url("/retry-after/k4/1/1"),
+                                            2, absl::Milliseconds(1))});
+  EXPECT_TRUE(results[0].status.ok()) << results[0].status;
+  const auto times = origin_.arrivals("k4");
+  ASSERT_EQ(times.size(), 2u);
+  EXPECT_GE(times[1] - times[0], absl::Seconds(1));
+}
+
+TEST_F(EngineTest, RetryAfterHttpDateIsHonored) {
+  auto results =
+      RunAll(*engine_, {Retrying(origin_.Url("/retry-after-date/k5/1/1"), 2,
+                                 absl::Milliseconds(1))});
+  EXPECT_TRUE(results[0].status.ok()) << results[0].status;
+  const auto times = origin_.arrivals("k5");
+  ASSERT_EQ(times.size(), 2u);
+  // The date is 2 s ahead at one-second resolution: at least ~1 s of wait.
+  EXPECT_GE(times[1] - times[0], absl::Milliseconds(900));
+}
+
+TEST_F(EngineTest, RetryAfterIsCappedByMaxBackoff) {
+  FetchSpec spec =
+      Retrying(origin_.Url("/retry-after/k6/1/30"), 2, absl::Milliseconds(1));
+  spec.retry.max_backoff = absl::Milliseconds(50);
+  auto results = RunAll(*engine_, {spec});
+  EXPECT_TRUE(results[0].status.ok()) << results[0].status;
+  const auto times = origin_.arrivals("k6");
+  ASSERT_EQ(times.size(), 2u);
+  EXPECT_LT(times[1] - times[0], absl::Seconds(5));
+}
+
+TEST_F(EngineTest, NoRetryWhoseBackoffEndsPastTheDeadline) {
+  auto results =
+      RunAll(*engine_, {Retrying(origin_.Url("/retry-after/k7/1/10"), 3)},
+             {.deadline = absl::Now() + absl::Seconds(2)});
+  EXPECT_EQ(results[0].status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(results[0].status.message(), HasSubstr("past the deadline"));
+  EXPECT_EQ(results[0].attempts, 1);
+}
+
+TEST_F(EngineTest, SpentRetryBudgetFailsAtOnce) {
+  auto engine = NewEngine({.retry_budget_ratio = 0, .retry_budget_tokens = 2});
+  std::vector<FetchSpec> specs;
+  for (int i = 0; i < 5; ++i) {
+    specs.push_back(
+        Retrying(origin_.Url("/status/503"), 3, absl::Milliseconds(1)));
+  }
+  auto results = RunAll(*engine, specs, {.max_concurrency = 1});
+  int denied = 0;
+  int attempts = 0;
+  for (const auto& r : results) {
+    EXPECT_EQ(r.status.code(), absl::StatusCode::kUnavailable);
+    denied += absl::StrContains(r.status.message(), "retry budget");
+    attempts += r.attempts;
+  }
+  EXPECT_EQ(attempts, 5 + 2);  // two tokens, two retries
+  EXPECT_GE(denied, 4);
+  EXPECT_EQ(engine->stats().retries, 2);
+  EXPECT_GE(engine->stats().retries_denied, 4);
+}
+
+TEST_F(EngineTest, FailFastCancelsTheRest) {
+  auto run =
+      Start(*engine_,
+            {Get(origin_.Url("/delay/5000")), Get(origin_.Url("/status/500")),
+             Get(origin_.Url("/delay/5000"))},
+            {.max_concurrency = 3, .fail_fast = true});
+  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+  ASSERT_FALSE(run->order.empty());
+  EXPECT_EQ(run->order[0], 1u);
+  EXPECT_EQ(run->results[1].status.code(), absl::StatusCode::kUnavailable);
+  for (size_t i : {0, 2}) {
+    EXPECT_EQ(run->results[i].status.code(), absl::StatusCode::kCancelled);
+    EXPECT_THAT(run->results[i].status.message(), HasSubstr("fail_fast"));
+  }
+}
+
+TEST_F(EngineTest, AddressPolicyRefusesTheConnection) {
+  int checked = 0;  // written on the I/O thread, read after done
+  auto engine = NewEngine({.address_policy = [&](const sockaddr* a, socklen_t) {
+    ++checked;
+    EXPECT_EQ(a->sa_family, AF_INET);
+    return absl::PermissionDeniedError("loopback is not allowed");
+  }});
+  auto results = RunAll(
+      *engine, {Retrying(origin_.Url("/json"), 3, absl::Milliseconds(1))});
+  EXPECT_EQ(results[0].status.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(results[0].attempts, 1);  // a refusal is not retried
+  EXPECT_EQ(checked, 1);
+  EXPECT_EQ(origin_.requests(), 0);
+}
+
+TEST_F(EngineTest, PostSendsHeadersAndBody) {
+  FetchSpec post = Get(origin_.Url("/echo"));
+  post.method = Method::kPost;
+  post.body = "hello";
+  post.headers = {{"X-Trace", "abc"}};
+  FetchSpec head = Get(origin_.Url("/bytes/500"));
+  head.method = Method::kHead;
+  auto results = RunAll(*engine_, {post, head});
+  ASSERT_TRUE(results[0].status.ok()) << results[0].status;
+  EXPECT_THAT(results[0].body, HasSubstr("\"method\":\"POST\""));
+  EXPECT_THAT(results[0].body, HasSubstr("\"X-Trace\":\"abc\""));
+  EXPECT_THAT(results[0].body, HasSubstr("\"body\":\"hello\""));
+  EXPECT_TRUE(results[1].status.ok()) << results[1].status;
+  EXPECT_EQ(results[1].http_status, 200);
+  EXPECT_EQ(results[1].body, "");
+}
+
+TEST_F(EngineTest, ResultsArriveAsItemsComplete) {
+  auto run = Start(*engine_,
+                   {Get(origin_.Url("/delay/300")), Get(origin_.Url("/json"))},
+                   {.max_concurrency = 2});
+  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+  EXPECT_THAT(run->order, ::testing::ElementsAre(1, 0));
+}
+
+TEST_F(EngineTest, DestroyingTheEngineCancelsWhatIsLeft) {
+  auto engine = NewEngine();
+  auto run = Start(*engine, {Get(origin_.Url("/delay/10000"))});
+  ASSERT_TRUE(WaitFor([&] { return origin_.in_progress() == 1; }, kWait,
+                      "the request at the origin"));
+  engine.reset();
+  ASSERT_TRUE(run->done.HasBeenNotified());
+  EXPECT_EQ(run->results[0].status.code(), absl::StatusCode::kCancelled);
+}
+
+}  // namespace
+}  // namespace fetchd::fetch

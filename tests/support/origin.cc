@@ -1,0 +1,236 @@
+#include "tests/support/origin.h"
+
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace fetchd::testing {
+
+struct Origin::Tracker {
+  absl::Mutex mu;
+  int requests ABSL_GUARDED_BY(mu) = 0;
+  int in_progress ABSL_GUARDED_BY(mu) = 0;
+  int peak ABSL_GUARDED_BY(mu) = 0;
+  absl::flat_hash_set<int> client_ports ABSL_GUARDED_BY(mu);
+  absl::flat_hash_map<std::string, std::vector<absl::Time>> arrivals
+      ABSL_GUARDED_BY(mu);
+  bool stopping ABSL_GUARDED_BY(mu) = false;
+
+  // Sleeps for `d`, or less if the origin stops first.
+  void Delay(absl::Duration d) {
+    absl::MutexLock lock(&mu);
+    mu.AwaitWithTimeout(absl::Condition(&stopping), d);
+  }
+
+  // Records the request; returns how many earlier requests `key` had.
+  size_t Arrive(const std::string& key) {
+    absl::MutexLock lock(&mu);
+    auto& times = arrivals[key];
+    times.push_back(absl::Now());
+    return times.size() - 1;
+  }
+};
+
+namespace {
+
+int64_t Int(const httplib::Request& req, size_t i) {
+  int64_t v = 0;
+  return absl::SimpleAtoi(req.matches[i].str(), &v) ? v : 0;
+}
+
+}  // namespace
+
+Origin::Origin()
+    : server_(std::make_unique<httplib::Server>()),
+      tracker_(std::make_unique<Tracker>()) {
+  httplib::Server& s = *server_;
+  Tracker* t = tracker_.get();
+  // Enough handler threads for the concurrency tests (default is ~8).
+  s.new_task_queue = [] { return new httplib::ThreadPool(64); };
+  s.set_keep_alive_max_count(100000);
+  s.set_tcp_nodelay(true);  // no delayed-ACK stalls between small writes
+  s.set_pre_routing_handler(
+      [t](const httplib::Request& req, httplib::Response&) {
+        absl::MutexLock lock(&t->mu);
+        ++t->requests;
+        t->peak = std::max(t->peak, ++t->in_progress);
+        t->client_ports.insert(req.remote_port);
+        return httplib::Server::HandlerResponse::Unhandled;
+      });
+  s.set_post_routing_handler([t](const httplib::Request&, httplib::Response&) {
+    absl::MutexLock lock(&t->mu);
+    --t->in_progress;
+  });
+
+  s.Get(R"(/status/(\d+))",
+        [](const httplib::Request& req, httplib::Response& res) {
+          res.status = static_cast<int>(Int(req, 1));
+          res.set_content(absl::StrCat("status ", res.status), "text/plain");
+        });
+  s.Get(R"(/delay/(\d+))",
+        [t](const httplib::Request& req, httplib::Response& res) {
+          t->Delay(absl::Milliseconds(Int(req, 1)));
+          res.set_content("delayed", "text/plain");
+        });
+  s.Get(R"(/bytes/(\d+))", [](const httplib::Request& req,
+                              httplib::Response& res) {
+    res.set_content(std::string(Int(req, 1), 'x'), "application/octet-stream");
+  });
+  s.Get(R"(/drip/(\d+)/(\d+))",
+        [t](const httplib::Request& req, httplib::Response& res) {
+          const int64_t n = Int(req, 1), ms = Int(req, 2);
+          auto sent = std::make_shared<int64_t>(0);
+          res.set_chunked_content_provider(
+              "application/octet-stream",
+              [t, n, ms, sent](size_t, httplib::DataSink& sink) {
+                if (*sent >= n) {
+                  sink.done();
+                  return true;
+                }
+                t->Delay(absl::Milliseconds(ms));
+                ++*sent;
+                return sink.write("d", 1);
+              });
+        });
+  s.Get(R"(/reset/(\d+))",
+        [](const httplib::Request& req, httplib::Response& res) {
+          const int64_t n = Int(req, 1);
+          res.set_content_provider(
+              static_cast<size_t>(n), "application/octet-stream",
+              [n](size_t offset, size_t, httplib::DataSink& sink) {
+                if (static_cast<int64_t>(offset) >= n / 2)
+                  return false;  // close
+                const std::string half(n / 2, 'r');
+                return sink.write(half.data(), half.size());
+              });
+        });
+  s.Get(R"(/flaky/([^/]+)/(\d+))",
+        [t](const httplib::Request& req, httplib::Response& res) {
+          const size_t seen = t->Arrive(req.matches[1].str());
+          if (static_cast<int64_t>(seen) < Int(req, 2)) {
+            res.status = 503;
+            res.set_content("try again", "text/plain");
+          } else {
+            res.set_content("finally", "text/plain");
+          }
+        });
+  auto retry_after = [t](bool as_date) {
+    return [t, as_date](const httplib::Request& req, httplib::Response& res) {
+      const size_t seen = t->Arrive(req.matches[1].str());
+      if (static_cast<int64_t>(seen) < Int(req, 2)) {
+        res.status = 503;
+        const int64_t s = Int(req, 3);
+        res.set_header(
+            "Retry-After",
+            as_date ? absl::FormatTime("%a, %d %b %Y %H:%M:%S GMT",
+                                       absl::Now() + absl::Seconds(s + 1),
+                                       absl::UTCTimeZone())
+                    : absl::StrCat(s));
+        res.set_content("later", "text/plain");
+      } else {
+        res.set_content("now", "text/plain");
+      }
+    };
+  };
+  s.Get(R"(/retry-after/([^/]+)/(\d+)/(\d+))", retry_after(false));
+  s.Get(R"(/retry-after-date/([^/]+)/(\d+)/(\d+))", retry_after(true));
+  s.Get(R"(/redirect/(\d+))",
+        [](const httplib::Request& req, httplib::Response& res) {
+          const int64_t n = Int(req, 1);
+          if (n == 0) {
+            res.set_content("arrived", "text/plain");
+          } else {
+            res.set_redirect(absl::StrCat("/redirect/", n - 1), 302);
+          }
+        });
+  s.Get("/redirect-to",
+        [](const httplib::Request& req, httplib::Response& res) {
+          res.set_redirect(req.get_param_value("url"), 302);
+        });
+  s.Get("/html/title", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(
+        "<!doctype html><html><head><meta charset=utf-8>"
+        "<title> Hello &amp; welcome </title></head>"
+        "<body><h1>Hi</h1><p>text</p></body></html>",
+        "text/html");
+  });
+  s.Get("/json", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(R"({"a":{"b":[1,2,{"c":"x"}]},"n":null})",
+                    "application/json");
+  });
+  auto echo = [](const httplib::Request& req, httplib::Response& res) {
+    std::string headers;
+    for (const auto& [name, value] : req.headers) {
+      if (name.size() > 2 && (name[0] == 'X' || name[0] == 'x') &&
+          name[1] == '-') {
+        absl::StrAppend(&headers, headers.empty() ? "" : ",", "\"", name,
+                        "\":\"", value, "\"");
+      }
+    }
+    res.set_content(
+        absl::StrCat("{\"method\":\"", req.method, "\",\"headers\":{", headers,
+                     "},\"body\":\"", req.body, "\"}"),
+        "application/json");
+  };
+  s.Get("/echo", echo);
+  s.Post("/echo", echo);
+
+  port_ = s.bind_to_any_port("127.0.0.1");
+  // bind_to_any_port already listens: connections queue until accepted.
+  thread_ = std::thread([this] { server_->listen_after_bind(); });
+}
+
+Origin::~Origin() {
+  {
+    absl::MutexLock lock(&tracker_->mu);
+    tracker_->stopping = true;  // wakes every /delay handler
+  }
+  server_->stop();
+  thread_.join();
+}
+
+std::string Origin::base() const {
+  return absl::StrCat("http://127.0.0.1:", port_);
+}
+
+int Origin::requests() const {
+  absl::MutexLock lock(&tracker_->mu);
+  return tracker_->requests;
+}
+
+std::vector<absl::Time> Origin::arrivals(const std::string& key) const {
+  absl::MutexLock lock(&tracker_->mu);
+  auto it = tracker_->arrivals.find(key);
+  return it == tracker_->arrivals.end() ? std::vector<absl::Time>()
+                                        : it->second;
+}
+
+int Origin::peak_concurrency() const {
+  absl::MutexLock lock(&tracker_->mu);
+  return tracker_->peak;
+}
+
+int Origin::connections() const {
+  absl::MutexLock lock(&tracker_->mu);
+  return static_cast<int>(tracker_->client_ports.size());
+}
+
+int Origin::in_progress() const {
+  absl::MutexLock lock(&tracker_->mu);
+  return tracker_->in_progress;
+}
+
+void Origin::ResetCounters() {
+  absl::MutexLock lock(&tracker_->mu);
+  tracker_->requests = 0;
+  tracker_->peak = tracker_->in_progress;
+  tracker_->client_ports.clear();
+  tracker_->arrivals.clear();
+}
+
+}  // namespace fetchd::testing
