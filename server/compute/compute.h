@@ -22,6 +22,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
@@ -129,7 +130,7 @@ using KernelValue = std::variant<double, std::string, int64_t>;
 // Σ √i for 0 <= i < n (double).
 absl::StatusOr<double> RunSqrtSum(int64_t n, const StopToken& stop);
 // sha256 applied `rounds` times; returns the raw 32-byte digest.
-absl::StatusOr<std::string> RunSha256Chain(const std::string& data,
+absl::StatusOr<std::string> RunSha256Chain(absl::string_view data,
                                            int64_t rounds,
                                            const StopToken& stop);
 // The number of primes < limit (segmented sieve).

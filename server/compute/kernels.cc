@@ -89,7 +89,7 @@ absl::StatusOr<double> RunSqrtSum(int64_t n, const StopToken& stop) {
          ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])) + tail;
 }
 
-absl::StatusOr<std::string> RunSha256Chain(const std::string& data,
+absl::StatusOr<std::string> RunSha256Chain(absl::string_view data,
                                            int64_t rounds,
                                            const StopToken& stop) {
   if (rounds < 1) return absl::InvalidArgumentError("rounds must be >= 1");
