@@ -34,6 +34,46 @@ ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "on SIGTERM/SIGINT, how long in-flight RPCs may run before they "
           "are cancelled");
 
+// Fetch: limits (each request's knobs are bounded by these) and defaults.
+ABSL_FLAG(int, max_inflight_fetches, 512,
+          "HTTP transfers in flight at once, all RPCs together; more wait in "
+          "a FIFO");
+ABSL_FLAG(int, max_per_host, 64, "connections per host (origin)");
+ABSL_FLAG(int, max_batch_items, 20000,
+          "items in one BatchFetch/StreamBatchFetch (RESOURCE_EXHAUSTED past "
+          "it)");
+ABSL_FLAG(int, default_concurrency, 64,
+          "a request's max_concurrency when it sets none");
+ABSL_FLAG(int, max_concurrency, 1024,
+          "largest max_concurrency a request may ask");
+ABSL_FLAG(int64_t, default_max_body_bytes, 8 << 20,
+          "a request's max_body_bytes when it sets none");
+ABSL_FLAG(int64_t, max_body_bytes, 64 << 20,
+          "largest max_body_bytes a request may ask");
+ABSL_FLAG(int, default_max_redirects, 5,
+          "redirects followed when a request sets no max_redirects");
+ABSL_FLAG(int, max_redirects, 10, "largest max_redirects a request may ask");
+ABSL_FLAG(int, max_attempts, 5, "largest retry.max_attempts a request may ask");
+ABSL_FLAG(absl::Duration, max_backoff, absl::Seconds(30),
+          "largest retry.max_backoff a request may ask");
+ABSL_FLAG(absl::Duration, default_item_timeout, absl::Seconds(30),
+          "per-attempt timeout of an item that sets none");
+ABSL_FLAG(absl::Duration, max_item_timeout, absl::Minutes(5),
+          "largest per-item timeout a request may ask");
+ABSL_FLAG(double, retry_budget_ratio, 0.2,
+          "retries may add at most this fraction to the request load, "
+          "server-wide; past it failures return at once");
+ABSL_FLAG(double, retry_budget_burst, 20,
+          "retries allowed before the ratio applies (the budget's cap)");
+ABSL_FLAG(int64_t, max_response_bytes, 256 << 20,
+          "body bytes one fetch RPC may hold unsent; past it bodies are "
+          "dropped with RESOURCE_EXHAUSTED on the item");
+ABSL_FLAG(absl::Duration, deadline_reserve, absl::Milliseconds(50),
+          "taken off each RPC deadline so results reach the caller in time");
+ABSL_FLAG(int64_t, process_inline_max_bytes, 64 << 10,
+          "bodies up to this size are processed on the I/O thread, bigger "
+          "ones on the worker pool");
+
 namespace {
 
 int OrCores(int value) {
@@ -91,6 +131,26 @@ int main(int argc, char** argv) {
   config.kernel_limits.max_data_bytes =
       absl::GetFlag(FLAGS_max_compute_data_bytes);
   config.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  fetchd::rpc::FetchConfig& fetch = config.fetch;
+  fetch.engine.max_inflight = absl::GetFlag(FLAGS_max_inflight_fetches);
+  fetch.engine.max_per_host = absl::GetFlag(FLAGS_max_per_host);
+  fetch.engine.retry_budget_ratio = absl::GetFlag(FLAGS_retry_budget_ratio);
+  fetch.engine.retry_budget_tokens = absl::GetFlag(FLAGS_retry_budget_burst);
+  fetch.engine.limits.max_body_bytes = absl::GetFlag(FLAGS_max_body_bytes);
+  fetch.engine.limits.max_redirects = absl::GetFlag(FLAGS_max_redirects);
+  fetch.engine.limits.max_attempts = absl::GetFlag(FLAGS_max_attempts);
+  fetch.engine.limits.max_backoff = absl::GetFlag(FLAGS_max_backoff);
+  fetch.engine.limits.max_timeout = absl::GetFlag(FLAGS_max_item_timeout);
+  fetch.max_batch_items = absl::GetFlag(FLAGS_max_batch_items);
+  fetch.default_concurrency = absl::GetFlag(FLAGS_default_concurrency);
+  fetch.max_concurrency = absl::GetFlag(FLAGS_max_concurrency);
+  fetch.default_max_body_bytes = absl::GetFlag(FLAGS_default_max_body_bytes);
+  fetch.default_max_redirects = absl::GetFlag(FLAGS_default_max_redirects);
+  fetch.default_item_timeout = absl::GetFlag(FLAGS_default_item_timeout);
+  fetch.max_response_bytes = absl::GetFlag(FLAGS_max_response_bytes);
+  fetch.deadline_reserve = absl::GetFlag(FLAGS_deadline_reserve);
+  fetch.process_inline_max_bytes = static_cast<size_t>(
+      std::max<int64_t>(0, absl::GetFlag(FLAGS_process_inline_max_bytes)));
   const absl::Duration grace = absl::GetFlag(FLAGS_shutdown_grace);
   if (grace < absl::ZeroDuration()) {
     Log(R"("level":"error","event":"start_failed","error":"--shutdown_grace must be >= 0")");

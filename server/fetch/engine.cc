@@ -699,6 +699,7 @@ void Engine::Loop::EraseIfDone(uint64_t id) {
   if (it == batches_.end() || it->second->remaining > 0) return;
   std::unique_ptr<Batch> batch = std::move(it->second);
   batches_.erase(it);
+  PublishStats();  // stats() agrees with what on_done tells
   if (batch->on_done) batch->on_done();
 }
 

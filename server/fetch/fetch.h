@@ -86,6 +86,11 @@ struct FetchLimits {
 absl::Status ValidateFetchSpec(const FetchSpec& spec,
                                const FetchLimits& limits);
 
+// The request-level part of ValidateFetchSpec: the retry policy alone,
+// with field names prefixed "retry.".
+absl::Status ValidateRetryPolicy(const RetryPolicy& retry,
+                                 const FetchLimits& limits);
+
 struct Timings {
   absl::Duration dns, connect, tls, first_byte, total;  // of the last attempt
 };

@@ -127,6 +127,11 @@ absl::Status CheckRetry(const RetryPolicy& r, const FetchLimits& limits) {
 
 }  // namespace
 
+absl::Status ValidateRetryPolicy(const RetryPolicy& retry,
+                                 const FetchLimits& limits) {
+  return CheckRetry(retry, limits);
+}
+
 absl::Status ValidateFetchSpec(const FetchSpec& spec,
                                const FetchLimits& limits) {
   if (absl::Status s = CheckUrl(spec.url, limits); !s.ok()) return s;

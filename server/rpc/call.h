@@ -6,17 +6,20 @@
 //   Call       base of every per-RPC state object: self-owning, counts its
 //              pending events, observes cancellation (AsyncNotifyWhenDone)
 //   UnaryCall  Call + a response writer; Finish may run on any thread
+//   ServerStreamCall  Call + a writer with its own queue: one Write in
+//              flight at a time, Finish after the queue drains
 //
-// A new RPC type derives from UnaryCall (or, later, a streaming sibling that
-// keeps at most one Write in flight), implements RequestCall/Spawn/OnStart,
-// and is started once per CQ with Call::Arm.
+// A new RPC type derives from UnaryCall or ServerStreamCall, implements
+// RequestCall/Spawn/OnStart, and is started once per CQ with Call::Arm.
 #ifndef FETCHD_SERVER_RPC_CALL_H_
 #define FETCHD_SERVER_RPC_CALL_H_
 
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <deque>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
@@ -168,6 +171,82 @@ class UnaryCall : public Call {
   }
   Event finished_{this,
                   static_cast<void (Call::*)(bool)>(&UnaryCall::OnFinished)};
+};
+
+// A server-streaming call: one request, a stream of responses written one
+// at a time in order, then a status. Write and Finish may be called from
+// any thread; the call keeps its own queue so at most one Write is in flight.
+template <typename Request, typename Response>
+class ServerStreamCall : public Call {
+ protected:
+  using Call::Call;
+
+  // Queues `message`; it is written after the ones queued before it. After
+  // the client went away (a write failed) messages are dropped.
+  void Write(Response message) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    if (broken_ || finish_status_.has_value()) return;
+    queued_bytes_ += message.ByteSizeLong();
+    queue_.push_back(std::move(message));
+    if (!writing_) StartNextWrite();
+  }
+
+  // Ends the stream with `status` once every queued message is written.
+  // Callable once, from any thread. Releases the reference the request
+  // handed over when the final op comes back.
+  void Finish(grpc::Status status) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    finish_status_ = std::move(status);
+    if (!writing_) StartFinish();
+  }
+
+  // Bytes queued and not yet handed to gRPC (for memory bounds).
+  size_t queued_bytes() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    return queued_bytes_;
+  }
+
+  Request request_;
+  grpc::ServerAsyncWriter<Response> writer_{&context()};
+
+ private:
+  void StartNextWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    writing_ = true;
+    in_flight_ = std::move(queue_.front());
+    queue_.pop_front();
+    queued_bytes_ -= in_flight_.ByteSizeLong();
+    writer_.Write(in_flight_, &written_);
+  }
+  void StartFinish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    writer_.Finish(*finish_status_, &finished_);
+  }
+  void OnWritten(bool ok) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) {  // the client is gone: drop what is left
+      broken_ = true;
+      queue_.clear();
+      queued_bytes_ = 0;
+    }
+    if (!queue_.empty()) {
+      StartNextWrite();
+    } else if (finish_status_.has_value()) {
+      StartFinish();
+    }
+  }
+  void OnFinished(bool /*ok*/) { Unref(); }
+
+  absl::Mutex mu_;
+  std::deque<Response> queue_ ABSL_GUARDED_BY(mu_);
+  Response in_flight_ ABSL_GUARDED_BY(mu_);
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<grpc::Status> finish_status_ ABSL_GUARDED_BY(mu_);
+  Event written_{
+      this, static_cast<void (Call::*)(bool)>(&ServerStreamCall::OnWritten)};
+  Event finished_{
+      this, static_cast<void (Call::*)(bool)>(&ServerStreamCall::OnFinished)};
 };
 
 }  // namespace fetchd::rpc

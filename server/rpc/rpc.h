@@ -1,10 +1,10 @@
 // rpc/: the gRPC face of fetchd.
 //
 // Server::Start builds an async (CompletionQueue) gRPC server with N CQ
-// threads, the Compute service on a worker pool, the standard health service
-// and server reflection. Server::Shutdown drains it in the order gRPC needs.
-// This is the only module that speaks gRPC; it maps absl::Status to gRPC
-// codes at its edge.
+// threads, the Compute service on a worker pool, the Fetch service on the
+// curl-multi engine, the standard health service and server reflection.
+// Server::Shutdown drains it in the order gRPC needs. This is the only module
+// that speaks gRPC; it maps absl::Status to gRPC codes at its edge.
 #ifndef FETCHD_SERVER_RPC_RPC_H_
 #define FETCHD_SERVER_RPC_RPC_H_
 
@@ -16,8 +16,26 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/compute/compute.h"
+#include "server/fetch/fetch.h"
 
 namespace fetchd::rpc {
+
+// The Fetch service's defaults and caps (server flags).
+struct FetchConfig {
+  fetch::Engine::Options engine;  // in-flight/per-host limits, budget, caps
+  int max_batch_items = 20000;
+  int default_concurrency = 64;
+  int max_concurrency = 1024;
+  int64_t default_max_body_bytes = 8 << 20;
+  int default_max_redirects = 5;
+  absl::Duration default_item_timeout = absl::Seconds(30);
+  // Body bytes one RPC may hold before they are sent (unary: the whole
+  // response; streaming: results queued for a slow reader).
+  int64_t max_response_bytes = 256 << 20;
+  // Taken off the RPC deadline so results reach the caller before it.
+  absl::Duration deadline_reserve = absl::Milliseconds(50);
+  size_t process_inline_max_bytes = 64 << 10;  // bigger bodies: worker pool
+};
 
 struct ServerConfig {
   std::string listen = "0.0.0.0:50051";  // host:port; port 0 = ephemeral
@@ -26,6 +44,7 @@ struct ServerConfig {
   int max_queued_tasks = 256;            // compute tasks waiting, >= 0
   compute::KernelLimits kernel_limits;
   int max_request_bytes = 4 << 20;  // gRPC max receive message size
+  FetchConfig fetch;
   absl::Duration shutdown_grace = absl::Seconds(10);
 };
 

@@ -10,6 +10,7 @@
 #include "fetchd/v1/compute.grpc.pb.h"
 #include "server/rpc/call.h"
 #include "server/rpc/compute_call.h"
+#include "server/rpc/fetch_call.h"
 #include "server/rpc/rpc.h"
 
 namespace fetchd::rpc {
@@ -18,14 +19,22 @@ struct Server::State {
   explicit State(const ServerConfig& c)
       : config(c),
         pool({.workers = c.workers, .max_queued_tasks = c.max_queued_tasks}),
-        runner(&pool, c.kernel_limits) {}
+        runner(&pool, c.kernel_limits),
+        processor(&pool, c.fetch.process_inline_max_bytes) {}
+
+  FetchServices fetch_services() {
+    return {&fetch_service, engine.get(), &processor, &config.fetch};
+  }
 
   // Destroyed bottom-up: the gRPC server before its CQs, the CQs (and any
   // call state) before the service, runner and pool that calls point at.
   ServerConfig config;
   compute::WorkerPool pool;
   compute::KernelRunner runner;
+  process::ProcessRunner processor;
+  std::unique_ptr<fetch::Engine> engine;
   v1::Compute::AsyncService compute_service;
+  v1::Fetch::AsyncService fetch_service;
   std::vector<std::unique_ptr<CqLoop>> loops;
   std::unique_ptr<grpc::Server> server;
   int port = 0;
@@ -59,6 +68,50 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
     return bad("max_compute_data_bytes", c.kernel_limits.max_data_bytes,
                "must be >= 0 and below --max_request_bytes");
   }
+  const FetchConfig& f = c.fetch;
+  if (f.engine.max_inflight < 1) {
+    return bad("max_inflight_fetches", f.engine.max_inflight, "must be >= 1");
+  }
+  if (f.engine.max_per_host < 1) {
+    return bad("max_per_host", f.engine.max_per_host, "must be >= 1");
+  }
+  if (f.max_batch_items < 1) {
+    return bad("max_batch_items", f.max_batch_items, "must be >= 1");
+  }
+  if (f.max_concurrency < 1) {
+    return bad("max_concurrency", f.max_concurrency, "must be >= 1");
+  }
+  if (f.default_concurrency < 1 || f.default_concurrency > f.max_concurrency) {
+    return bad("default_concurrency", f.default_concurrency,
+               "must be between 1 and --max_concurrency");
+  }
+  if (f.default_max_body_bytes < 1 ||
+      f.default_max_body_bytes > f.engine.limits.max_body_bytes) {
+    return bad("default_max_body_bytes", f.default_max_body_bytes,
+               "must be between 1 and --max_body_bytes");
+  }
+  if (f.default_max_redirects < 0 ||
+      f.default_max_redirects > f.engine.limits.max_redirects) {
+    return bad("default_max_redirects", f.default_max_redirects,
+               "must be between 0 and --max_redirects");
+  }
+  if (f.engine.limits.max_attempts < 1) {
+    return bad("max_attempts", f.engine.limits.max_attempts, "must be >= 1");
+  }
+  if (!(f.engine.retry_budget_ratio >= 0) ||
+      !(f.engine.retry_budget_tokens >= 0)) {
+    return absl::InvalidArgumentError(
+        "--retry_budget_ratio and --retry_budget_burst must be >= 0");
+  }
+  if (f.default_item_timeout <= absl::ZeroDuration() ||
+      f.default_item_timeout > f.engine.limits.max_timeout) {
+    return absl::InvalidArgumentError(
+        "--default_item_timeout must be above 0 and at most "
+        "--max_item_timeout");
+  }
+  if (f.deadline_reserve < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--deadline_reserve must be >= 0");
+  }
   if (c.max_request_bytes < 1024) {
     return bad("max_request_bytes", c.max_request_bytes, "must be >= 1024");
   }
@@ -70,6 +123,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
     return valid;
   }
   auto state = std::make_unique<State>(config);
+  absl::StatusOr<std::unique_ptr<fetch::Engine>> engine =
+      fetch::Engine::Start(config.fetch.engine);
+  if (!engine.ok()) return engine.status();
+  state->engine = *std::move(engine);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -80,6 +137,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(config.max_request_bytes);
   builder.RegisterService(&state->compute_service);
+  builder.RegisterService(&state->fetch_service);
   // Health and reflection are gRPC's own synchronous services; they need
   // only a poller or two, the CQ threads below carry fetchd's RPCs.
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::NUM_CQS,
@@ -112,6 +170,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   for (auto& loop : state->loops) {
     Call::Arm(new ComputeRunCall(&state->compute_service, &state->runner,
                                  loop.get()));
+    Call::Arm(new BatchFetchCall(state->fetch_services(), loop.get()));
+    Call::Arm(new StreamBatchFetchCall(state->fetch_services(), loop.get()));
     loop->Start();
   }
   return std::unique_ptr<Server>(new Server(std::move(state)));
@@ -138,6 +198,7 @@ void Server::Shutdown(absl::Duration grace) {
   // cancels them (their OnCancel stops the kernels) and waits for them.
   state_->server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   for (auto& loop : state_->loops) loop->Shutdown();
+  state_->engine.reset();  // no call uses it any more
   state_->pool.Shutdown();
 }
 
