@@ -1,0 +1,299 @@
+// Fetch.BatchFetch and Fetch.StreamBatchFetch through a real fetchd on a
+// loopback port, against the real test origin.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "fetchd/v1/fetch.grpc.pb.h"
+#include "tests/support/origin.h"
+#include "tests/support/test_server.h"
+
+namespace fetchd::rpc {
+namespace {
+
+using ::fetchd::testing::ContextWithTimeout;
+using ::fetchd::testing::Origin;
+using ::fetchd::testing::TestConfig;
+using ::fetchd::testing::TestServer;
+using ::fetchd::testing::WaitFor;
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kWait = absl::Seconds(20);
+constexpr int kOk = 0;
+constexpr int kCancelled = static_cast<int>(absl::StatusCode::kCancelled);
+constexpr int kDeadline = static_cast<int>(absl::StatusCode::kDeadlineExceeded);
+constexpr int kNotFound = static_cast<int>(absl::StatusCode::kNotFound);
+constexpr int kInvalid = static_cast<int>(absl::StatusCode::kInvalidArgument);
+constexpr int kExhausted =
+    static_cast<int>(absl::StatusCode::kResourceExhausted);
+constexpr int kPrecondition =
+    static_cast<int>(absl::StatusCode::kFailedPrecondition);
+
+class FetchCallTest : public ::testing::Test {
+ protected:
+  explicit FetchCallTest(ServerConfig config = TestConfig())
+      : server_(config) {}
+  void SetUp() override {
+    ASSERT_TRUE(server_.ok());
+    stub_ = v1::Fetch::NewStub(server_.NewChannel());
+  }
+  v1::FetchItem* Add(v1::BatchFetchRequest& req, const std::string& path) {
+    v1::FetchItem* item = req.add_items();
+    item->set_url(path.rfind("http", 0) == 0 ? path : origin_.Url(path));
+    return item;
+  }
+  grpc::Status Batch(const v1::BatchFetchRequest& req,
+                     v1::BatchFetchResponse* resp,
+                     absl::Duration timeout = kWait) {
+    return stub_->BatchFetch(ContextWithTimeout(timeout).get(), req, resp);
+  }
+  // Reads the whole stream; returns its status.
+  grpc::Status Stream(const v1::BatchFetchRequest& req,
+                      std::vector<v1::FetchResult>* out) {
+    auto context = ContextWithTimeout(kWait);
+    auto reader = stub_->StreamBatchFetch(context.get(), req);
+    v1::FetchResult r;
+    while (reader->Read(&r)) out->push_back(r);
+    return reader->Finish();
+  }
+
+  Origin origin_;
+  TestServer server_;
+  std::unique_ptr<v1::Fetch::Stub> stub_;
+};
+
+TEST_F(FetchCallTest, BatchFetchAnswersEveryItemInRequestOrder) {
+  v1::BatchFetchRequest req;
+  Add(req, "/json");
+  Add(req, "/status/404");
+  Add(req, "/html/title")->mutable_process()->mutable_html_title();
+  req.add_response_headers("Content-Type");
+  v1::BatchFetchResponse resp;
+  grpc::Status status = Batch(req, &resp);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(resp.results_size(), 3);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(resp.results(i).index(), i);
+  EXPECT_EQ(resp.results(0).error().code(), kOk);
+  EXPECT_EQ(resp.results(0).http_status(), 200);
+  EXPECT_EQ(resp.results(0).body(), R"({"a":{"b":[1,2,{"c":"x"}]},"n":null})");
+  EXPECT_EQ(resp.results(0).body_bytes(), 36);
+  EXPECT_EQ(resp.results(0).url(), origin_.Url("/json"));
+  ASSERT_EQ(resp.results(0).headers_size(), 1);
+  EXPECT_EQ(resp.results(0).headers(0).name(), "content-type");
+  EXPECT_EQ(resp.results(0).attempts(), 1);
+  EXPECT_TRUE(resp.results(0).timings().has_total());
+  EXPECT_EQ(resp.results(1).error().code(), kNotFound);
+  EXPECT_EQ(resp.results(1).http_status(), 404);
+  EXPECT_EQ(resp.results(2).processed(), "Hello & welcome");
+}
+
+TEST_F(FetchCallTest, StreamBatchFetchSendsEachResultAsItCompletes) {
+  v1::BatchFetchRequest req;
+  Add(req, "/delay/300");
+  Add(req, "/json");
+  req.set_max_concurrency(2);
+  std::vector<v1::FetchResult> results;
+  grpc::Status status = Stream(req, &results);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].index(), 1u);  // the fast one first
+  EXPECT_EQ(results[1].index(), 0u);
+  EXPECT_EQ(results[1].body(), "delayed");
+}
+
+TEST_F(FetchCallTest, RequestLevelErrorsNameTheFieldAndTheLimit) {
+  struct Case {
+    v1::BatchFetchRequest req;
+    grpc::StatusCode code;
+    const char* text;
+  };
+  std::vector<Case> cases;
+  cases.push_back({v1::BatchFetchRequest(), grpc::INVALID_ARGUMENT, "items"});
+  v1::BatchFetchRequest r;
+  Add(r, "/json");
+  r.set_max_concurrency(5000);
+  cases.push_back({r, grpc::INVALID_ARGUMENT, "--max_concurrency"});
+  r.set_max_concurrency(0);
+  r.mutable_retry()->set_max_attempts(99);
+  cases.push_back({r, grpc::INVALID_ARGUMENT, "retry.max_attempts"});
+  r.clear_retry();
+  r.set_max_body_bytes(int64_t{1} << 40);
+  cases.push_back({r, grpc::INVALID_ARGUMENT, "--max_body_bytes"});
+  r.set_max_body_bytes(0);
+  r.set_max_redirects(99);
+  cases.push_back({r, grpc::INVALID_ARGUMENT, "--max_redirects"});
+  for (const Case& c : cases) {
+    v1::BatchFetchResponse resp;
+    grpc::Status status = Batch(c.req, &resp);
+    EXPECT_EQ(status.error_code(), c.code) << c.text;
+    EXPECT_THAT(status.error_message(), HasSubstr(c.text));
+    std::vector<v1::FetchResult> streamed;
+    EXPECT_EQ(Stream(c.req, &streamed).error_code(), c.code) << c.text;
+  }
+  EXPECT_EQ(origin_.requests(), 0);
+}
+
+class SmallLimitsTest : public FetchCallTest {
+ protected:
+  static ServerConfig Config() {
+    ServerConfig c = TestConfig();
+    c.fetch.max_batch_items = 3;
+    c.fetch.max_response_bytes = 1500;
+    c.fetch.process_inline_max_bytes = 10;  // process everything on the pool
+    return c;
+  }
+  SmallLimitsTest() : FetchCallTest(Config()) {}
+};
+
+TEST_F(SmallLimitsTest, TooManyItemsIsResourceExhausted) {
+  v1::BatchFetchRequest req;
+  for (int i = 0; i < 4; ++i) Add(req, "/json");
+  v1::BatchFetchResponse resp;
+  grpc::Status status = Batch(req, &resp);
+  EXPECT_EQ(status.error_code(), grpc::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("--max_batch_items"));
+}
+
+TEST_F(SmallLimitsTest, BodiesPastTheResponseBudgetAreDropped) {
+  v1::BatchFetchRequest req;
+  for (int i = 0; i < 3; ++i) Add(req, "/bytes/1000");
+  v1::BatchFetchResponse resp;
+  ASSERT_TRUE(Batch(req, &resp).ok());
+  int kept = 0, dropped = 0;
+  for (const auto& r : resp.results()) {
+    EXPECT_EQ(r.body_bytes(), 1000);
+    if (r.error().code() == kOk) {
+      ++kept;
+      EXPECT_EQ(r.body().size(), 1000u);
+    } else {
+      ++dropped;
+      EXPECT_EQ(r.error().code(), kExhausted);
+      EXPECT_THAT(r.error().message(), HasSubstr("--max_response_bytes"));
+      EXPECT_TRUE(r.body().empty());
+    }
+  }
+  EXPECT_EQ(kept, 1);
+  EXPECT_EQ(dropped, 2);
+}
+
+TEST_F(SmallLimitsTest, ProcessorsRunOnTheWorkerPoolForBigBodies) {
+  v1::BatchFetchRequest req;
+  Add(req, "/html/title")->mutable_process()->mutable_html_title();
+  Add(req, "/json")
+      ->mutable_process()
+      ->mutable_json_pointer()
+      ->set_pointer("/a/b/2/c");
+  Add(req, "/json")->mutable_process()->mutable_sha256();
+  req.set_drop_body(true);
+  v1::BatchFetchResponse resp;
+  ASSERT_TRUE(Batch(req, &resp).ok());
+  EXPECT_EQ(resp.results(0).processed(), "Hello & welcome");
+  EXPECT_EQ(resp.results(1).processed(), "\"x\"");
+  EXPECT_EQ(resp.results(2).processed().size(), 64u);
+  for (const auto& r : resp.results()) {
+    EXPECT_EQ(r.error().code(), kOk) << r.error().message();
+    EXPECT_TRUE(r.body().empty());  // drop_body
+    EXPECT_GT(r.body_bytes(), 0);
+  }
+}
+
+TEST_F(FetchCallTest, ItemErrorsLoseNothingElse) {
+  v1::BatchFetchRequest req;
+  Add(req, "ftp://127.0.0.1/x");
+  Add(req, "/json")
+      ->mutable_process()
+      ->mutable_json_pointer()
+      ->set_pointer("no-slash");
+  Add(req, "/json")->mutable_timeout()->set_seconds(-1);
+  Add(req, "/html/title")->mutable_process()->mutable_json_validate();
+  Add(req, "/json")
+      ->mutable_process()
+      ->mutable_json_pointer()
+      ->set_pointer("/a/zz");
+  Add(req, "/json");
+  v1::BatchFetchResponse resp;
+  ASSERT_TRUE(Batch(req, &resp).ok());
+  ASSERT_EQ(resp.results_size(), 6);
+  EXPECT_EQ(resp.results(0).error().code(), kInvalid);
+  EXPECT_THAT(resp.results(0).error().message(), HasSubstr("url"));
+  EXPECT_EQ(resp.results(1).error().code(), kInvalid);
+  EXPECT_THAT(resp.results(1).error().message(),
+              HasSubstr("process.json_pointer"));
+  EXPECT_EQ(resp.results(2).error().code(), kInvalid);
+  EXPECT_THAT(resp.results(2).error().message(), HasSubstr("timeout"));
+  EXPECT_EQ(resp.results(3).error().code(), kPrecondition);
+  EXPECT_EQ(resp.results(3).http_status(), 200);  // the fetch itself worked
+  EXPECT_EQ(resp.results(4).error().code(), kNotFound);
+  EXPECT_EQ(resp.results(5).error().code(), kOk);
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(resp.results(i).index(), i);
+    EXPECT_FALSE(resp.results(i).url().empty()) << i;
+  }
+  EXPECT_EQ(origin_.requests(), 3);  // only the valid items were fetched
+}
+
+TEST_F(FetchCallTest, DeadlineReturnsFinishedItemsAndExpiresTheRest) {
+  v1::BatchFetchRequest req;
+  Add(req, "/json");
+  Add(req, "/delay/10000");
+  v1::BatchFetchResponse resp;
+  grpc::Status status = Batch(req, &resp, absl::Milliseconds(600));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(resp.results(0).error().code(), kOk);
+  EXPECT_EQ(resp.results(1).error().code(), kDeadline);
+}
+
+TEST_F(FetchCallTest, RetriesReportTheirAttempts) {
+  v1::BatchFetchRequest req;
+  Add(req, "/flaky/rpc1/2");
+  req.mutable_retry()->set_max_attempts(3);
+  req.mutable_retry()->mutable_initial_backoff()->set_nanos(10'000'000);
+  req.mutable_retry()->set_no_jitter(true);
+  v1::BatchFetchResponse resp;
+  ASSERT_TRUE(Batch(req, &resp).ok());
+  EXPECT_EQ(resp.results(0).error().code(), kOk);
+  EXPECT_EQ(resp.results(0).attempts(), 3);
+  EXPECT_EQ(resp.results(0).body(), "finally");
+}
+
+TEST_F(FetchCallTest, FailFastMakesTheFirstFailureTheRpcStatus) {
+  v1::BatchFetchRequest req;
+  Add(req, "/delay/10000");
+  Add(req, "/status/500");
+  req.set_fail_fast(true);
+  v1::BatchFetchResponse resp;
+  grpc::Status status = Batch(req, &resp);
+  EXPECT_EQ(status.error_code(), grpc::UNAVAILABLE);
+  EXPECT_THAT(status.error_message(), HasSubstr("item 1"));
+  EXPECT_THAT(status.error_message(), HasSubstr("/status/500"));
+
+  std::vector<v1::FetchResult> streamed;
+  status = Stream(req, &streamed);
+  EXPECT_EQ(status.error_code(), grpc::UNAVAILABLE);
+  ASSERT_EQ(streamed.size(), 1u);  // the failure, nothing after it
+  EXPECT_EQ(streamed[0].index(), 1u);
+}
+
+TEST_F(FetchCallTest, ClientCancelStopsEveryTransfer) {
+  v1::BatchFetchRequest req;
+  for (int i = 0; i < 4; ++i) Add(req, "/delay/10000");
+  auto context = ContextWithTimeout(kWait);
+  auto reader = stub_->StreamBatchFetch(context.get(), req);
+  ASSERT_TRUE(WaitFor([&] { return origin_.in_progress() == 4; }, kWait,
+                      "four requests at the origin"));
+  context->TryCancel();
+  v1::FetchResult r;
+  while (reader->Read(&r)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::CANCELLED);
+  // The server is free again and still serves.
+  v1::BatchFetchRequest next;
+  Add(next, "/json");
+  v1::BatchFetchResponse resp;
+  EXPECT_TRUE(Batch(next, &resp).ok());
+  EXPECT_EQ(resp.results(0).error().code(), kOk);
+}
+
+}  // namespace
+}  // namespace fetchd::rpc
