@@ -23,7 +23,7 @@ std::string Ok(absl::StatusOr<std::string> s) {
 }
 
 TEST(HtmlTitleTest, TitleWithEntitiesAndWhitespace) {
-  EXPECT_EQ(Ok(Process({Kind::kHtmlTitle},
+  EXPECT_EQ(Ok(Process({.kind = Kind::kHtmlTitle},
                        "<html><head><title>\n  Hello &amp;  welcome </title>"
                        "</head><body></body></html>")),
             "Hello & welcome");
@@ -31,61 +31,74 @@ TEST(HtmlTitleTest, TitleWithEntitiesAndWhitespace) {
 
 TEST(HtmlTitleTest, BrokenHtmlStillParses) {
   // No <html>/<head>, unclosed tags: an HTML5 parser recovers like a browser.
-  EXPECT_EQ(Ok(Process({Kind::kHtmlTitle}, "<title>Tag soup<p>para<b>bold")),
-            "Tag soup<p>para<b>bold");
-  EXPECT_EQ(Ok(Process({Kind::kHtmlTitle}, "<p>before</p><title>Late</title>")),
+  EXPECT_EQ(
+      Ok(Process({.kind = Kind::kHtmlTitle}, "<title>Tag soup<p>para<b>bold")),
+      "Tag soup<p>para<b>bold");
+  EXPECT_EQ(Ok(Process({.kind = Kind::kHtmlTitle},
+                       "<p>before</p><title>Late</title>")),
             "Late");
 }
 
 TEST(HtmlTitleTest, MissingTitleIsNotFound) {
   auto got =
-      Process({Kind::kHtmlTitle},
+      Process({.kind = Kind::kHtmlTitle},
               "<html><body><svg><title>icon</title></svg></body></html>");
   EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(Sha256Test, HexDigest) {
-  EXPECT_EQ(Ok(Process({Kind::kSha256}, "abc")),
+  EXPECT_EQ(Ok(Process({.kind = Kind::kSha256}, "abc")),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
 TEST(JsonPointerTest, Rfc6901Lookups) {
-  EXPECT_EQ(Ok(Process({Kind::kJsonPointer, "/a/b/2/c"}, kDoc)), "\"x\"");
-  EXPECT_EQ(Ok(Process({Kind::kJsonPointer, "/a/b/0"}, kDoc)), "1");
-  EXPECT_EQ(Ok(Process({Kind::kJsonPointer, "/n"}, kDoc)), "null");
-  EXPECT_EQ(Ok(Process({Kind::kJsonPointer, "/k~0~1"}, kDoc)), "7");
-  EXPECT_EQ(Ok(Process({Kind::kJsonPointer, "/a/b"}, kDoc)),
+  EXPECT_EQ(
+      Ok(Process({.kind = Kind::kJsonPointer, .pointer = "/a/b/2/c"}, kDoc)),
+      "\"x\"");
+  EXPECT_EQ(
+      Ok(Process({.kind = Kind::kJsonPointer, .pointer = "/a/b/0"}, kDoc)),
+      "1");
+  EXPECT_EQ(Ok(Process({.kind = Kind::kJsonPointer, .pointer = "/n"}, kDoc)),
+            "null");
+  EXPECT_EQ(
+      Ok(Process({.kind = Kind::kJsonPointer, .pointer = "/k~0~1"}, kDoc)),
+      "7");
+  EXPECT_EQ(Ok(Process({.kind = Kind::kJsonPointer, .pointer = "/a/b"}, kDoc)),
             R"([1,2,{"c":"x"}])");
-  EXPECT_EQ(Ok(Process({Kind::kJsonPointer, ""}, "[true]")), "[true]");
+  EXPECT_EQ(Ok(Process({.kind = Kind::kJsonPointer, .pointer = ""}, "[true]")),
+            "[true]");
 }
 
 TEST(JsonPointerTest, MissingValuesAreNotFound) {
   for (const char* pointer :
        {"/a/x", "/a/b/9", "/a/b/-", "/n/deeper", "/a/b/x"}) {
-    auto got = Process({Kind::kJsonPointer, pointer}, kDoc);
+    auto got = Process({.kind = Kind::kJsonPointer, .pointer = pointer}, kDoc);
     EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound) << pointer;
     EXPECT_THAT(got.status().message(), HasSubstr(pointer));
   }
 }
 
 TEST(JsonPointerTest, NonJsonBodyIsFailedPrecondition) {
-  auto got = Process({Kind::kJsonPointer, "/a"}, "<html>");
+  auto got = Process({.kind = Kind::kJsonPointer, .pointer = "/a"}, "<html>");
   EXPECT_EQ(got.status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(JsonPointerTest, MalformedPointersAreRejectedUpFront) {
-  EXPECT_TRUE(ValidateProcessor({Kind::kJsonPointer, "/a/b"}).ok());
-  EXPECT_TRUE(ValidateProcessor({Kind::kJsonPointer, ""}).ok());
+  EXPECT_TRUE(
+      ValidateProcessor({.kind = Kind::kJsonPointer, .pointer = "/a/b"}).ok());
+  EXPECT_TRUE(
+      ValidateProcessor({.kind = Kind::kJsonPointer, .pointer = ""}).ok());
   for (const char* pointer : {"a/b", "/~2", "/x~"}) {
-    absl::Status s = ValidateProcessor({Kind::kJsonPointer, pointer});
+    absl::Status s =
+        ValidateProcessor({.kind = Kind::kJsonPointer, .pointer = pointer});
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << pointer;
     EXPECT_THAT(s.message(), HasSubstr("process.json_pointer"));
   }
 }
 
 TEST(JsonValidateTest, ValidAndInvalid) {
-  EXPECT_EQ(Ok(Process({Kind::kJsonValidate}, kDoc)), "valid");
-  auto got = Process({Kind::kJsonValidate}, R"({"a": [1, 2,, 3]})");
+  EXPECT_EQ(Ok(Process({.kind = Kind::kJsonValidate}, kDoc)), "valid");
+  auto got = Process({.kind = Kind::kJsonValidate}, R"({"a": [1, 2,, 3]})");
   EXPECT_EQ(got.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(got.status().message(), HasSubstr("byte 13"));
 }
@@ -96,17 +109,19 @@ TEST(ProcessRunnerTest, SmallBodiesInlineBigOnesOnTheWorkerPool) {
   const auto caller = std::this_thread::get_id();
   std::thread::id small_thread, big_thread;
   absl::Notification small_done, big_done;
-  runner.Run({Kind::kSha256}, "abc", [&](absl::StatusOr<std::string> r) {
-    EXPECT_TRUE(r.ok());
-    small_thread = std::this_thread::get_id();
-    small_done.Notify();
-  });
+  runner.Run({.kind = Kind::kSha256}, "abc",
+             [&](absl::StatusOr<std::string> r) {
+               EXPECT_TRUE(r.ok());
+               small_thread = std::this_thread::get_id();
+               small_done.Notify();
+             });
   const std::string big(1000, 'a');
-  runner.Run({Kind::kJsonValidate}, big, [&](absl::StatusOr<std::string> r) {
-    EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
-    big_thread = std::this_thread::get_id();
-    big_done.Notify();
-  });
+  runner.Run(
+      {.kind = Kind::kJsonValidate}, big, [&](absl::StatusOr<std::string> r) {
+        EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+        big_thread = std::this_thread::get_id();
+        big_done.Notify();
+      });
   ASSERT_TRUE(small_done.HasBeenNotified());  // ran inline
   ASSERT_TRUE(big_done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_EQ(small_thread, caller);
@@ -122,7 +137,7 @@ TEST(ProcessRunnerTest, FullPoolAnswersResourceExhausted) {
                       absl::Seconds(10), "the blocker to run"));
   ProcessRunner runner(&pool, 0);
   absl::StatusOr<std::string> got = std::string("not called");
-  runner.Run({Kind::kSha256}, "abc",
+  runner.Run({.kind = Kind::kSha256}, "abc",
              [&](absl::StatusOr<std::string> r) { got = std::move(r); });
   EXPECT_EQ(got.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(got.status().message(), HasSubstr("--max_queued_tasks"));

@@ -21,7 +21,6 @@ using ::testing::HasSubstr;
 
 constexpr absl::Duration kWait = absl::Seconds(20);
 constexpr int kOk = 0;
-constexpr int kCancelled = static_cast<int>(absl::StatusCode::kCancelled);
 constexpr int kDeadline = static_cast<int>(absl::StatusCode::kDeadlineExceeded);
 constexpr int kNotFound = static_cast<int>(absl::StatusCode::kNotFound);
 constexpr int kInvalid = static_cast<int>(absl::StatusCode::kInvalidArgument);
