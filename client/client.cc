@@ -11,6 +11,12 @@ absl::Status ToAbslStatus(const grpc::Status& status) {
                       status.error_message());
 }
 
+grpc::ChannelArguments ChannelArguments() {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);  // batch responses can be large
+  return args;
+}
+
 void SetDeadline(grpc::ClientContext* context, absl::Duration timeout) {
   context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
 }
@@ -19,9 +25,11 @@ void SetDeadline(grpc::ClientContext* context, absl::Duration timeout) {
 
 Client::Client(ClientOptions options)
     : options_(std::move(options)),
-      channel_(grpc::CreateChannel(options_.target,
-                                   grpc::InsecureChannelCredentials())),
+      channel_(grpc::CreateCustomChannel(options_.target,
+                                         grpc::InsecureChannelCredentials(),
+                                         ChannelArguments())),
       compute_(v1::Compute::NewStub(channel_)),
+      fetch_(v1::Fetch::NewStub(channel_)),
       health_(grpc::health::v1::Health::NewStub(channel_)) {}
 
 absl::StatusOr<v1::ComputeResponse> Client::Compute(
@@ -32,6 +40,17 @@ absl::StatusOr<v1::ComputeResponse> Client::Compute(
   grpc::Status status = compute_->Run(&context, request, &response);
   if (!status.ok()) return ToAbslStatus(status);
   return response;
+}
+
+absl::Status Client::StreamBatchFetch(
+    const v1::BatchFetchRequest& request, absl::Duration timeout,
+    absl::FunctionRef<void(const v1::FetchResult&)> on_result) const {
+  grpc::ClientContext context;
+  SetDeadline(&context, timeout);
+  auto reader = fetch_->StreamBatchFetch(&context, request);
+  v1::FetchResult result;
+  while (reader->Read(&result)) on_result(result);
+  return ToAbslStatus(reader->Finish());
 }
 
 absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus>

@@ -9,9 +9,11 @@
 #include <memory>
 #include <string>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "fetchd/v1/compute.grpc.pb.h"
+#include "fetchd/v1/fetch.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace fetchd::client {
@@ -27,6 +29,11 @@ class Client {
 
   absl::StatusOr<v1::ComputeResponse> Compute(
       const v1::ComputeRequest& request) const;
+  // Streams the batch; `on_result` runs once per result as it arrives.
+  // Returns the RPC's status. `timeout` overrides options().timeout.
+  absl::Status StreamBatchFetch(
+      const v1::BatchFetchRequest& request, absl::Duration timeout,
+      absl::FunctionRef<void(const v1::FetchResult&)> on_result) const;
   // The serving status of `service` ("" = the whole server).
   absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health(
       const std::string& service) const;
@@ -35,6 +42,7 @@ class Client {
   ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Compute::Stub> compute_;
+  std::unique_ptr<v1::Fetch::Stub> fetch_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
 
@@ -45,6 +53,11 @@ std::string FormatComputeHuman(const v1::ComputeRequest& request,
 // "value":19.3..,"queue_wait_us":12,"run_time_us":3}
 std::string FormatComputeJson(const v1::ComputeRequest& request,
                               const v1::ComputeResponse& response);
+// One fetch result: a human line, or a JSON object with index, url,
+// status, code, attempts, bytes, elapsed_ms, processed, error.
+std::string FormatFetchHuman(const v1::FetchResult& result);
+std::string FormatFetchJson(const v1::FetchResult& result);
+
 // {"code":"DEADLINE_EXCEEDED","message":"..."}
 std::string FormatErrorJson(const absl::Status& status);
 

@@ -2,9 +2,12 @@
 //
 //   fetchctl [--addr=HOST:PORT] [--timeout=5s] [--json] compute KERNEL ARGS
 //   fetchctl [--addr=HOST:PORT] [--timeout=5s] [--json] health [--service=S]
+//   fetchctl [--addr=HOST:PORT] [--json] fetch URL... | --urls_file=F [...]
 //
 // Exit codes: 0 success, 1 the RPC failed (or health is not SERVING),
 // 2 usage error. Failures print "CODE: message" on stderr.
+#include "client/fetchctl.h"
+
 #include <cstdio>
 #include <optional>
 #include <string>
@@ -19,7 +22,8 @@
 #include "client/client.h"
 
 ABSL_FLAG(std::string, addr, "127.0.0.1:50051", "fetchd address (gRPC target)");
-ABSL_FLAG(absl::Duration, timeout, absl::Seconds(5), "deadline of each RPC");
+ABSL_FLAG(std::optional<absl::Duration>, timeout, std::nullopt,
+          "deadline of each RPC (default 5s; 1h for fetch)");
 ABSL_FLAG(bool, json, false, "print one JSON object per line");
 ABSL_FLAG(std::optional<int64_t>, n, std::nullopt,
           "sqrt_sum: sum sqrt(i) for i < n");
@@ -43,12 +47,27 @@ constexpr char kUsage[] =
     "                                    sha256 applied R times\n"
     "  compute count_primes --limit=L    number of primes below L\n"
     "  health [--service=NAME]           grpc.health.v1 Check\n"
-    "Exit codes: 0 ok, 1 RPC failed or not SERVING, 2 usage error.";
+    "  fetch URL... | --urls_file=F|-    fetch through StreamBatchFetch\n"
+    "      [--concurrency=N] [--retries=N] [--item_timeout=D]\n"
+    "      [--process=html_title|sha256|json_validate|json_pointer:/a/b]\n"
+    "      [--out_dir=DIR] [--batch_size=N]\n"
+    "Exit codes: 0 ok, 1 an RPC or item failed or not SERVING, 2 usage "
+    "error.";
+
+}  // namespace
+
+namespace fetchd::client {
 
 int UsageError(const std::string& message) {
   std::fprintf(stderr, "fetchctl: %s\n\n%s\n", message.c_str(), kUsage);
   return 2;
 }
+
+}  // namespace fetchd::client
+
+namespace {
+
+using fetchd::client::UsageError;
 
 int RpcError(const absl::Status& status) {
   std::fprintf(stderr, "fetchctl: %s: %s\n",
@@ -136,10 +155,15 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) return UsageError("no command given");
-  fetchd::client::Client client({.target = absl::GetFlag(FLAGS_addr),
-                                 .timeout = absl::GetFlag(FLAGS_timeout)});
+  fetchd::client::Client client(
+      {.target = absl::GetFlag(FLAGS_addr),
+       .timeout = absl::GetFlag(FLAGS_timeout).value_or(absl::Seconds(5))});
   const std::string command = args[1];
   if (command == "compute") return RunCompute(client, args);
   if (command == "health") return RunHealth(client, args);
+  if (command == "fetch") {
+    return fetchd::client::RunFetch(
+        client, std::vector<std::string>(args.begin() + 2, args.end()));
+  }
   return UsageError(absl::StrCat("unknown command \"", command, "\""));
 }

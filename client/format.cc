@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/client.h"
 
@@ -104,6 +105,47 @@ std::string FormatComputeJson(const v1::ComputeRequest& request,
   out["queue_wait_us"] = Micros(response.queue_wait());
   out["run_time_us"] = Micros(response.run_time());
   return out.dump();
+}
+
+namespace {
+
+std::string CodeName(int code) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+}
+
+}  // namespace
+
+std::string FormatFetchHuman(const v1::FetchResult& r) {
+  const double ms = Micros(r.timings().total()) / 1000;
+  std::string line;
+  if (r.error().code() == 0) {
+    line = absl::StrFormat("%d %s  %d B  %.1f ms", r.http_status(), r.url(),
+                           r.body_bytes(), ms);
+    if (!r.processed().empty()) absl::StrAppend(&line, "  ", r.processed());
+  } else {
+    line = absl::StrFormat("%s %s", CodeName(r.error().code()), r.url());
+    if (r.http_status() != 0)
+      absl::StrAppend(&line, "  HTTP ", r.http_status());
+    absl::StrAppend(&line, "  (", r.attempts(),
+                    r.attempts() == 1 ? " attempt): " : " attempts): ",
+                    r.error().message());
+  }
+  return line;
+}
+
+std::string FormatFetchJson(const v1::FetchResult& r) {
+  nlohmann::json out = {
+      {"index", r.index()},
+      {"url", r.url()},
+      {"status", r.http_status()},
+      {"code", CodeName(r.error().code())},
+      {"attempts", r.attempts()},
+      {"bytes", r.body_bytes()},
+      {"elapsed_ms", Micros(r.timings().total()) / 1000},
+      {"processed", r.processed()},
+      {"error", r.error().message()},
+  };
+  return out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::string FormatErrorJson(const absl::Status& status) {

@@ -2,8 +2,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_split.h"
+#include "tests/support/origin.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/test_server.h"
 
@@ -24,6 +29,7 @@ class FetchctlTest : public ::testing::Test {
     EXPECT_TRUE(result.ok()) << result.status();
     return result.ok() ? *result : ProcessResult{};
   }
+  ::fetchd::testing::Origin origin_;  // outlives fetchd's connections to it
   TestServer server_;
 };
 
@@ -78,6 +84,66 @@ TEST_F(FetchctlTest, HealthServing) {
   ProcessResult r = Fetchctl({"health"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, "SERVING\n");
+}
+
+TEST_F(FetchctlTest, FetchPrintsAJsonLinePerResultAndASummary) {
+  ProcessResult r =
+      Fetchctl({"--json", "fetch", origin_.Url("/html/title"),
+                origin_.Url("/status/404"), "--process=html_title"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;  // one item failed
+  std::vector<std::string> lines =
+      absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << r.out;
+  std::map<int, nlohmann::json> by_index;
+  for (const auto& line : lines) {
+    auto json = nlohmann::json::parse(line);
+    by_index[json["index"].get<int>()] = json;
+  }
+  EXPECT_EQ(by_index[0]["code"], "OK");
+  EXPECT_EQ(by_index[0]["status"], 200);
+  EXPECT_EQ(by_index[0]["processed"], "Hello & welcome");
+  EXPECT_EQ(by_index[0]["attempts"], 1);
+  EXPECT_GT(by_index[0]["bytes"].get<int>(), 0);
+  EXPECT_EQ(by_index[0]["url"], origin_.Url("/html/title"));
+  EXPECT_EQ(by_index[1]["code"], "NOT_FOUND");
+  EXPECT_EQ(by_index[1]["status"], 404);
+  EXPECT_THAT(r.err, HasSubstr("1 ok, 1 failed in"));
+}
+
+TEST_F(FetchctlTest, FetchSplitsBatchesAndWritesBodiesAtomically) {
+  const std::string dir = ::testing::TempDir() + "/fetchctl_out";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string list = ::testing::TempDir() + "/fetchctl_urls.txt";
+  std::ofstream(list) << origin_.Url("/bytes/10") << "\n# a comment\n\n"
+                      << origin_.Url("/json") << "\n"
+                      << origin_.Url("/bytes/3") << "\n";
+  ProcessResult r = Fetchctl(
+      {"fetch", "--urls_file=" + list, "--out_dir=" + dir, "--batch_size=2"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("3 ok, 0 failed"));
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    names.push_back(entry.path().filename());
+  }
+  std::sort(names.begin(), names.end());
+  EXPECT_THAT(names, ::testing::ElementsAre("0", "1", "2"));  // no temp files
+  auto read = [&](const std::string& name) {
+    std::ifstream in(dir + "/" + name);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  EXPECT_EQ(read("0"), std::string(10, 'x'));
+  EXPECT_EQ(read("1"), R"({"a":{"b":[1,2,{"c":"x"}]},"n":null})");
+  EXPECT_EQ(read("2"), "xxx");  // index 2 came from the second RPC
+  EXPECT_EQ(origin_.requests(), 3);
+}
+
+TEST_F(FetchctlTest, FetchUsageErrorsExitTwo) {
+  EXPECT_EQ(Fetchctl({"fetch"}).exit_code, 2);
+  EXPECT_EQ(
+      Fetchctl({"fetch", origin_.Url("/json"), "--process=nope"}).exit_code, 2);
+  EXPECT_EQ(Fetchctl({"fetch", "--urls_file=/nonexistent/list"}).exit_code, 2);
+  EXPECT_EQ(origin_.requests(), 0);
 }
 
 TEST(FetchctlNoServerTest, UnreachableServerFailsWithinTimeout) {
