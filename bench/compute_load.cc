@@ -138,16 +138,18 @@ int CancelProbes(int probes, int fill) {
     grpc::Status status = stub->Run(&context, tiny, &response);
     for (auto& t : calls) t.join();
     if (!status.ok()) {
-      std::fprintf(stderr, "probe failed: %s\n", status.error_message().c_str());
+      std::fprintf(stderr, "probe failed: %s\n",
+                   status.error_message().c_str());
       return 1;
     }
     waits_us.push_back(
         absl::ToDoubleMicroseconds(FromProto(response.queue_wait())));
   }
   std::sort(waits_us.begin(), waits_us.end());
-  std::printf("%s cancel_probes=%d fill=%d freed_p50_us=%.0f freed_max_us=%.0f\n",
-              absl::GetFlag(FLAGS_label).c_str(), probes, fill,
-              Percentile(waits_us, 0.5), waits_us.back());
+  std::printf(
+      "%s cancel_probes=%d fill=%d freed_p50_us=%.0f freed_max_us=%.0f\n",
+      absl::GetFlag(FLAGS_label).c_str(), probes, fill,
+      Percentile(waits_us, 0.5), waits_us.back());
   return 0;
 }
 

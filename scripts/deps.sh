@@ -3,7 +3,8 @@
 #   scripts/deps.sh build   compilers, CMake, gRPC, Protobuf, Abseil, OpenSSL, libcurl,
 #                           gumbo, JSON, GoogleTest, cpp-httplib (the test origin)
 #   scripts/deps.sh test    build + GoogleTest/GoogleMock + clang's sanitizer runtime
-#   scripts/deps.sh bench   build + what bench/ drives (Python aiohttp for the seed peer)
+#   scripts/deps.sh bench   build + what bench/ drives: nginx (origin), wrk, Python
+#                           aiohttp (seed peer), Go and Node (peers)
 set -euo pipefail
 
 build=(cmake ninja-build g++ pkg-config ca-certificates
@@ -11,7 +12,7 @@ build=(cmake ninja-build g++ pkg-config ca-certificates
   libabsl-dev libssl-dev nlohmann-json3-dev libcurl4-openssl-dev libgumbo-dev
   libgtest-dev libgmock-dev libcpp-httplib-dev)  # tests are in the default build
 test=(clang libclang-rt-14-dev)
-bench=(python3 python3-aiohttp)
+bench=(python3 python3-aiohttp nginx wrk curl golang-go nodejs)
 
 wanted=("${build[@]}")
 case "${1:-build}" in

@@ -122,6 +122,7 @@ class Engine::Loop {
   struct Batch {
     uint64_t id = 0;
     std::vector<FetchSpec> specs;
+    std::vector<absl::Status> invalid;  // per item: OK or why it is invalid
     std::vector<Item> items;
     BatchOptions options;
     ItemCallback on_item;
@@ -232,6 +233,12 @@ uint64_t Engine::Loop::Submit(std::vector<FetchSpec> items,
                               BatchOptions options, ItemCallback on_item,
                               DoneCallback on_done) {
   auto batch = std::make_unique<Batch>();
+  // Validate here, on the caller's thread: parsing thousands of URLs is
+  // work the I/O thread should not do.
+  batch->invalid.resize(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    batch->invalid[i] = ValidateFetchSpec(items[i], options_.limits);
+  }
   batch->specs = std::move(items);
   batch->options = options;
   batch->options.max_concurrency = std::max(1, options.max_concurrency);
@@ -321,10 +328,9 @@ void Engine::Loop::AddBatch(std::unique_ptr<Batch> owned) {
   batch.items.resize(batch.specs.size());
   batch.remaining = batch.specs.size();
   for (size_t i = 0; i < batch.specs.size(); ++i) {
-    absl::Status valid = ValidateFetchSpec(batch.specs[i], options_.limits);
-    if (!valid.ok()) {
+    if (!batch.invalid[i].ok()) {
       FetchResult result;
-      result.status = std::move(valid);
+      result.status = std::move(batch.invalid[i]);
       result.final_url = batch.specs[i].url;
       Report(batch, i, std::move(result));
       if (!batches_.contains(id)) return;  // fail_fast ended it
@@ -371,14 +377,29 @@ void Engine::Loop::StartTransfers() {
 }
 
 EasyHandle Engine::Loop::AcquireEasy() {
-  if (idle_easy_.empty()) return EasyHandle(curl_easy_init());
-  EasyHandle easy = std::move(idle_easy_.back());
-  idle_easy_.pop_back();
+  if (!idle_easy_.empty()) {
+    EasyHandle easy = std::move(idle_easy_.back());
+    idle_easy_.pop_back();
+    return easy;
+  }
+  // Options that are the same for every transfer are set once per handle;
+  // StartAttempt sets every other option on every use, so a reused handle
+  // carries nothing over (cheaper than curl_easy_reset + a full setup).
+  EasyHandle easy(curl_easy_init());
+  CURL* e = easy.get();
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Loop::OnBody);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Loop::OnHeader);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_USERAGENT, options_.user_agent.c_str());
+  if (options_.address_policy) {
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &Loop::OnOpenSocket);
+  }
   return easy;
 }
 
 void Engine::Loop::ReleaseEasy(EasyHandle easy) {
-  curl_easy_reset(easy.get());
   if (idle_easy_.size() < static_cast<size_t>(options_.max_inflight)) {
     idle_easy_.push_back(std::move(easy));
   }
@@ -399,26 +420,21 @@ void Engine::Loop::StartAttempt(Batch& batch, size_t index) {
   curl_easy_setopt(e, CURLOPT_URL, spec.url.c_str());
   curl_easy_setopt(e, CURLOPT_PRIVATE, t.get());
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->error);
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Loop::OnBody);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get());
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Loop::OnHeader);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_USERAGENT, options_.user_agent.c_str());
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t.get());
   // The attempt may not outlive the batch's deadline.
   const absl::Duration timeout = std::min(spec.timeout, left);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
                    static_cast<long>(std::max<int64_t>(
                        1, absl::ToInt64Milliseconds(timeout))));
-  if (spec.max_redirects > 0) {
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(e, CURLOPT_MAXREDIRS,
-                     static_cast<long>(spec.max_redirects));
-  }
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, spec.max_redirects > 0 ? 1L : 0L);
+  curl_easy_setopt(e, CURLOPT_MAXREDIRS, static_cast<long>(spec.max_redirects));
   curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
                    static_cast<curl_off_t>(spec.max_body_bytes));
+  // Back to a plain GET first: the handle may come from a POST or a HEAD.
+  curl_easy_setopt(e, CURLOPT_POSTFIELDS, nullptr);
+  curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
   switch (spec.method) {
     case Method::kGet:
       break;
@@ -431,21 +447,16 @@ void Engine::Loop::StartAttempt(Batch& batch, size_t index) {
       curl_easy_setopt(e, CURLOPT_POSTFIELDS, spec.body.data());
       break;
   }
-  if (!spec.headers.empty()) {
-    curl_slist* list = nullptr;
-    for (const auto& [name, value] : spec.headers) {
-      list = curl_slist_append(list, absl::StrCat(name, ": ", value).c_str());
-    }
-    t->request_headers.reset(list);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, list);
+  curl_slist* list = nullptr;
+  for (const auto& [name, value] : spec.headers) {
+    list = curl_slist_append(list, absl::StrCat(name, ": ", value).c_str());
   }
-  if (absl::StartsWithIgnoreCase(spec.url, "https:")) {
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);  // prefer an h2 connection
-  }
-  if (options_.address_policy) {
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &Loop::OnOpenSocket);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t.get());
-  }
+  t->request_headers.reset(list);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, list);
+  // Over TLS, wait for a connection that may multiplex (h2) rather than
+  // opening a new one per transfer.
+  curl_easy_setopt(e, CURLOPT_PIPEWAIT,
+                   absl::StartsWithIgnoreCase(spec.url, "https:") ? 1L : 0L);
   if (item.attempts++ == 0) budget_.OnFirstAttempt();
   item.state = ItemState::kRunning;
   ++batch.running;

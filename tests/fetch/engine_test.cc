@@ -375,6 +375,25 @@ TEST_F(EngineTest, PostSendsHeadersAndBody) {
   EXPECT_EQ(results[1].body, "");
 }
 
+TEST_F(EngineTest, ReusedHandlesCarryNothingOver) {
+  // One at a time, so each transfer reuses the previous one's easy handle.
+  FetchSpec post = Get(origin_.Url("/echo"));
+  post.method = Method::kPost;
+  post.body = "first";
+  post.headers = {{"X-Only-Once", "1"}};
+  FetchSpec head = Get(origin_.Url("/bytes/7"));
+  head.method = Method::kHead;
+  auto results = RunAll(
+      *engine_,
+      {post, Get(origin_.Url("/echo")), head, Get(origin_.Url("/bytes/7"))},
+      {.max_concurrency = 1});
+  for (const auto& r : results) ASSERT_TRUE(r.status.ok()) << r.status;
+  EXPECT_THAT(results[0].body, HasSubstr("\"method\":\"POST\""));
+  EXPECT_EQ(results[1].body, R"({"method":"GET","headers":{},"body":""})");
+  EXPECT_EQ(results[2].body, "");
+  EXPECT_EQ(results[3].body, "xxxxxxx");
+}
+
 TEST_F(EngineTest, ResultsArriveAsItemsComplete) {
   auto run = Start(*engine_,
                    {Get(origin_.Url("/delay/300")), Get(origin_.Url("/json"))},

@@ -1,0 +1,111 @@
+// fetch_load: drives BatchFetch the way a calling service would. Splits
+// --n URLs of ORIGIN/items/{1..10000}.json into --rpcs BatchFetch RPCs, sends
+// them all at once (async stub, one CompletionQueue), and reports items/s
+// from the first send to the last answer.
+//
+//   fetch_load --target=127.0.0.1:50051 --base=http://127.0.0.1:18080
+//              --n=20000 --rpcs=1 --concurrency=64
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "fetchd/v1/fetch.grpc.pb.h"
+
+ABSL_FLAG(std::string, target, "127.0.0.1:50051", "fetchd address");
+ABSL_FLAG(std::string, base, "http://127.0.0.1:18080", "origin base URL");
+ABSL_FLAG(int, n, 20000, "URLs in all");
+ABSL_FLAG(int, rpcs, 1, "BatchFetch RPCs the URLs are split into");
+ABSL_FLAG(int, concurrency, 64, "max_concurrency of each RPC");
+ABSL_FLAG(bool, drop_body, false, "ask fetchd not to return bodies");
+ABSL_FLAG(std::string, label, "fetchd", "first column of the output line");
+
+namespace {
+
+struct Call {
+  grpc::ClientContext context;
+  fetchd::v1::BatchFetchResponse response;
+  grpc::Status status;
+  std::unique_ptr<
+      grpc::ClientAsyncResponseReader<fetchd::v1::BatchFetchResponse>>
+      reader;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const int n = absl::GetFlag(FLAGS_n);
+  const int rpcs = std::max(1, absl::GetFlag(FLAGS_rpcs));
+  const std::string base = absl::GetFlag(FLAGS_base);
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  auto stub = fetchd::v1::Fetch::NewStub(grpc::CreateCustomChannel(
+      absl::GetFlag(FLAGS_target), grpc::InsecureChannelCredentials(), args));
+
+  // Build every request before the clock starts.
+  std::vector<fetchd::v1::BatchFetchRequest> requests(rpcs);
+  for (int i = 0; i < n; ++i) {
+    fetchd::v1::BatchFetchRequest& r = requests[i % rpcs];
+    r.add_items()->set_url(
+        absl::StrCat(base, "/items/", i % 10000 + 1, ".json"));
+  }
+  for (auto& r : requests) {
+    r.set_max_concurrency(absl::GetFlag(FLAGS_concurrency));
+    r.set_drop_body(absl::GetFlag(FLAGS_drop_body));
+  }
+  grpc::CompletionQueue cq;
+  std::vector<std::unique_ptr<Call>> calls;
+  const auto start = std::chrono::steady_clock::now();
+  for (auto& r : requests) {
+    auto call = std::make_unique<Call>();
+    call->context.set_deadline(std::chrono::system_clock::now() +
+                               std::chrono::minutes(5));
+    call->reader = stub->AsyncBatchFetch(&call->context, r, &cq);
+    call->reader->Finish(&call->response, &call->status, call.get());
+    calls.push_back(std::move(call));
+  }
+  int64_t ok = 0, failed = 0, bytes = 0;
+  std::string first_error;
+  for (int i = 0; i < rpcs; ++i) {
+    void* tag;
+    bool got;
+    if (!cq.Next(&tag, &got)) break;
+    auto* call = static_cast<Call*>(tag);
+    if (!call->status.ok()) {
+      if (first_error.empty()) first_error = call->status.error_message();
+      continue;
+    }
+    for (const auto& result : call->response.results()) {
+      if (result.error().code() == 0 && result.http_status() == 200) {
+        ++ok;
+        bytes += result.body_bytes();
+      } else {
+        ++failed;
+        if (first_error.empty()) first_error = result.error().message();
+      }
+    }
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  cq.Shutdown();
+  void* tag;
+  bool got;
+  while (cq.Next(&tag, &got)) {
+  }
+  std::printf(
+      "%s n=%d rpcs=%d c=%d ok=%lld failed=%lld bytes=%lld %.3f s %.0f "
+      "req/s%s%s\n",
+      absl::GetFlag(FLAGS_label).c_str(), n, rpcs,
+      absl::GetFlag(FLAGS_concurrency), static_cast<long long>(ok),
+      static_cast<long long>(failed), static_cast<long long>(bytes), seconds,
+      n / seconds,
+      first_error.empty() ? "" : " first_error=", first_error.c_str());
+  return ok == n ? 0 : 1;
+}
