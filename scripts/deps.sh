@@ -12,7 +12,7 @@ build=(cmake ninja-build g++ pkg-config ca-certificates
   libabsl-dev libssl-dev nlohmann-json3-dev libcurl4-openssl-dev libgumbo-dev
   libgtest-dev libgmock-dev libcpp-httplib-dev)  # tests are in the default build
 test=(clang libclang-rt-14-dev)
-bench=(python3 python3-aiohttp nginx wrk curl golang-go nodejs)
+bench=(python3 python3-aiohttp nginx wrk curl bc golang-go nodejs)
 
 wanted=("${build[@]}")
 case "${1:-build}" in

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# BatchFetch throughput, fetchd vs the peers, side by side in one run.
+#
+#   bench/batch_fetch.sh [ROUNDS=3]
+#
+# Origin: ../shared/bench/origin.sh (nginx on 127.0.0.1:18090). Rounds
+# alternate, each measuring:
+#   fetchd     20,000 small-JSON URLs as 1 BatchFetch and as 100 RPCs of 200
+#              (sent at once), max_concurrency 64 and 256, via bench/fetch_load
+#              (C++, async stub); bodies are returned to the driver
+#   ceiling    ONE thread driving curl multi, 100,000 URLs at 64 in flight
+#   seed       seed_peer.py (aiohttp + Semaphore + gather), 20,000 URLs
+#   go, node   the Go (net/http) and Node (fetch) peers, 20,000 URLs
+# then fetchctl fetch on 20,000 URLs (client included), wrk on the origin,
+# and the server's peak RSS for one 20,000-item batch in a fresh fetchd.
+# fetchd runs with --max_per_host=256 so that 256 means 256 connections.
+# Medians of the rounds; ratios are fetchd ÷ peer. Loopback only; everything
+# started here is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+shared=../shared/bench
+[[ -d $shared ]] || { echo "missing $shared (../shared beside the repo)" >&2; exit 1; }
+
+bash scripts/deps.sh bench
+bash scripts/build.sh release >/dev/null
+
+port=18090
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+  bash "$shared/origin.sh" stop "$port" || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+base=$(bash "$shared/origin.sh" start "$port" | tail -n1)
+gcc -O2 -o "$tmp/curl_multi_loop" "$shared/curl_multi_loop.c" -lcurl
+(cd "$shared/peers" && GOCACHE=$tmp/gocache go build -o "$tmp/go_peer" go_peer.go)
+
+# Starts fetchd on an ephemeral port; sets $fetchd_pid and $target.
+start_fetchd() {
+  local log=$tmp/fetchd.$RANDOM.log
+  build/bin/fetchd --listen=127.0.0.1:0 --max_per_host=256 2>"$log" &
+  fetchd_pid=$!
+  pids+=("$fetchd_pid")
+  for _ in $(seq 100); do
+    grep -q '"event":"serving"' "$log" 2>/dev/null && break
+    sleep 0.1
+  done
+  target=127.0.0.1:$(grep -o '"port":[0-9]*' "$log" | head -1 | cut -d: -f2)
+}
+rate() { awk '{for (i = 2; i <= NF; i++) if ($i == "req/s") print $(i - 1)}'; }
+load() {  # rpcs concurrency
+  build/bin/fetch_load --target="$target" --base="$base" --n=20000 \
+    --rpcs="$1" --concurrency="$2" | rate
+}
+
+start_fetchd
+echo "origin $base, fetchd on $target ($(nproc) cores), $rounds rounds" >&2
+load 1 64 >/dev/null  # warm: connections and allocator, as in a running service
+
+for r in $(seq "$rounds"); do
+  for c in 64 256; do
+    echo "fetchd-1x20000 $c $(load 1 "$c")" >>"$tmp/results"
+    echo "fetchd-100x200 $c $(load 100 "$c")" >>"$tmp/results"
+    echo "seed $c $(/usr/bin/python3 "$shared/seed_peer.py" "$base" 20000 "$c" | rate)" >>"$tmp/results"
+    echo "go $c $("$tmp/go_peer" "$base" 20000 "$c" | rate)" >>"$tmp/results"
+    echo "node $c $(node "$shared/peers/node_peer.mjs" "$base" 20000 "$c" | rate)" >>"$tmp/results"
+  done
+  echo "curl-multi 64 $("$tmp/curl_multi_loop" "$base" 100000 64 | rate)" >>"$tmp/results"
+  echo "round $r done" >&2
+done
+
+# fetchctl, client included: 20,000 URLs through StreamBatchFetch.
+for i in $(seq 20000); do echo "$base/items/$(( (i - 1) % 10000 + 1 )).json"; done >"$tmp/urls"
+for r in $(seq "$rounds"); do
+  t0=$(date +%s.%N)
+  build/bin/fetchctl --addr="$target" fetch --urls_file="$tmp/urls" \
+    --concurrency=64 --batch_size=20000 >/dev/null 2>"$tmp/fetchctl.err"
+  t1=$(date +%s.%N)
+  echo "fetchctl 64 $(echo "20000 / ($t1 - $t0)" | bc -l | cut -d. -f1)" >>"$tmp/results"
+done
+wrk_rate=$(wrk -t1 -c64 -d3s "$base/items/1.json" | awk '/Requests\/sec/{printf "%d", $2}')
+
+# Peak RSS of a fresh server over one 20,000-item batch (bodies returned).
+start_fetchd
+build/bin/fetch_load --target="$target" --base="$base" --n=20000 --rpcs=1 --concurrency=256 >/dev/null
+rss_kb=$(awk '/VmHWM/{print $2}' "/proc/$fetchd_pid/status")
+
+awk -v wrk="$wrk_rate" -v rss="$rss_kb" '
+  function median(list,   n, v, i, j, t) {
+    n = split(list, v, " ")
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
+    return v[int((n + 1) / 2)]
+  }
+  { runs[$1 " " $2] = runs[$1 " " $2] " " $3 }
+  END {
+    ceiling = median(runs["curl-multi 64"])
+    printf "%-16s %5s %10s %9s %9s %9s %9s\n", "who", "c", "req/s", "÷seed", "÷go", "÷node", "÷ceiling"
+    n = split("fetchd-1x20000 fetchd-100x200 fetchctl seed go node curl-multi", who, " ")
+    for (c = 64; c <= 256; c *= 4) {
+      seed = median(runs["seed " c]); go = median(runs["go " c]); node = median(runs["node " c])
+      for (i = 1; i <= n; i++) {
+        k = who[i] " " c
+        if (!(k in runs)) continue
+        m = median(runs[k])
+        printf "%-16s %5d %10d %8.1fx %8.2fx %8.2fx %8.0f%%\n", who[i], c, m, m / seed, m / go, m / node, 100 * m / ceiling
+      }
+    }
+    printf "\nwrk on the origin (c=64): %d req/s\n", wrk
+    printf "fetchd peak RSS, fresh server, one 20,000-item BatchFetch (c=256, bodies returned): %.0f MB\n", rss / 1024
+  }' "$tmp/results"
