@@ -105,6 +105,40 @@ void BatchDriver::Complete(v1::FetchResult result) {
   if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) finished_();
 }
 
+// --- FetchCall
+// ---------------------------------------------------------------------
+
+template <typename Base>
+void FetchCall<Base>::OnStart() {
+  absl::StatusOr<BatchPlan> plan =
+      PlanBatch(this->request_, *services_.config, DeadlineOf(this->context()));
+  if (!plan.ok()) return this->Finish(ToGrpcStatus(plan.status()));
+  fail_fast_ = plan->options.fail_fast;
+  OnPlanned(*plan);
+  driver_.Start(
+      *std::move(plan), [this](v1::FetchResult r) { OnResult(std::move(r)); },
+      [this] { OnAllDone(); });
+}
+
+template <typename Base>
+bool FetchCall<Base>::NoteFailure(const v1::FetchResult& r) {
+  if (!fail_fast_ || r.error().code() == 0) return true;
+  absl::MutexLock lock(&mu_);
+  if (!first_failure_.ok()) return false;  // cancelled by the first failure
+  first_failure_ = FailureOf(r);
+  return true;
+}
+
+template <typename Base>
+void FetchCall<Base>::OnAllDone() {
+  absl::Status failure;
+  {
+    absl::MutexLock lock(&mu_);
+    failure = first_failure_;
+  }
+  this->Finish(ToGrpcStatus(failure));
+}
+
 // --- BatchFetch (unary)
 // -------------------------------------------------------------
 
@@ -115,43 +149,21 @@ void BatchFetchCall::RequestCall(grpc::ServerCompletionQueue* cq, Tag* tag) {
 
 void BatchFetchCall::Spawn() { Arm(new BatchFetchCall(services_, loop())); }
 
-void BatchFetchCall::OnStart() {
-  absl::StatusOr<BatchPlan> plan =
-      PlanBatch(request_, *services_.config, DeadlineOf(context()));
-  if (!plan.ok()) return Finish(ToGrpcStatus(plan.status()));
-  fail_fast_ = plan->options.fail_fast;
-  for (size_t i = 0; i < plan->item_count; ++i) response_.add_results();
-  driver_.Start(
-      *std::move(plan), [this](v1::FetchResult r) { OnResult(std::move(r)); },
-      [this] { OnAllDone(); });
+void BatchFetchCall::OnPlanned(const BatchPlan& plan) {
+  response_.mutable_results()->Reserve(static_cast<int>(plan.item_count));
+  for (size_t i = 0; i < plan.item_count; ++i) response_.add_results();
 }
 
 void BatchFetchCall::OnResult(v1::FetchResult r) {
-  absl::MutexLock lock(&mu_);
+  if (!NoteFailure(r)) return;
+  absl::MutexLock lock(&response_mu_);
   const int64_t limit = services_.config->max_response_bytes;
   if (body_bytes_ + static_cast<int64_t>(r.body().size()) > limit) {
     DropBodyOverBudget(r, body_bytes_, limit);
   }
   body_bytes_ += static_cast<int64_t>(r.body().size());
-  if (fail_fast_ && r.error().code() != 0 && first_failure_.ok() &&
-      r.error().code() != static_cast<int>(absl::StatusCode::kCancelled)) {
-    first_failure_ = FailureOf(r);
-  }
   const uint32_t index = r.index();
   *response_.mutable_results(static_cast<int>(index)) = std::move(r);
-}
-
-void BatchFetchCall::OnAllDone() {
-  absl::Status failure;
-  {
-    absl::MutexLock lock(&mu_);
-    failure = first_failure_;
-  }
-  if (!failure.ok()) {
-    response_.Clear();
-    return Finish(ToGrpcStatus(failure));
-  }
-  Finish(grpc::Status::OK);
 }
 
 // --- StreamBatchFetch
@@ -167,39 +179,14 @@ void StreamBatchFetchCall::Spawn() {
   Arm(new StreamBatchFetchCall(services_, loop()));
 }
 
-void StreamBatchFetchCall::OnStart() {
-  absl::StatusOr<BatchPlan> plan =
-      PlanBatch(request_, *services_.config, DeadlineOf(context()));
-  if (!plan.ok()) return Finish(ToGrpcStatus(plan.status()));
-  fail_fast_ = plan->options.fail_fast;
-  driver_.Start(
-      *std::move(plan), [this](v1::FetchResult r) { OnResult(std::move(r)); },
-      [this] { OnAllDone(); });
-}
-
 void StreamBatchFetchCall::OnResult(v1::FetchResult r) {
+  if (!NoteFailure(r)) return;
   const int64_t limit = services_.config->max_response_bytes;
   const int64_t queued = static_cast<int64_t>(queued_bytes());
   if (queued + static_cast<int64_t>(r.body().size()) > limit) {
     DropBodyOverBudget(r, queued, limit);
   }
-  {
-    absl::MutexLock lock(&mu_);
-    if (fail_fast_ && r.error().code() != 0) {
-      if (!first_failure_.ok()) return;  // cancelled by the first failure
-      first_failure_ = FailureOf(r);
-    }
-  }
   Write(std::move(r));
-}
-
-void StreamBatchFetchCall::OnAllDone() {
-  absl::Status failure;
-  {
-    absl::MutexLock lock(&mu_);
-    failure = first_failure_;
-  }
-  Finish(ToGrpcStatus(failure));
 }
 
 }  // namespace fetchd::rpc

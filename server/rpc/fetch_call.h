@@ -53,47 +53,66 @@ class BatchDriver {
   std::shared_ptr<fetch::BatchHandle> handle_;
 };
 
-class BatchFetchCall final
-    : public UnaryCall<v1::BatchFetchRequest, v1::BatchFetchResponse> {
+// What both fetch RPCs share: plan the request, run it through a
+// BatchDriver, cancel it with the client, and with fail_fast end on the
+// first failure. `Base` is UnaryCall or ServerStreamCall; both offer
+// Finish(grpc::Status) from any thread.
+template <typename Base>
+class FetchCall : public Base {
  public:
-  BatchFetchCall(const FetchServices& services, CqLoop* loop)
-      : UnaryCall(loop), services_(services), driver_(services) {}
+  FetchCall(const FetchServices& services, CqLoop* loop)
+      : Base(loop), services_(services), driver_(services) {}
 
- private:
-  void RequestCall(grpc::ServerCompletionQueue* cq, Tag* tag) override;
-  void Spawn() override;
-  void OnStart() override;
-  void OnCancel() override { driver_.Cancel(); }
-  void OnResult(v1::FetchResult result) ABSL_LOCKS_EXCLUDED(mu_);
-  void OnAllDone() ABSL_LOCKS_EXCLUDED(mu_);
+ protected:
+  // A finished item, on any thread (see BatchDriver).
+  virtual void OnResult(v1::FetchResult result) = 0;
+  // Before the first result: the planned batch.
+  virtual void OnPlanned(const BatchPlan& /*plan*/) {}
+
+  // With fail_fast, records the first real failure. Returns false for a
+  // result that comes after it (the rest were cancelled because of it).
+  bool NoteFailure(const v1::FetchResult& r) ABSL_LOCKS_EXCLUDED(mu_);
 
   const FetchServices services_;
+
+ private:
+  void OnStart() override;
+  void OnCancel() override { driver_.Cancel(); }
+  void OnAllDone() ABSL_LOCKS_EXCLUDED(mu_);
+
   BatchDriver driver_;
+  bool fail_fast_ = false;  // set in OnStart, before any result
   absl::Mutex mu_;
-  bool fail_fast_ = false;
-  int64_t body_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status first_failure_ ABSL_GUARDED_BY(mu_);
 };
 
-class StreamBatchFetchCall final
-    : public ServerStreamCall<v1::BatchFetchRequest, v1::FetchResult> {
+class BatchFetchCall final
+    : public FetchCall<
+          UnaryCall<v1::BatchFetchRequest, v1::BatchFetchResponse>> {
  public:
-  StreamBatchFetchCall(const FetchServices& services, CqLoop* loop)
-      : ServerStreamCall(loop), services_(services), driver_(services) {}
+  using FetchCall::FetchCall;
 
  private:
   void RequestCall(grpc::ServerCompletionQueue* cq, Tag* tag) override;
   void Spawn() override;
-  void OnStart() override;
-  void OnCancel() override { driver_.Cancel(); }
-  void OnResult(v1::FetchResult result) ABSL_LOCKS_EXCLUDED(mu_);
-  void OnAllDone() ABSL_LOCKS_EXCLUDED(mu_);
+  void OnPlanned(const BatchPlan& plan) override;
+  void OnResult(v1::FetchResult result) override
+      ABSL_LOCKS_EXCLUDED(response_mu_);
 
-  const FetchServices services_;
-  BatchDriver driver_;
-  absl::Mutex mu_;
-  bool fail_fast_ = false;
-  absl::Status first_failure_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex response_mu_;  // results arrive on several threads
+  int64_t body_bytes_ ABSL_GUARDED_BY(response_mu_) = 0;
+};
+
+class StreamBatchFetchCall final
+    : public FetchCall<
+          ServerStreamCall<v1::BatchFetchRequest, v1::FetchResult>> {
+ public:
+  using FetchCall::FetchCall;
+
+ private:
+  void RequestCall(grpc::ServerCompletionQueue* cq, Tag* tag) override;
+  void Spawn() override;
+  void OnResult(v1::FetchResult result) override;
 };
 
 }  // namespace fetchd::rpc
