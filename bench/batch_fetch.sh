@@ -108,13 +108,16 @@ awk -v wrk="$wrk_rate" -v rss="$rss_kb" '
     n = split("fetchd-1x20000 fetchd-100x200 fetchctl seed go node curl-multi", who, " ")
     for (c = 64; c <= 512; c *= 2) {
       if (c == 128) continue
-      seed = median(runs["seed " c]); go = median(runs["go " c]); node = median(runs["node " c])
+      seed = go = node = 0
+      if (("seed " c) in runs) seed = median(runs["seed " c])
+      if (("go " c) in runs) go = median(runs["go " c])
+      if (("node " c) in runs) node = median(runs["node " c])
       for (i = 1; i <= n; i++) {
         k = who[i] " " c
         if (!(k in runs)) continue
         m = median(runs[k])
         same = median(runs["curl-multi " (who[i] == "fetchd-100x200" ? 512 : c)])
-        if (seed > 0) {
+        if (seed > 0 && go > 0 && node > 0) {
           printf "%-16s %5d %10d %7.1fx %6.2fx %6.2fx %9.0f%% %11.0f%%\n", who[i], c, m, m / seed, m / go, m / node, 100 * m / ceiling64, 100 * m / same
         } else {
           printf "%-16s %5d %10d %8s %7s %7s %9.0f%% %11.0f%%\n", who[i], c, m, "", "", "", 100 * m / ceiling64, 100 * m / same
