@@ -116,7 +116,7 @@ std::string CodeName(int code) {
 }  // namespace
 
 std::string FormatFetchHuman(const v1::FetchResult& r) {
-  const double ms = Micros(r.timings().total()) / 1000;
+  const double ms = r.timings().total_us() / 1000.0;
   std::string line;
   if (r.error().code() == 0) {
     line = absl::StrFormat("%d %s  %d B  %.1f ms", r.http_status(), r.url(),
@@ -141,7 +141,7 @@ std::string FormatFetchJson(const v1::FetchResult& r) {
       {"code", CodeName(r.error().code())},
       {"attempts", r.attempts()},
       {"bytes", r.body_bytes()},
-      {"elapsed_ms", Micros(r.timings().total()) / 1000},
+      {"elapsed_ms", r.timings().total_us() / 1000.0},
       {"processed", r.processed()},
       {"error", r.error().message()},
   };

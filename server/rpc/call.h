@@ -14,6 +14,7 @@
 #ifndef FETCHD_SERVER_RPC_CALL_H_
 #define FETCHD_SERVER_RPC_CALL_H_
 
+#include <google/protobuf/arena.h>
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
@@ -155,14 +156,18 @@ class UnaryCall : public Call {
   // the request handed over when the final op comes back.
   void Finish(const grpc::Status& status) {
     if (status.ok()) {
-      responder_.Finish(response_, status, &finished_);
+      responder_.Finish(*response_, status, &finished_);
     } else {
       responder_.FinishWithError(status, &finished_);
     }
   }
 
   Request request_;
-  Response response_;
+  // On the call's arena: a response with thousands of submessages is built
+  // without a heap allocation per field. Arena allocation is thread-safe.
+  google::protobuf::Arena arena_;
+  Response* const response_ =
+      google::protobuf::Arena::CreateMessage<Response>(&arena_);
   grpc::ServerAsyncResponseWriter<Response> responder_{&context()};
 
  private:

@@ -46,17 +46,17 @@ void ComputeRunCall::OnComputed(absl::StatusOr<compute::ComputeResult> result) {
   if (!result.ok()) return Finish(ToGrpcStatus(result.status()));
   switch (result->value.index()) {
     case 0:
-      response_.set_sqrt_sum(std::get<0>(result->value));
+      response_->set_sqrt_sum(std::get<0>(result->value));
       break;
     case 1:
-      response_.set_sha256_chain(std::get<1>(std::move(result->value)));
+      response_->set_sha256_chain(std::get<1>(std::move(result->value)));
       break;
     case 2:
-      response_.set_count_primes(std::get<2>(result->value));
+      response_->set_count_primes(std::get<2>(result->value));
       break;
   }
-  ToProtoDuration(result->queue_wait, response_.mutable_queue_wait());
-  ToProtoDuration(result->run_time, response_.mutable_run_time());
+  ToProtoDuration(result->queue_wait, response_->mutable_queue_wait());
+  ToProtoDuration(result->run_time, response_->mutable_run_time());
   Finish(grpc::Status::OK);
 }
 

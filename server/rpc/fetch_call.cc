@@ -9,25 +9,35 @@ namespace fetchd::rpc {
 namespace {
 
 // With fail_fast, the first failure becomes the RPC's status.
-absl::Status FailureOf(const v1::FetchResult& r) {
-  return absl::Status(static_cast<absl::StatusCode>(r.error().code()),
-                      absl::StrCat("item ", r.index(), " (", r.url(),
-                                   "): ", r.error().message()));
+absl::Status FailureOf(const ItemOutcome& outcome) {
+  const absl::Status status = outcome.status();
+  return absl::Status(status.code(),
+                      absl::StrCat("item ", outcome.index, " (", *outcome.url,
+                                   "): ", status.message()));
 }
 
 // Drops the body of a result that would take the RPC past its byte budget.
-void DropBodyOverBudget(v1::FetchResult& r, int64_t held, int64_t limit) {
-  r.clear_body();
-  if (r.error().code() == 0) {
-    r.mutable_error()->set_code(
-        static_cast<int>(absl::StatusCode::kResourceExhausted));
-    r.mutable_error()->set_message(
+void DropBodyOverBudget(ItemOutcome& outcome, int64_t held, int64_t limit) {
+  outcome.body_over_budget = true;  // dropped at conversion; size kept
+  if (outcome.status().ok()) {
+    outcome.result.status = absl::ResourceExhaustedError(
         absl::StrCat("body dropped: the RPC already holds ", held,
                      " body bytes (--max_response_bytes=", limit, ")"));
   }
 }
 
 }  // namespace
+
+absl::Status ItemOutcome::status() const {
+  if (!result.status.ok() || !processed.has_value()) return result.status;
+  return processed->status();
+}
+
+void ItemOutcome::ToProto(bool drop_body, v1::FetchResult* out) && {
+  ToProtoResult(index, *url, std::move(result),
+                processed.has_value() ? &*processed : nullptr,
+                drop_body || body_over_budget, out);
+}
 
 // --- BatchDriver
 // -----------------------------------------------------------------
@@ -41,28 +51,30 @@ void BatchDriver::Start(BatchPlan plan, Deliver deliver, Finished finished) {
   std::vector<fetch::FetchSpec> specs = std::move(plan_.specs);
   url_of_spec_.reserve(specs.size());
   for (const auto& spec : specs) url_of_spec_.push_back(spec.url);
+  url_of_rejected_.reserve(plan_.rejected.size());
+  for (const auto& rejected : plan_.rejected) {
+    url_of_rejected_.push_back(rejected.url);
+  }
   const bool cancel_rest = plan_.options.fail_fast && !plan_.rejected.empty();
   const size_t engine_items = specs.size();
-  for (auto& rejected : plan_.rejected) {
-    v1::FetchResult r;
-    fetch::FetchResult failed;
-    failed.status = std::move(rejected.status);
-    failed.final_url = rejected.url;
-    ToProtoResult(rejected.index, rejected.url, std::move(failed), nullptr,
-                  plan_.drop_body, &r);
-    Complete(std::move(r));
+  for (size_t i = 0; i < plan_.rejected.size(); ++i) {
+    ItemOutcome outcome;
+    outcome.index = plan_.rejected[i].index;
+    outcome.url = &url_of_rejected_[i];
+    outcome.result.status = std::move(plan_.rejected[i].status);
+    outcome.result.final_url = url_of_rejected_[i];
+    Complete(std::move(outcome));
   }
   if (engine_items == 0) return;  // Complete() already finished
   if (cancel_rest) {  // fail_fast and an item was refused: fetch nothing
     for (size_t i = 0; i < engine_items; ++i) {
-      fetch::FetchResult cancelled;
-      cancelled.status = absl::CancelledError(
+      ItemOutcome outcome;
+      outcome.index = plan_.request_index[i];
+      outcome.url = &url_of_spec_[i];
+      outcome.result.status = absl::CancelledError(
           "cancelled: an item was invalid and fail_fast is set");
-      cancelled.final_url = url_of_spec_[i];
-      v1::FetchResult r;
-      ToProtoResult(plan_.request_index[i], url_of_spec_[i],
-                    std::move(cancelled), nullptr, plan_.drop_body, &r);
-      Complete(std::move(r));
+      outcome.result.final_url = url_of_spec_[i];
+      Complete(std::move(outcome));
     }
     return;
   }
@@ -79,29 +91,27 @@ void BatchDriver::Cancel() {
 }
 
 void BatchDriver::OnFetched(size_t spec_index, fetch::FetchResult result) {
-  const uint32_t index = plan_.request_index[spec_index];
+  ItemOutcome outcome;
+  outcome.index = plan_.request_index[spec_index];
+  outcome.url = &url_of_spec_[spec_index];
   const process::Processor& processor = plan_.processors[spec_index];
   if (processor.kind == process::Processor::Kind::kNone ||
       !result.status.ok()) {
-    v1::FetchResult r;
-    ToProtoResult(index, url_of_spec_[spec_index], std::move(result), nullptr,
-                  plan_.drop_body, &r);
-    return Complete(std::move(r));
+    outcome.result = std::move(result);
+    return Complete(std::move(outcome));
   }
   // The body must outlive a run on the worker pool.
-  auto held = std::make_shared<fetch::FetchResult>(std::move(result));
-  services_.processor->Run(
-      processor, held->body,
-      [this, held, index, spec_index](absl::StatusOr<std::string> output) {
-        v1::FetchResult r;
-        ToProtoResult(index, url_of_spec_[spec_index], std::move(*held),
-                      &output, plan_.drop_body, &r);
-        Complete(std::move(r));
-      });
+  auto held = std::make_shared<ItemOutcome>(std::move(outcome));
+  held->result = std::move(result);
+  services_.processor->Run(processor, held->result.body,
+                           [this, held](absl::StatusOr<std::string> output) {
+                             held->processed = std::move(output);
+                             Complete(std::move(*held));
+                           });
 }
 
-void BatchDriver::Complete(v1::FetchResult result) {
-  deliver_(std::move(result));
+void BatchDriver::Complete(ItemOutcome outcome) {
+  deliver_(std::move(outcome));
   if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) finished_();
 }
 
@@ -114,18 +124,19 @@ void FetchCall<Base>::OnStart() {
       PlanBatch(this->request_, *services_.config, DeadlineOf(this->context()));
   if (!plan.ok()) return this->Finish(ToGrpcStatus(plan.status()));
   fail_fast_ = plan->options.fail_fast;
+  drop_body_ = plan->drop_body;
   OnPlanned(*plan);
   driver_.Start(
-      *std::move(plan), [this](v1::FetchResult r) { OnResult(std::move(r)); },
+      *std::move(plan), [this](ItemOutcome o) { OnResult(std::move(o)); },
       [this] { OnAllDone(); });
 }
 
 template <typename Base>
-bool FetchCall<Base>::NoteFailure(const v1::FetchResult& r) {
-  if (!fail_fast_ || r.error().code() == 0) return true;
+bool FetchCall<Base>::NoteFailure(const ItemOutcome& outcome) {
+  if (!fail_fast_ || outcome.status().ok()) return true;
   absl::MutexLock lock(&mu_);
   if (!first_failure_.ok()) return false;  // cancelled by the first failure
-  first_failure_ = FailureOf(r);
+  first_failure_ = FailureOf(outcome);
   return true;
 }
 
@@ -150,20 +161,23 @@ void BatchFetchCall::RequestCall(grpc::ServerCompletionQueue* cq, Tag* tag) {
 void BatchFetchCall::Spawn() { Arm(new BatchFetchCall(services_, loop())); }
 
 void BatchFetchCall::OnPlanned(const BatchPlan& plan) {
-  response_.mutable_results()->Reserve(static_cast<int>(plan.item_count));
-  for (size_t i = 0; i < plan.item_count; ++i) response_.add_results();
+  response_->mutable_results()->Reserve(static_cast<int>(plan.item_count));
+  for (size_t i = 0; i < plan.item_count; ++i) response_->add_results();
 }
 
-void BatchFetchCall::OnResult(v1::FetchResult r) {
-  if (!NoteFailure(r)) return;
+void BatchFetchCall::OnResult(ItemOutcome outcome) {
+  if (!NoteFailure(outcome)) return;
   absl::MutexLock lock(&response_mu_);
   const int64_t limit = services_.config->max_response_bytes;
-  if (body_bytes_ + static_cast<int64_t>(r.body().size()) > limit) {
-    DropBodyOverBudget(r, body_bytes_, limit);
+  const auto size = static_cast<int64_t>(outcome.result.body.size());
+  if (!drop_body() && body_bytes_ + size > limit) {
+    DropBodyOverBudget(outcome, body_bytes_, limit);
+  } else if (!drop_body()) {
+    body_bytes_ += size;
   }
-  body_bytes_ += static_cast<int64_t>(r.body().size());
-  const uint32_t index = r.index();
-  *response_.mutable_results(static_cast<int>(index)) = std::move(r);
+  // Converted straight into the arena-allocated response.
+  const int index = static_cast<int>(outcome.index);
+  std::move(outcome).ToProto(drop_body(), response_->mutable_results(index));
 }
 
 // --- StreamBatchFetch
@@ -179,14 +193,17 @@ void StreamBatchFetchCall::Spawn() {
   Arm(new StreamBatchFetchCall(services_, loop()));
 }
 
-void StreamBatchFetchCall::OnResult(v1::FetchResult r) {
-  if (!NoteFailure(r)) return;
+void StreamBatchFetchCall::OnResult(ItemOutcome outcome) {
+  if (!NoteFailure(outcome)) return;
   const int64_t limit = services_.config->max_response_bytes;
-  const int64_t queued = static_cast<int64_t>(queued_bytes());
-  if (queued + static_cast<int64_t>(r.body().size()) > limit) {
-    DropBodyOverBudget(r, queued, limit);
+  const auto queued = static_cast<int64_t>(queued_bytes());
+  if (!drop_body() &&
+      queued + static_cast<int64_t>(outcome.result.body.size()) > limit) {
+    DropBodyOverBudget(outcome, queued, limit);
   }
-  Write(std::move(r));
+  v1::FetchResult message;
+  std::move(outcome).ToProto(drop_body(), &message);
+  Write(std::move(message));
 }
 
 }  // namespace fetchd::rpc

@@ -7,6 +7,9 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "fetchd/v1/fetch.grpc.pb.h"
 #include "server/fetch/fetch.h"
@@ -24,14 +27,28 @@ struct FetchServices {
   const FetchConfig* config;
 };
 
+// One finished item before conversion: the fetch result and, when a
+// processor ran, its output.
+struct ItemOutcome {
+  uint32_t index = 0;
+  const std::string* url = nullptr;  // owned by the driver, outlives the call
+  fetch::FetchResult result;
+  std::optional<absl::StatusOr<std::string>> processed;
+  bool body_over_budget = false;  // --max_response_bytes: send no body
+
+  // The item's status: the fetch's, else the processor's.
+  absl::Status status() const;
+  // Into the API's FetchResult.
+  void ToProto(bool drop_body, v1::FetchResult* out) &&;
+};
+
 // Runs one plan: rejected items first, then the engine's results, each
-// processed if asked, converted, and handed to `deliver` exactly once per
-// item. `deliver` may run on the caller's thread, the engine's I/O thread or
-// a worker, possibly concurrently; `finished` runs once, after the last
-// `deliver` returned.
+// processed if asked and handed to `deliver` exactly once per item. `deliver`
+// may run on the caller's thread, the engine's I/O thread or a worker, possibly
+// concurrently; `finished` runs once, after the last `deliver` returned.
 class BatchDriver {
  public:
-  using Deliver = absl::AnyInvocable<void(v1::FetchResult)>;
+  using Deliver = absl::AnyInvocable<void(ItemOutcome)>;
   using Finished = absl::AnyInvocable<void()>;
 
   explicit BatchDriver(const FetchServices& services) : services_(services) {}
@@ -42,13 +59,14 @@ class BatchDriver {
 
  private:
   void OnFetched(size_t spec_index, fetch::FetchResult result);
-  void Complete(v1::FetchResult result);
+  void Complete(ItemOutcome outcome);
 
   const FetchServices services_;
   BatchPlan plan_;
   Deliver deliver_;
   Finished finished_;
   std::vector<std::string> url_of_spec_;  // the item URLs, for results
+  std::vector<std::string> url_of_rejected_;
   std::atomic<size_t> remaining_{0};
   std::shared_ptr<fetch::BatchHandle> handle_;
 };
@@ -65,13 +83,14 @@ class FetchCall : public Base {
 
  protected:
   // A finished item, on any thread (see BatchDriver).
-  virtual void OnResult(v1::FetchResult result) = 0;
+  virtual void OnResult(ItemOutcome outcome) = 0;
   // Before the first result: the planned batch.
   virtual void OnPlanned(const BatchPlan& /*plan*/) {}
 
   // With fail_fast, records the first real failure. Returns false for a
   // result that comes after it (the rest were cancelled because of it).
-  bool NoteFailure(const v1::FetchResult& r) ABSL_LOCKS_EXCLUDED(mu_);
+  bool NoteFailure(const ItemOutcome& outcome) ABSL_LOCKS_EXCLUDED(mu_);
+  bool drop_body() const { return drop_body_; }
 
   const FetchServices services_;
 
@@ -82,6 +101,7 @@ class FetchCall : public Base {
 
   BatchDriver driver_;
   bool fail_fast_ = false;  // set in OnStart, before any result
+  bool drop_body_ = false;
   absl::Mutex mu_;
   absl::Status first_failure_ ABSL_GUARDED_BY(mu_);
 };
@@ -96,8 +116,7 @@ class BatchFetchCall final
   void RequestCall(grpc::ServerCompletionQueue* cq, Tag* tag) override;
   void Spawn() override;
   void OnPlanned(const BatchPlan& plan) override;
-  void OnResult(v1::FetchResult result) override
-      ABSL_LOCKS_EXCLUDED(response_mu_);
+  void OnResult(ItemOutcome outcome) override ABSL_LOCKS_EXCLUDED(response_mu_);
 
   absl::Mutex response_mu_;  // results arrive on several threads
   int64_t body_bytes_ ABSL_GUARDED_BY(response_mu_) = 0;
@@ -112,7 +131,7 @@ class StreamBatchFetchCall final
  private:
   void RequestCall(grpc::ServerCompletionQueue* cq, Tag* tag) override;
   void Spawn() override;
-  void OnResult(v1::FetchResult result) override;
+  void OnResult(ItemOutcome outcome) override;
 };
 
 }  // namespace fetchd::rpc

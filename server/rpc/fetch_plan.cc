@@ -197,11 +197,11 @@ void ToProtoResult(uint32_t index, const std::string& url,
   if (!drop_body) out->set_body(std::move(result.body));
   out->set_attempts(result.attempts);
   v1::Timings* t = out->mutable_timings();
-  ToProtoDuration(result.timings.dns, t->mutable_dns());
-  ToProtoDuration(result.timings.connect, t->mutable_connect());
-  ToProtoDuration(result.timings.tls, t->mutable_tls());
-  ToProtoDuration(result.timings.first_byte, t->mutable_first_byte());
-  ToProtoDuration(result.timings.total, t->mutable_total());
+  t->set_dns_us(absl::ToInt64Microseconds(result.timings.dns));
+  t->set_connect_us(absl::ToInt64Microseconds(result.timings.connect));
+  t->set_tls_us(absl::ToInt64Microseconds(result.timings.tls));
+  t->set_first_byte_us(absl::ToInt64Microseconds(result.timings.first_byte));
+  t->set_total_us(absl::ToInt64Microseconds(result.timings.total));
   absl::Status status = std::move(result.status);
   if (status.ok() && processed != nullptr) {
     if (processed->ok()) {
