@@ -327,17 +327,21 @@ void Engine::Loop::AddBatch(std::unique_ptr<Batch> owned) {
   batches_[id] = std::move(owned);
   batch.items.resize(batch.specs.size());
   batch.remaining = batch.specs.size();
+  // Queue the valid items first, so that ending the batch early (an
+  // invalid item with fail_fast) finds every item in a known state.
   for (size_t i = 0; i < batch.specs.size(); ++i) {
-    if (!batch.invalid[i].ok()) {
-      FetchResult result;
-      result.status = std::move(batch.invalid[i]);
-      result.final_url = batch.specs[i].url;
-      Report(batch, i, std::move(result));
-      if (!batches_.contains(id)) return;  // fail_fast ended it
-    } else {
+    if (batch.invalid[i].ok()) {
       batch.waiting.push_back(i);
       ++waiting_;
     }
+  }
+  for (size_t i = 0; i < batch.specs.size(); ++i) {
+    if (batch.invalid[i].ok()) continue;
+    FetchResult result;
+    result.status = std::move(batch.invalid[i]);
+    result.final_url = batch.specs[i].url;
+    Report(batch, i, std::move(result));
+    if (!batches_.contains(id)) return;  // fail_fast ended it
   }
   if (batch.options.deadline != absl::InfiniteFuture()) {
     timers_.push(Timer{batch.options.deadline, id, 0, TimerKind::kDeadline});

@@ -343,6 +343,22 @@ TEST_F(EngineTest, FailFastCancelsTheRest) {
   }
 }
 
+TEST_F(EngineTest, FailFastOnAnInvalidItemFetchesNothing) {
+  auto run = Start(
+      *engine_,
+      {Get(origin_.Url("/json")), Get("ftp://x/"), Get(origin_.Url("/json"))},
+      {.fail_fast = true});
+  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+  EXPECT_EQ(run->results[1].status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(run->results[0].status.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(run->results[2].status.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(origin_.requests(), 0);
+  const Engine::Stats stats = engine_->stats();
+  EXPECT_EQ(stats.waiting, 0);
+  EXPECT_EQ(stats.inflight, 0);
+  EXPECT_EQ(stats.batches, 0);
+}
+
 TEST_F(EngineTest, AddressPolicyRefusesTheConnection) {
   int checked = 0;  // written on the I/O thread, read after done
   auto engine = NewEngine({.address_policy = [&](const sockaddr* a, socklen_t) {
