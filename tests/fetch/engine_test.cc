@@ -130,8 +130,27 @@ TEST_F(EngineTest, GlobalInflightLimitHoldsAcrossBatches) {
   ASSERT_TRUE(a->done.WaitForNotificationWithTimeout(kWait));
   ASSERT_TRUE(b->done.WaitForNotificationWithTimeout(kWait));
   EXPECT_EQ(origin_.peak_concurrency(), 4);
-  // Both batches progressed together (round robin), not one after the other.
   EXPECT_EQ(origin_.requests(), 20);
+}
+
+TEST_F(EngineTest, WaitingBatchesShareSlotsRoundRobin) {
+  // One slot for everything: the batches take turns, so the second one's
+  // first request comes long before the first batch is through.
+  auto engine = NewEngine({.max_inflight = 1});
+  auto a =
+      Start(*engine, std::vector<FetchSpec>(8, Get(origin_.Url("/flaky/ra/0"))),
+            {.max_concurrency = 8});
+  auto b =
+      Start(*engine, std::vector<FetchSpec>(8, Get(origin_.Url("/flaky/rb/0"))),
+            {.max_concurrency = 8});
+  ASSERT_TRUE(a->done.WaitForNotificationWithTimeout(kWait));
+  ASSERT_TRUE(b->done.WaitForNotificationWithTimeout(kWait));
+  const auto ta = origin_.arrivals("ra");
+  const auto tb = origin_.arrivals("rb");
+  ASSERT_EQ(ta.size(), 8u);
+  ASSERT_EQ(tb.size(), 8u);
+  EXPECT_LT(tb.front(), ta[3]);
+  EXPECT_LT(ta.back(), tb.back());
 }
 
 TEST_F(EngineTest, PerHostConnectionLimit) {
