@@ -16,7 +16,8 @@
 #   seed       seed_peer.py (aiohttp + Semaphore + gather), 20,000 URLs
 #   go, node   the Go (net/http) and Node (fetch) peers, 20,000 URLs
 # then fetchctl fetch on 20,000 URLs (client included), wrk on the origin,
-# and the server's peak RSS for one 20,000-item batch in a fresh fetchd.
+# a cancel probe (how fast a cancelled call's transfers are all closed), and
+# the server's peak RSS for one 20,000-item batch in a fresh fetchd.
 # fetchd runs with --max_per_host=256 so that 256 means 256 connections.
 # Medians of the rounds; ratios are fetchd ÷ peer. Loopback only; everything
 # started here is stopped on exit.
@@ -90,12 +91,16 @@ for r in $(seq "$rounds"); do
 done
 wrk_rate=$(wrk -t1 -c64 -d3s "$base/items/1.json" | awk '/Requests\/sec/{printf "%d", $2}')
 
+# Client cancel -> every transfer of the call closed (50 hung transfers).
+cancel=$(build/bin/fetch_load --target="$target" --cancel_probes=10 --cancel_items=50 |
+  sed -E 's/.*p50_ms=([0-9.]+) max_ms=([0-9.]+).*/p50 \1 ms, max \2 ms/')
+
 # Peak RSS of a fresh server over one 20,000-item batch (bodies returned).
 start_fetchd
 build/bin/fetch_load --target="$target" --base="$base" --n=20000 --rpcs=1 --concurrency=256 >/dev/null
 rss_kb=$(awk '/VmHWM/{print $2}' "/proc/$fetchd_pid/status")
 
-awk -v wrk="$wrk_rate" -v rss="$rss_kb" '
+awk -v wrk="$wrk_rate" -v rss="$rss_kb" -v cancel="$cancel" '
   function median(list,   n, v, i, j, t) {
     n = split(list, v, " ")
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
@@ -126,4 +131,5 @@ awk -v wrk="$wrk_rate" -v rss="$rss_kb" '
     }
     printf "\nwrk on the origin (c=64): %d req/s\n", wrk
     printf "fetchd peak RSS, fresh server, one 20,000-item BatchFetch (c=256, bodies returned): %.0f MB\n", rss / 1024
+    printf "client cancel -> all 50 hung transfers of the call closed (10 probes): %s\n", cancel
   }' "$tmp/results"
