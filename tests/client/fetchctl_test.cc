@@ -80,6 +80,17 @@ TEST_F(FetchctlTest, UsageErrorsExitTwo) {
   }
 }
 
+TEST(FetchctlHelpTest, HelpListsTheFlagsOfEveryCommand) {
+  auto r = RunProcess({FETCHCTL_PATH, "--help"}, absl::Seconds(30));
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (const char* flag :
+       {"--addr", "--timeout", "--json", "--n", "--limit", "--data_hex",
+        "--service", "--urls_file", "--concurrency", "--retries",
+        "--item_timeout", "--process", "--out_dir", "--batch_size"}) {
+    EXPECT_THAT(r->out, HasSubstr(flag));
+  }
+}
+
 TEST_F(FetchctlTest, HealthServing) {
   ProcessResult r = Fetchctl({"health"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
