@@ -18,6 +18,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/base/call_once.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
@@ -88,7 +89,7 @@ class WorkerPool {
 
   // Stops accepting, cancels queued tasks, waits for running ones (their
   // owners stop them through their StopTokens) and joins the threads.
-  // Idempotent.
+  // Idempotent; every caller returns only once the threads are joined.
   void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
 
   Stats stats() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -100,7 +101,10 @@ class WorkerPool {
     return stopping_ || !queue_.empty();
   }
 
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);  // Shutdown's body, run once
+
   const Options options_;
+  absl::once_flag stop_once_;
   mutable absl::Mutex mu_;
   std::deque<Task> queue_ ABSL_GUARDED_BY(mu_);
   int running_ ABSL_GUARDED_BY(mu_) = 0;

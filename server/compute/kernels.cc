@@ -131,6 +131,8 @@ absl::StatusOr<int64_t> RunCountPrimes(int64_t limit, const StopToken& stop) {
   std::vector<int64_t> primes;
   std::vector<int64_t> next_multiple;  // next odd multiple to strike
   for (int64_t p = 3; p <= root; p += 2) {
+    // Near the largest limits this sieve alone takes tens of ms.
+    if (p % (1 << 16) == 1 && stop.stop_requested()) return stop.status();
     if (composite[p]) continue;
     primes.push_back(p);
     next_multiple.push_back(p * p);
@@ -147,6 +149,10 @@ absl::StatusOr<int64_t> RunCountPrimes(int64_t limit, const StopToken& stop) {
     const auto len = static_cast<size_t>((hi - lo + 1) / 2);
     std::fill_n(is_prime.begin(), len, 1);
     for (size_t j = 0; j < primes.size(); ++j) {
+      // With millions of small primes one segment can take several ms.
+      if (j % (1 << 16) == (1 << 16) - 1 && stop.stop_requested()) {
+        return stop.status();
+      }
       const int64_t p = primes[j];
       if (p * p >= hi) break;  // larger primes start past this segment
       int64_t m = next_multiple[j];

@@ -50,10 +50,13 @@ void WorkerPool::WorkerLoop() {
 }
 
 void WorkerPool::Shutdown() {
+  absl::call_once(stop_once_, &WorkerPool::Stop, this);
+}
+
+void WorkerPool::Stop() {
   std::deque<Task> cancelled;
   {
     absl::MutexLock lock(&mu_);
-    if (stopping_) return;
     stopping_ = true;
     cancelled.swap(queue_);
   }

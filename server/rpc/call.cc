@@ -18,16 +18,21 @@ void CqLoop::Drain() {
   while (cq_->Next(&tag, &ok)) static_cast<Tag*>(tag)->OnEvent(ok);
 }
 
-void CqLoop::Shutdown() {
+void CqLoop::Shutdown() { absl::call_once(stop_once_, &CqLoop::Stop, this); }
+
+void CqLoop::Stop() {
   {
     absl::MutexLock lock(&mu_);
-    if (shut_down_) return;
+    shut_down_ = true;  // nothing new is armed from here on
     // NOTE: grpc::Server::Shutdown returns once it has cancelled the calls
-    // still running, not once we have finished them. A worker finishing a
-    // call on a shut-down CQ aborts the process, so wait for every call to
-    // end; cancelled calls end promptly (their stop tokens fire).
-    mu_.Await(absl::Condition(this, &CqLoop::NoLiveCalls));
-    shut_down_ = true;
+    // still running, not once we have finished them, and a call it matched
+    // may still sit in the CQ. A worker finishing a call on a shut-down CQ
+    // aborts the process, so wait for every armed call to end: unmatched
+    // requests come back ok=false, cancelled calls end promptly (their stop
+    // tokens fire). Without a draining thread nothing could end: skip.
+    if (thread_.joinable()) {
+      mu_.Await(absl::Condition(this, &CqLoop::NoLiveCalls));
+    }
     cq_->Shutdown();
   }
   if (thread_.joinable()) {
@@ -37,22 +42,20 @@ void CqLoop::Shutdown() {
   }
 }
 
-void CqLoop::CallStarted() {
-  absl::MutexLock lock(&mu_);
-  ++live_calls_;
-}
-
 void CqLoop::CallEnded() {
   absl::MutexLock lock(&mu_);
   --live_calls_;
 }
 
 Call::~Call() {
-  if (started_) loop_->CallEnded();
+  if (counted_) loop_->CallEnded();
 }
 
 void Call::Arm(Call* call) {
-  const bool armed = call->loop_->IfAccepting([call] {
+  const bool armed = call->loop_->ArmIfAccepting([call] {
+    // NOTE: set before the request: from then on the CQ thread may end the
+    // call at any moment, and ~Call reads it.
+    call->counted_ = true;
     // NOTE: must precede the request; gRPC delivers `done_` only for calls
     // that actually started.
     call->context_.AsyncNotifyWhenDone(&call->done_);
@@ -66,8 +69,6 @@ void Call::OnRequested(bool ok) {
     Unref();
     return;
   }
-  started_ = true;
-  loop_->CallStarted();
   Ref();  // for done_, which now will come
   Spawn();
   OnStart();

@@ -23,6 +23,7 @@
 #include <optional>
 #include <thread>
 
+#include "absl/base/call_once.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 
@@ -51,32 +52,36 @@ class CqLoop {
   void Start();
 
   // Runs `request` (which requests a new call on this CQ) unless the CQ is
-  // shutting down. Returns whether it ran. Thread-safe.
+  // shutting down, and then counts the call as live until CallEnded().
+  // Returns whether it ran. Thread-safe.
   template <typename F>
-  bool IfAccepting(F&& request) ABSL_LOCKS_EXCLUDED(mu_) {
+  bool ArmIfAccepting(F&& request) ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
     if (shut_down_) return false;
+    ++live_calls_;
     request();
     return true;
   }
-
-  // Waits until every started call has ended, then shuts the CQ down,
-  // drains it (every pending tag gets ok=false) and joins the thread. Call
-  // only after grpc::Server::Shutdown returned.
-  void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
-
-  // Bookkeeping of calls that started on this CQ and are not yet deleted.
-  void CallStarted() ABSL_LOCKS_EXCLUDED(mu_);
+  // A call counted by ArmIfAccepting is gone.
   void CallEnded() ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Stops arming, waits until every armed call has ended (requests that
+  // never matched come back with ok=false once grpc::Server::Shutdown ran),
+  // then shuts the CQ down, drains it and joins the thread. Call only after
+  // grpc::Server::Shutdown returned. Idempotent; every caller returns only
+  // once the thread is joined.
+  void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
+
  private:
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);  // Shutdown's body, run once
   void Drain();
   bool NoLiveCalls() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
     return live_calls_ == 0;
   }
 
   std::unique_ptr<grpc::ServerCompletionQueue> cq_;
-  std::thread thread_;
+  std::thread thread_;  // joinable once Start() ran
+  absl::once_flag stop_once_;
   absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   int live_calls_ ABSL_GUARDED_BY(mu_) = 0;
@@ -137,7 +142,7 @@ class Call {
   void OnDone(bool ok);
 
   CqLoop* const loop_;
-  bool started_ = false;  // set on the CQ thread before any other event
+  bool counted_ = false;  // armed on the loop, which counts it as live
   grpc::ServerContext context_;
   // 1 for the request; the request's reference then passes to whoever
   // finishes the call, and the done notification adds one.
@@ -200,9 +205,15 @@ class ServerStreamCall : public Call {
   // Callable once, from any thread. Releases the reference the request
   // handed over when the final op comes back.
   void Finish(grpc::Status status) ABSL_LOCKS_EXCLUDED(mu_) {
-    absl::MutexLock lock(&mu_);
-    finish_status_ = std::move(status);
-    if (!writing_) StartFinish();
+    {
+      absl::MutexLock lock(&mu_);
+      finish_status_ = std::move(status);
+      if (writing_) return;  // OnWritten finishes after the last write
+      finish_started_ = true;
+    }
+    // NOTE: outside mu_: once the final op is started the CQ thread may
+    // delete this call, mutex included.
+    writer_.Finish(*finish_status_, &finished_);
   }
 
   // Bytes queued and not yet handed to gRPC (for memory bounds).
@@ -222,22 +233,23 @@ class ServerStreamCall : public Call {
     queued_bytes_ -= in_flight_.ByteSizeLong();
     writer_.Write(in_flight_, &written_);
   }
-  void StartFinish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    writer_.Finish(*finish_status_, &finished_);
-  }
   void OnWritten(bool ok) ABSL_LOCKS_EXCLUDED(mu_) {
-    absl::MutexLock lock(&mu_);
-    writing_ = false;
-    if (!ok) {  // the client is gone: drop what is left
-      broken_ = true;
-      queue_.clear();
-      queued_bytes_ = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) {  // the client is gone: drop what is left
+        broken_ = true;
+        queue_.clear();
+        queued_bytes_ = 0;
+      }
+      if (!queue_.empty()) {
+        StartNextWrite();  // the call cannot end while a write is in flight
+        return;
+      }
+      if (!finish_status_.has_value() || finish_started_) return;
+      finish_started_ = true;
     }
-    if (!queue_.empty()) {
-      StartNextWrite();
-    } else if (finish_status_.has_value()) {
-      StartFinish();
-    }
+    writer_.Finish(*finish_status_, &finished_);  // outside mu_, as in Finish
   }
   void OnFinished(bool /*ok*/) { Unref(); }
 
@@ -247,7 +259,9 @@ class ServerStreamCall : public Call {
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
-  std::optional<grpc::Status> finish_status_ ABSL_GUARDED_BY(mu_);
+  // Written once under mu_ before finish_started_; read after it without.
+  std::optional<grpc::Status> finish_status_;
+  bool finish_started_ ABSL_GUARDED_BY(mu_) = false;
   Event written_{
       this, static_cast<void (Call::*)(bool)>(&ServerStreamCall::OnWritten)};
   Event finished_{

@@ -66,9 +66,9 @@ TEST(KernelRunnerTest, InvalidKernelIsRejectedWithoutCallingBack) {
 }
 
 TEST(KernelRunnerTest, TaskStoppedWhileQueuedDoesNotRun) {
+  absl::Notification release;  // outlives the pool's worker
   WorkerPool pool({.workers = 1, .max_queued_tasks = 4});
   KernelRunner runner(&pool, KernelLimits{});
-  absl::Notification release;
   ASSERT_TRUE(
       pool.Submit([&](absl::Status) { release.WaitForNotification(); }).ok());
   ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kWait,

@@ -66,8 +66,8 @@ TEST(SqrtSumTest, StopsSoonAfterTheDeadline) {
   const absl::Time deadline = absl::Now() + absl::Milliseconds(20);
   auto got = RunSqrtSum(1'000'000'000'000, StopSource(deadline).token());
   EXPECT_EQ(got.status().code(), absl::StatusCode::kDeadlineExceeded);
-  // Polls every ~30 µs of work; allow for a slow sanitizer build.
-  EXPECT_LT(absl::Now() - deadline, absl::Milliseconds(200));
+  // Polls every ~30 µs of work; allow for a slow, busy sanitizer build.
+  EXPECT_LT(absl::Now() - deadline, absl::Seconds(1));
 }
 
 TEST(Sha256ChainTest, KnownDigests) {

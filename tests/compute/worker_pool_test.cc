@@ -59,8 +59,8 @@ TEST(WorkerPoolTest, RunsEveryTaskExactlyOnceOnWorkers) {
 }
 
 TEST(WorkerPoolTest, FullQueueIsResourceExhaustedNamingTheFlag) {
+  Gate gate;  // outlives the pool: a worker may still be inside it
   WorkerPool pool({.workers = 1, .max_queued_tasks = 2});
-  Gate gate;
   ASSERT_TRUE(pool.Submit(gate.Task()).ok());
   ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kWait,
                       "the gate task to run"));
@@ -87,8 +87,8 @@ TEST(WorkerPoolTest, FullQueueIsResourceExhaustedNamingTheFlag) {
 }
 
 TEST(WorkerPoolTest, ZeroQueueAcceptsOnlyWhatIdleWorkersTake) {
+  Gate gate;  // outlives the pool: a worker may still be inside it
   WorkerPool pool({.workers = 1, .max_queued_tasks = 0});
-  Gate gate;
   ASSERT_TRUE(pool.Submit(gate.Task()).ok());  // the idle worker takes it
   ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kWait,
                       "the gate task to run"));
@@ -98,8 +98,8 @@ TEST(WorkerPoolTest, ZeroQueueAcceptsOnlyWhatIdleWorkersTake) {
 }
 
 TEST(WorkerPoolTest, RunsQueuedTasksInFifoOrder) {
+  Gate gate;  // outlives the pool: a worker may still be inside it
   WorkerPool pool({.workers = 1, .max_queued_tasks = 10});
-  Gate gate;
   ASSERT_TRUE(pool.Submit(gate.Task()).ok());
   std::vector<int> order;  // written by the one worker only
   absl::BlockingCounter done(5);
@@ -116,8 +116,8 @@ TEST(WorkerPoolTest, RunsQueuedTasksInFifoOrder) {
 }
 
 TEST(WorkerPoolTest, ShutdownCancelsQueuedTasksAndWaitsForRunningOnes) {
+  Gate gate;  // outlives the pool: a worker may still be inside it
   WorkerPool pool({.workers = 1, .max_queued_tasks = 10});
-  Gate gate;
   ASSERT_TRUE(pool.Submit(gate.Task()).ok());
   ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kWait,
                       "the gate task to run"));
@@ -147,9 +147,37 @@ TEST(WorkerPoolTest, ShutdownCancelsQueuedTasksAndWaitsForRunningOnes) {
             absl::StatusCode::kUnavailable);
 }
 
+// A second, concurrent Shutdown (the destructor racing an explicit call)
+// also waits for the running task: it must not return while a worker may
+// still touch what the caller is about to free.
+TEST(WorkerPoolTest, EveryShutdownCallerWaitsForRunningTasks) {
+  Gate gate;  // outlives the pool: a worker may still be inside it
+  WorkerPool pool({.workers = 1, .max_queued_tasks = 1});
+  ASSERT_TRUE(pool.Submit(gate.Task()).ok());
+  ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kWait,
+                      "the gate task to run"));
+  std::jthread first([&] { pool.Shutdown(); });
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return pool.Submit([](absl::Status) {}).code() ==
+               absl::StatusCode::kUnavailable;
+      },
+      kWait, "the first Shutdown to begin"));
+  absl::Notification second_returned;
+  std::jthread second([&] {
+    pool.Shutdown();
+    second_returned.Notify();
+  });
+  EXPECT_FALSE(
+      second_returned.WaitForNotificationWithTimeout(absl::Milliseconds(50)))
+      << "a second Shutdown returned while a task was still running";
+  gate.Release();
+  EXPECT_TRUE(second_returned.WaitForNotificationWithTimeout(kWait));
+}
+
 TEST(WorkerPoolTest, StatsCountQueuedAndRunning) {
+  Gate a, b, c;  // outlive the pool
   WorkerPool pool({.workers = 2, .max_queued_tasks = 5});
-  Gate a, b, c;
   ASSERT_TRUE(pool.Submit(a.Task()).ok());
   ASSERT_TRUE(pool.Submit(b.Task()).ok());
   ASSERT_TRUE(pool.Submit(c.Task()).ok());

@@ -129,8 +129,8 @@ TEST(ProcessRunnerTest, SmallBodiesInlineBigOnesOnTheWorkerPool) {
 }
 
 TEST(ProcessRunnerTest, FullPoolAnswersResourceExhausted) {
+  absl::Notification release;  // outlives the pool's worker
   compute::WorkerPool pool({.workers = 1, .max_queued_tasks = 0});
-  absl::Notification release;
   ASSERT_TRUE(
       pool.Submit([&](absl::Status) { release.WaitForNotification(); }).ok());
   ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; },

@@ -25,6 +25,8 @@ rpc::ServerConfig TestConfig() {
   config.cq_threads = 2;
   config.workers = 2;
   config.max_queued_tasks = 64;
+  // Lets tests run kernels that only a stop ends (1e13 terms: hours).
+  config.kernel_limits.max_n = 1'000'000'000'000'000;
   return config;
 }
 

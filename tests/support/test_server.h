@@ -41,6 +41,10 @@ class TestServer {
   std::unique_ptr<rpc::Server> server_;
 };
 
+// A sqrt_sum size that runs for hours: only a cancel, deadline or shutdown
+// ends it (TestConfig allows it).
+inline constexpr int64_t kEndlessN = 10'000'000'000'000;
+
 // A Compute.Run request for sqrt_sum(n).
 v1::ComputeRequest SqrtSumRequest(int64_t n);
 
