@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <deque>
+#include <iterator>
 #include <queue>
 #include <thread>
 #include <variant>
@@ -79,6 +80,10 @@ absl::StatusCode StatusCodeForHttp(int http_status) {
 
 void BatchHandle::Cancel() { engine_->Cancel(id_); }
 
+void WalkHandle::Consumed() { engine_->Consumed(id_); }
+
+void WalkHandle::Cancel() { engine_->Cancel(id_); }
+
 // --- The I/O loop
 // --------------------------------------------------------------
 
@@ -95,7 +100,12 @@ class Engine::Loop {
   uint64_t Submit(std::vector<FetchSpec> items, BatchOptions options,
                   ItemCallback on_item, DoneCallback on_done)
       ABSL_LOCKS_EXCLUDED(mu_);
+  uint64_t SubmitWalk(FetchSpec first, const PageStrategy& strategy,
+                      WalkPosition from, WalkOptions options,
+                      PageCallback on_page, WalkDoneCallback on_done)
+      ABSL_LOCKS_EXCLUDED(mu_);
   void Cancel(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
+  void Consumed(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
   Stats stats() const;
 
  private:
@@ -119,11 +129,32 @@ class Engine::Loop {
     int attempts = 0;
     std::unique_ptr<Transfer> transfer;
   };
+  // A walk's own state: its Batch gains one item per page, within the
+  // prefetch window, and sheds items once their pages are handed on.
+  struct WalkState {
+    WalkState(const PageStrategy& strategy, FetchSpec first_page)
+        : paginator(strategy, first_page.url), first(std::move(first_page)) {}
+    Paginator paginator;
+    FetchSpec first;        // every page is fetched with its settings
+    int64_t start = 0;      // the first page's index (item 0)
+    int64_t started = 0;    // pages started (items so far)
+    int64_t processed = 0;  // pages handed to the paginator, in order
+    int64_t consumed = 0;   // delivered pages the reader is done with
+    int prefetch = 1;
+    absl::flat_hash_map<size_t, FetchResult> arrived;  // ahead of order
+    PageCallback on_page;
+    WalkDoneCallback on_done;
+  };
   struct Batch {
     uint64_t id = 0;
-    std::vector<FetchSpec> specs;
+    // Item i lives at [i - base]; only walks ever raise base.
+    std::deque<FetchSpec> specs;
     std::vector<absl::Status> invalid;  // per item: OK or why it is invalid
-    std::vector<Item> items;
+    std::deque<Item> items;
+    size_t base = 0;
+    Item* item(size_t i) { return i < base ? nullptr : &items[i - base]; }
+    const FetchSpec& spec(size_t i) const { return specs[i - base]; }
+    std::unique_ptr<WalkState> walk;  // set for walks
     BatchOptions options;
     ItemCallback on_item;
     DoneCallback on_done;
@@ -138,7 +169,10 @@ class Engine::Loop {
   struct CancelBatch {
     uint64_t id;
   };
-  using Command = std::variant<NewBatch, CancelBatch>;
+  struct PageConsumed {
+    uint64_t id;
+  };
+  using Command = std::variant<NewBatch, CancelBatch, PageConsumed>;
   enum class TimerKind { kRetry, kDeadline };
   struct Timer {
     absl::Time when;
@@ -162,6 +196,12 @@ class Engine::Loop {
   // Ends every unfinished item of the batch with `status`.
   void EndBatch(uint64_t id, const absl::Status& status);
   void EraseIfDone(uint64_t id);
+  void Post(Command command) ABSL_LOCKS_EXCLUDED(mu_);
+  // Walks: start pages within the window; take a page's result (in any
+  // order) and hand pages on in order; end the walk.
+  void FillWalk(Batch& batch);
+  void OnPageResult(Batch& batch, size_t index, FetchResult result);
+  void EndWalk(uint64_t id, absl::Status status);
   void ReleaseEasy(EasyHandle easy);
   EasyHandle AcquireEasy();
   absl::Status AttemptStatus(const Transfer& t, CURLcode rc, long http) const;
@@ -239,7 +279,8 @@ uint64_t Engine::Loop::Submit(std::vector<FetchSpec> items,
   for (size_t i = 0; i < items.size(); ++i) {
     batch->invalid[i] = ValidateFetchSpec(items[i], options_.limits);
   }
-  batch->specs = std::move(items);
+  batch->specs.assign(std::make_move_iterator(items.begin()),
+                      std::make_move_iterator(items.end()));
   batch->options = options;
   batch->options.max_concurrency = std::max(1, options.max_concurrency);
   batch->on_item = std::move(on_item);
@@ -254,13 +295,47 @@ uint64_t Engine::Loop::Submit(std::vector<FetchSpec> items,
   return id;
 }
 
-void Engine::Loop::Cancel(uint64_t id) {
+uint64_t Engine::Loop::SubmitWalk(FetchSpec first, const PageStrategy& strategy,
+                                  WalkPosition from, WalkOptions options,
+                                  PageCallback on_page,
+                                  WalkDoneCallback on_done) {
+  if (strategy.kind == PageStrategy::Kind::kLinkHeader &&
+      std::find(first.keep_headers.begin(), first.keep_headers.end(), "link") ==
+          first.keep_headers.end()) {
+    first.keep_headers.push_back("link");
+  }
+  auto batch = std::make_unique<Batch>();
+  batch->walk = std::make_unique<WalkState>(strategy, std::move(first));
+  WalkState& walk = *batch->walk;
+  walk.paginator.Restart(from);
+  walk.start = walk.started = walk.processed = from.next_index;
+  walk.consumed = from.next_index;
+  walk.prefetch = std::max(1, options.prefetch);
+  walk.on_page = std::move(on_page);
+  walk.on_done = std::move(on_done);
+  batch->options.deadline = options.deadline;
+  batch->options.max_concurrency = walk.prefetch;
+  uint64_t id;
   {
     absl::MutexLock lock(&mu_);
-    commands_.push_back(CancelBatch{id});
+    id = batch->id = next_id_++;
+    commands_.push_back(NewBatch{std::move(batch)});
+  }
+  curl_multi_wakeup(multi_.get());
+  return id;
+}
+
+void Engine::Loop::Post(Command command) {
+  {
+    absl::MutexLock lock(&mu_);
+    commands_.push_back(std::move(command));
   }
   curl_multi_wakeup(multi_.get());
 }
+
+void Engine::Loop::Cancel(uint64_t id) { Post(CancelBatch{id}); }
+
+void Engine::Loop::Consumed(uint64_t id) { Post(PageConsumed{id}); }
 
 Engine::Stats Engine::Loop::stats() const {
   Stats s;
@@ -314,9 +389,13 @@ void Engine::Loop::TakeCommands() {
   for (Command& command : commands) {
     if (auto* add = std::get_if<NewBatch>(&command)) {
       AddBatch(std::move(add->batch));
+    } else if (auto* cancel = std::get_if<CancelBatch>(&command)) {
+      EndBatch(cancel->id, absl::CancelledError("cancelled by the caller"));
     } else {
-      EndBatch(std::get<CancelBatch>(command).id,
-               absl::CancelledError("cancelled by the caller"));
+      auto it = batches_.find(std::get<PageConsumed>(command).id);
+      if (it == batches_.end() || it->second->walk == nullptr) continue;
+      ++it->second->walk->consumed;
+      FillWalk(*it->second);
     }
   }
 }
@@ -325,6 +404,17 @@ void Engine::Loop::AddBatch(std::unique_ptr<Batch> owned) {
   Batch& batch = *owned;
   const uint64_t id = batch.id;
   batches_[id] = std::move(owned);
+  if (batch.walk != nullptr) {
+    if (batch.options.deadline != absl::InfiniteFuture()) {
+      timers_.push(Timer{batch.options.deadline, id, 0, TimerKind::kDeadline});
+    }
+    if (batch.walk->paginator.UrlOf(batch.walk->start).has_value()) {
+      FillWalk(batch);
+    } else {  // resumed from a finished walk: nothing left
+      EndWalk(id, absl::OkStatus());
+    }
+    return;
+  }
   batch.items.resize(batch.specs.size());
   batch.remaining = batch.specs.size();
   // Queue the valid items first, so that ending the batch early (an
@@ -376,7 +466,10 @@ void Engine::Loop::StartTransfers() {
     batch.waiting.pop_front();
     --waiting_;
     StartAttempt(batch, index);
-    MakeRunnable(batch);
+    // A failed start reports at once, which may end the batch.
+    if (auto again = batches_.find(id); again != batches_.end()) {
+      MakeRunnable(*again->second);
+    }
   }
 }
 
@@ -410,8 +503,8 @@ void Engine::Loop::ReleaseEasy(EasyHandle easy) {
 }
 
 void Engine::Loop::StartAttempt(Batch& batch, size_t index) {
-  Item& item = batch.items[index];
-  const FetchSpec& spec = batch.specs[index];
+  Item& item = *batch.item(index);
+  const FetchSpec& spec = batch.spec(index);
   const absl::Time now = absl::Now();
   const absl::Duration left = batch.options.deadline - now;
   auto t = std::make_unique<Transfer>();
@@ -586,7 +679,7 @@ bool Engine::Loop::Retryable(const RetryPolicy& policy, CURLcode rc,
 
 void Engine::Loop::FinishAttempt(Transfer* raw, CURLcode rc) {
   Batch& batch = *batches_.at(raw->batch_id);
-  Item& item = batch.items[raw->index];
+  Item& item = *batch.item(raw->index);
   std::unique_ptr<Transfer> t = std::move(item.transfer);
   --batch.running;
   --running_;
@@ -660,9 +753,11 @@ void Engine::Loop::FinishAttempt(Transfer* raw, CURLcode rc) {
 }
 
 void Engine::Loop::Report(Batch& batch, size_t index, FetchResult result) {
-  Item& item = batch.items[index];
+  Item& item = *batch.item(index);
   item.state = ItemState::kDone;
   --batch.remaining;
+  if (batch.walk != nullptr)
+    return OnPageResult(batch, index, std::move(result));
   const bool failed = !result.status.ok();
   absl::Status cause =
       failed && batch.options.fail_fast
@@ -678,6 +773,7 @@ void Engine::Loop::EndBatch(uint64_t id, const absl::Status& status) {
   auto it = batches_.find(id);
   if (it == batches_.end()) return;  // already over
   Batch& batch = *it->second;
+  if (batch.walk != nullptr) return EndWalk(id, status);
   for (size_t i = 0; i < batch.items.size() && batch.remaining > 0; ++i) {
     Item& item = batch.items[i];
     switch (item.state) {
@@ -700,7 +796,7 @@ void Engine::Loop::EndBatch(uint64_t id, const absl::Status& status) {
     FetchResult result;
     result.status = status;
     result.attempts = item.attempts;
-    result.final_url = batch.specs[i].url;
+    result.final_url = batch.spec(i).url;
     item.state = ItemState::kDone;
     --batch.remaining;
     batch.on_item(i, std::move(result));
@@ -711,11 +807,93 @@ void Engine::Loop::EndBatch(uint64_t id, const absl::Status& status) {
 
 void Engine::Loop::EraseIfDone(uint64_t id) {
   auto it = batches_.find(id);
-  if (it == batches_.end() || it->second->remaining > 0) return;
+  if (it == batches_.end() || it->second->remaining > 0 ||
+      it->second->walk != nullptr) {
+    return;  // a walk ends only through EndWalk
+  }
   std::unique_ptr<Batch> batch = std::move(it->second);
   batches_.erase(it);
   PublishStats();  // stats() agrees with what on_done tells
   if (batch->on_done) batch->on_done();
+}
+
+void Engine::Loop::FillWalk(Batch& batch) {
+  WalkState& walk = *batch.walk;
+  while (walk.started - walk.consumed < walk.prefetch) {
+    std::optional<std::string> url = walk.paginator.UrlOf(walk.started);
+    if (!url.has_value()) break;  // not known until earlier pages are in
+    FetchSpec spec = walk.first;
+    spec.url = *std::move(url);
+    batch.specs.push_back(std::move(spec));
+    batch.items.emplace_back();
+    batch.waiting.push_back(static_cast<size_t>(walk.started - walk.start));
+    ++batch.remaining;
+    ++waiting_;
+    ++walk.started;
+  }
+  MakeRunnable(batch);
+}
+
+void Engine::Loop::OnPageResult(Batch& batch, size_t index,
+                                FetchResult result) {
+  WalkState& walk = *batch.walk;
+  walk.arrived.emplace(index, std::move(result));
+  const uint64_t id = batch.id;
+  for (;;) {
+    const auto next = static_cast<size_t>(walk.processed - walk.start);
+    auto it = walk.arrived.find(next);
+    if (it == walk.arrived.end()) break;
+    Page page;
+    page.index = walk.processed;
+    page.url = batch.spec(next).url;
+    page.result = std::move(it->second);
+    walk.arrived.erase(it);
+    ++walk.processed;
+    // The page's item is done and handed on: shed it (flat memory).
+    while (!batch.items.empty() && batch.base < next + 1 &&
+           batch.items.front().state == ItemState::kDone) {
+      batch.items.pop_front();
+      batch.specs.pop_front();
+      ++batch.base;
+    }
+    Paginator::Decision decision = walk.paginator.OnPage(page);
+    if (decision.deliver) walk.on_page(std::move(page));
+    if (decision.end.has_value()) return EndWalk(id, *std::move(decision.end));
+  }
+  FillWalk(batch);
+}
+
+void Engine::Loop::EndWalk(uint64_t id, absl::Status status) {
+  auto it = batches_.find(id);
+  if (it == batches_.end()) return;
+  std::unique_ptr<Batch> batch = std::move(it->second);
+  batches_.erase(it);
+  // Pages still in flight or waiting are dropped without a result.
+  for (Item& item : batch->items) {
+    switch (item.state) {
+      case ItemState::kRunning:
+        curl_multi_remove_handle(multi_.get(), item.transfer->easy.get());
+        ReleaseEasy(std::move(item.transfer->easy));
+        item.transfer.reset();
+        --running_;
+        break;
+      case ItemState::kBackingOff:
+        --backing_off_;
+        break;
+      case ItemState::kWaiting:
+        --waiting_;
+        break;
+      case ItemState::kDone:
+        break;
+    }
+  }
+  if (status.code() == absl::StatusCode::kDeadlineExceeded &&
+      !absl::StrContains(status.message(), "page ")) {
+    status = absl::DeadlineExceededError(absl::StrCat(
+        "the RPC deadline passed at page ", batch->walk->processed));
+  }
+  PublishStats();
+  batch->walk->on_done(std::move(status));
 }
 
 absl::Duration Engine::Loop::UntilNextTimer() const {
@@ -737,9 +915,9 @@ void Engine::Loop::FireTimers() {
                    "the RPC deadline passed before the item finished"));
       continue;
     }
-    Item& item = batch.items[timer.index];
-    if (item.state != ItemState::kBackingOff) continue;
-    item.state = ItemState::kWaiting;
+    Item* item = batch.item(timer.index);
+    if (item == nullptr || item->state != ItemState::kBackingOff) continue;
+    item->state = ItemState::kWaiting;
     --backing_off_;
     // A retry goes ahead of items that have not started yet.
     batch.waiting.push_front(timer.index);
@@ -778,7 +956,19 @@ std::shared_ptr<BatchHandle> Engine::Submit(std::vector<FetchSpec> items,
   return std::shared_ptr<BatchHandle>(new BatchHandle(this, id));
 }
 
+std::shared_ptr<WalkHandle> Engine::Walk(FetchSpec first, PageStrategy strategy,
+                                         WalkPosition from, WalkOptions options,
+                                         PageCallback on_page,
+                                         WalkDoneCallback on_done) {
+  const uint64_t id =
+      loop_->SubmitWalk(std::move(first), strategy, std::move(from), options,
+                        std::move(on_page), std::move(on_done));
+  return std::shared_ptr<WalkHandle>(new WalkHandle(this, id));
+}
+
 void Engine::Cancel(uint64_t batch_id) { loop_->Cancel(batch_id); }
+
+void Engine::Consumed(uint64_t walk_id) { loop_->Consumed(walk_id); }
 
 Engine::Stats Engine::stats() const { return loop_->stats(); }
 

@@ -8,7 +8,10 @@
 //   FetchLimits + ValidateFetchSpec          per-item checks (field + limit)
 //   RetryBudget                              server-wide retry throttling
 //   Engine                                   Submit(batch) -> a callback per
-//                                            item, then one when all are done
+//                                            item, then one when all are done;
+//                                            Walk(first page, strategy) ->
+//                                            pages in order, within a window
+//   PageStrategy / Paginator                 how a walk finds its next page
 //
 // No gRPC in here: tested with a real local HTTP origin, without a server.
 #ifndef FETCHD_SERVER_FETCH_FETCH_H_
@@ -19,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,6 +31,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
@@ -150,6 +155,123 @@ using ItemCallback = absl::AnyInvocable<void(size_t index, FetchResult result)>;
 // Called on the I/O thread once, after the last item's callback.
 using DoneCallback = absl::AnyInvocable<void()>;
 
+// --- Pagination
+// ---------------------------------------------------------------
+
+// How a walk finds the page after the one it just fetched.
+struct PageStrategy {
+  enum class Kind { kPageNumber, kCursor, kLinkHeader };
+  Kind kind = Kind::kPageNumber;
+  // kPageNumber: the query parameter carrying the page number (replaced in
+  // the first URL), the first page's number and the step.
+  // kCursor: the query parameter the cursor goes into; empty = the value at
+  // cursor_pointer is the next page's URL (absolute or relative).
+  std::string param = "page";
+  int64_t first_page = 1;
+  int64_t step = 1;
+  std::string cursor_pointer;  // kCursor: RFC 6901 pointer into the body
+  // When set, the page's JSON array of items: an empty array ends the walk
+  // (that page is not delivered); with split_items each element comes back
+  // as its own JSON text.
+  std::string items_pointer;
+  bool split_items = false;
+  std::vector<int> stop_statuses;  // an HTTP status that ends the walk
+  int64_t max_pages = 0;           // pages delivered by this walk; 0 = no cap
+};
+
+// Where a walk stands: the next page's index and URL. A walk started from
+// a Position continues exactly there (resume).
+struct WalkPosition {
+  int64_t next_index = 0;
+  std::string next_url;  // empty once the walk has reached its end
+  bool done() const { return next_url.empty(); }
+};
+
+// INVALID_ARGUMENT naming the field ("strategy.param", ...) for a strategy
+// that cannot work, e.g. an empty parameter name or a malformed pointer.
+absl::Status ValidatePageStrategy(const PageStrategy& strategy);
+
+// The first URL with query parameter `name` set to `value` (replaced if
+// present, appended otherwise; the value is percent-encoded).
+absl::StatusOr<std::string> WithQueryParam(const std::string& url,
+                                           absl::string_view name,
+                                           absl::string_view value);
+// `reference` resolved against `base` (RFC 3986), e.g. "/p/2" or "?c=x".
+absl::StatusOr<std::string> ResolveUrl(const std::string& base,
+                                       const std::string& reference);
+// The rel="next" target of RFC 8288 Link header values (several headers or
+// several links per header, quoted parameters, rel lists). Unresolved;
+// empty when there is none.
+std::string NextLink(const std::vector<std::string>& link_values);
+
+// What a walk delivers for one page.
+struct Page {
+  int64_t index = 0;
+  std::string url;
+  FetchResult result;
+  std::vector<std::string> items;  // split_items only
+  WalkPosition next;               // where a resumed walk would continue
+};
+
+// The walk's decisions, page by page, in order; no I/O. The engine calls it
+// on its I/O thread as soon as a page is in, so the next request goes out
+// with no thread hop.
+class Paginator {
+ public:
+  // `first` is the request's first page (its URL is the strategy's base).
+  Paginator(const PageStrategy& strategy, std::string first_url);
+
+  // The URL of page `index` if known before the pages ahead of it are
+  // processed: always for kPageNumber (prefetch runs ahead), otherwise only
+  // the page right after the last processed one.
+  std::optional<std::string> UrlOf(int64_t index) const;
+
+  // Starts at `from` (a fresh walk: StartPosition()).
+  void Restart(const WalkPosition& from);
+  WalkPosition StartPosition() const;
+
+  struct Decision {
+    bool deliver = false;
+    // Set when the walk ends after this page: OK for a clean end, else the
+    // error the walk ends with (naming the page and its URL).
+    std::optional<absl::Status> end;
+  };
+  // Page `page.index` came back (pages arrive in index order). Fills
+  // page.items and page.next, and decides.
+  Decision OnPage(Page& page);
+
+  int64_t delivered() const { return delivered_; }
+
+ private:
+  // `cursor`: the value at cursor_pointer (kCursor only; none = no next).
+  absl::StatusOr<std::optional<std::string>> NextUrl(
+      const Page& page, const std::optional<std::string>& cursor) const;
+  bool SeenBefore(const std::string& url);
+
+  const PageStrategy strategy_;
+  const std::string first_url_;
+  WalkPosition position_;
+  int64_t start_index_ = 0;
+  int64_t delivered_ = 0;
+  // Loop detection in constant memory: the last few URLs exactly, and
+  // Brent's cycle finding for longer loops.
+  std::vector<uint64_t> recent_;
+  size_t recent_next_ = 0;
+  uint64_t checkpoint_ = 0;
+  int64_t checkpoint_power_ = 1, checkpoint_steps_ = 0;
+};
+
+struct WalkOptions {
+  // Pages fetched but not yet consumed (WalkHandle::Consumed) at most.
+  int prefetch = 2;
+  absl::Time deadline = absl::InfiniteFuture();
+};
+// Called on the I/O thread, in page order. Must not block.
+using PageCallback = absl::AnyInvocable<void(Page page)>;
+// Called on the I/O thread once, after the last page: OK when the walk
+// reached its end, else why it stopped.
+using WalkDoneCallback = absl::AnyInvocable<void(absl::Status status)>;
+
 class Engine;
 
 // A submitted batch. Cancel() is thread-safe and idempotent: the engine
@@ -162,6 +284,21 @@ class BatchHandle {
  private:
   friend class Engine;
   BatchHandle(Engine* engine, uint64_t id) : engine_(engine), id_(id) {}
+  Engine* const engine_;
+  const uint64_t id_;
+};
+
+// A running walk. Thread-safe.
+class WalkHandle {
+ public:
+  // The consumer is done with one more delivered page: the window moves on.
+  void Consumed();
+  // Ends the walk at the engine's next wakeup (done gets CANCELLED).
+  void Cancel();
+
+ private:
+  friend class Engine;
+  WalkHandle(Engine* engine, uint64_t id) : engine_(engine), id_(id) {}
   Engine* const engine_;
   const uint64_t id_;
 };
@@ -205,10 +342,20 @@ class Engine {
                                       ItemCallback on_item,
                                       DoneCallback on_done);
 
+  // Thread-safe. Walks pages from `from` (Paginator::StartPosition() for a
+  // fresh walk), each page fetched with `first`'s settings and the
+  // strategy's URL. Call ValidateFetchSpec and ValidatePageStrategy first.
+  std::shared_ptr<WalkHandle> Walk(FetchSpec first, PageStrategy strategy,
+                                   WalkPosition from, WalkOptions options,
+                                   PageCallback on_page,
+                                   WalkDoneCallback on_done);
+
   Stats stats() const;
 
  private:
   friend class BatchHandle;
+  friend class WalkHandle;
+  void Consumed(uint64_t walk_id);
   class Loop;
   explicit Engine(std::unique_ptr<Loop> loop);
   void Cancel(uint64_t batch_id);

@@ -222,6 +222,10 @@ class ServerStreamCall : public Call {
     return queued_bytes_;
   }
 
+  // A queued message was handed to gRPC (it is now bounded by the
+  // transport's flow control). Runs on the CQ thread; must not block.
+  virtual void OnMessageSent() {}
+
   Request request_;
   grpc::ServerAsyncWriter<Response> writer_{&context()};
 
@@ -234,6 +238,9 @@ class ServerStreamCall : public Call {
     writer_.Write(in_flight_, &written_);
   }
   void OnWritten(bool ok) ABSL_LOCKS_EXCLUDED(mu_) {
+    // NOTE: before writing_ clears: until then no Finish can start, so the
+    // call is alive for the hook.
+    if (ok) OnMessageSent();
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;

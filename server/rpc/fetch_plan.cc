@@ -1,7 +1,10 @@
 #include "server/rpc/fetch_plan.h"
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "server/rpc/convert.h"
 
 namespace fetchd::rpc {
@@ -12,10 +15,10 @@ absl::Duration FromProto(const google::protobuf::Duration& d) {
 }
 
 absl::StatusOr<fetch::RetryPolicy> RetryFromProto(
-    const v1::BatchFetchRequest& request, const fetch::FetchLimits& limits) {
+    bool has_retry, const v1::RetryPolicy& r,
+    const fetch::FetchLimits& limits) {
   fetch::RetryPolicy retry;
-  if (!request.has_retry()) return retry;  // one attempt
-  const v1::RetryPolicy& r = request.retry();
+  if (!has_retry) return retry;  // one attempt
   retry.max_attempts = r.max_attempts() == 0 ? 1 : r.max_attempts();
   if (r.has_initial_backoff())
     retry.initial_backoff = FromProto(r.initial_backoff());
@@ -88,12 +91,83 @@ fetch::Method MethodFromProto(v1::Method m) {
   }
 }
 
+// What every item of a request shares: body cap, redirects, retries and the
+// headers to keep.
+struct Shared {
+  int64_t max_body = 0;
+  int redirects = 0;
+  fetch::RetryPolicy retry;
+  std::vector<std::string> keep_headers;
+};
+
+template <typename Request>
+absl::StatusOr<Shared> SharedFromProto(const Request& request,
+                                       const FetchConfig& config) {
+  const fetch::FetchLimits& limits = config.engine.limits;
+  Shared shared;
+  shared.max_body = request.max_body_bytes() == 0
+                        ? config.default_max_body_bytes
+                        : request.max_body_bytes();
+  if (shared.max_body < 1 || shared.max_body > limits.max_body_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_body_bytes must be between 1 and ", limits.max_body_bytes,
+        " (--max_body_bytes), got ", request.max_body_bytes()));
+  }
+  shared.redirects = request.has_max_redirects() ? request.max_redirects()
+                                                 : config.default_max_redirects;
+  if (shared.redirects < 0 || shared.redirects > limits.max_redirects) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_redirects must be between 0 and ", limits.max_redirects,
+        " (--max_redirects), got ", shared.redirects));
+  }
+  absl::StatusOr<fetch::RetryPolicy> retry =
+      RetryFromProto(request.has_retry(), request.retry(), limits);
+  if (!retry.ok()) return retry.status();
+  shared.retry = *std::move(retry);
+  for (const std::string& name : request.response_headers()) {
+    shared.keep_headers.push_back(absl::AsciiStrToLower(name));
+  }
+  return shared;
+}
+
+// One item's spec, or why it cannot run (INVALID_ARGUMENT naming the
+// field).
+absl::StatusOr<fetch::FetchSpec> SpecFromItem(const v1::FetchItem& item,
+                                              const Shared& shared,
+                                              const FetchConfig& config) {
+  fetch::FetchSpec spec;
+  if (item.has_timeout()) {
+    spec.timeout = FromProto(item.timeout());
+    if (spec.timeout <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError("timeout must be above 0");
+    }
+  } else {
+    spec.timeout = config.default_item_timeout;
+  }
+  spec.url = item.url();
+  spec.method = MethodFromProto(item.method());
+  for (const v1::Header& h : item.headers()) {
+    spec.headers.emplace_back(h.name(), h.value());
+  }
+  spec.body = item.body();
+  spec.max_body_bytes = shared.max_body;
+  spec.max_redirects = shared.redirects;
+  spec.retry = shared.retry;
+  spec.keep_headers = shared.keep_headers;
+  return spec;
+}
+
+absl::Time EngineDeadline(absl::Time rpc_deadline, const FetchConfig& config) {
+  return rpc_deadline == absl::InfiniteFuture()
+             ? rpc_deadline
+             : rpc_deadline - config.deadline_reserve;
+}
+
 }  // namespace
 
 absl::StatusOr<BatchPlan> PlanBatch(const v1::BatchFetchRequest& request,
                                     const FetchConfig& config,
                                     absl::Time rpc_deadline) {
-  const fetch::FetchLimits& limits = config.engine.limits;
   const int n = request.items_size();
   if (n == 0) return absl::InvalidArgumentError("items is empty");
   if (n > config.max_batch_items) {
@@ -114,31 +188,9 @@ absl::StatusOr<BatchPlan> PlanBatch(const v1::BatchFetchRequest& request,
   }
   plan.options.max_concurrency = concurrency;
   plan.options.fail_fast = request.fail_fast();
-  if (rpc_deadline != absl::InfiniteFuture()) {
-    plan.options.deadline = rpc_deadline - config.deadline_reserve;
-  }
-  const int64_t max_body = request.max_body_bytes() == 0
-                               ? config.default_max_body_bytes
-                               : request.max_body_bytes();
-  if (max_body < 1 || max_body > limits.max_body_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_body_bytes must be between 1 and ", limits.max_body_bytes,
-        " (--max_body_bytes), got ", request.max_body_bytes()));
-  }
-  const int redirects = request.has_max_redirects()
-                            ? request.max_redirects()
-                            : config.default_max_redirects;
-  if (redirects < 0 || redirects > limits.max_redirects) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_redirects must be between 0 and ", limits.max_redirects,
-        " (--max_redirects), got ", redirects));
-  }
-  absl::StatusOr<fetch::RetryPolicy> retry = RetryFromProto(request, limits);
-  if (!retry.ok()) return retry.status();
-  std::vector<std::string> keep_headers;
-  for (const std::string& name : request.response_headers()) {
-    keep_headers.push_back(absl::AsciiStrToLower(name));
-  }
+  plan.options.deadline = EngineDeadline(rpc_deadline, config);
+  absl::StatusOr<Shared> shared = SharedFromProto(request, config);
+  if (!shared.ok()) return shared.status();
   plan.specs.reserve(n);
   plan.request_index.reserve(n);
   plan.processors.reserve(n);
@@ -146,38 +198,183 @@ absl::StatusOr<BatchPlan> PlanBatch(const v1::BatchFetchRequest& request,
     const v1::FetchItem& item = request.items(i);
     absl::StatusOr<process::Processor> processor =
         ProcessorFromProto(item.process());
-    if (!processor.ok()) {
+    absl::StatusOr<fetch::FetchSpec> spec =
+        processor.ok() ? SpecFromItem(item, *shared, config)
+                       : processor.status();
+    if (!spec.ok()) {
       plan.rejected.push_back(
-          {static_cast<uint32_t>(i), item.url(), processor.status()});
+          {static_cast<uint32_t>(i), item.url(), spec.status()});
       continue;
     }
-    fetch::FetchSpec spec;
-    if (item.has_timeout()) {
-      spec.timeout = FromProto(item.timeout());
-      if (spec.timeout <= absl::ZeroDuration()) {
-        plan.rejected.push_back(
-            {static_cast<uint32_t>(i), item.url(),
-             absl::InvalidArgumentError("timeout must be above 0")});
-        continue;
-      }
-    } else {
-      spec.timeout = config.default_item_timeout;
-    }
-    spec.url = item.url();
-    spec.method = MethodFromProto(item.method());
-    for (const v1::Header& h : item.headers()) {
-      spec.headers.emplace_back(h.name(), h.value());
-    }
-    spec.body = item.body();
-    spec.max_body_bytes = max_body;
-    spec.max_redirects = redirects;
-    spec.retry = *retry;
-    spec.keep_headers = keep_headers;
-    plan.specs.push_back(std::move(spec));
+    plan.specs.push_back(*std::move(spec));
     plan.request_index.push_back(i);
     plan.processors.push_back(*std::move(processor));
   }
   return plan;
+}
+
+namespace {
+
+// FNV-1a, 64 bits: stable across processes and replicas (a token made by
+// one fetchd resumes on another).
+std::string Fingerprint(absl::string_view text) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return absl::StrCat(absl::Hex(h, absl::kZeroPad16));
+}
+
+constexpr absl::string_view kTokenVersion = "p1";
+
+absl::StatusOr<fetch::WalkPosition> PositionFromToken(
+    const std::string& token, const std::string& fingerprint) {
+  std::string text;
+  const absl::Status bad = absl::InvalidArgumentError(
+      "resume_token is not a token from a FetchPages Page");
+  if (!absl::WebSafeBase64Unescape(token, &text)) return bad;
+  std::vector<std::string> parts =
+      absl::StrSplit(text, absl::MaxSplits(':', 3));
+  fetch::WalkPosition position;
+  if (parts.size() != 4 || parts[0] != kTokenVersion ||
+      !absl::SimpleAtoi(parts[2], &position.next_index) ||
+      position.next_index < 0) {
+    return bad;
+  }
+  if (parts[1] != fingerprint) {
+    return absl::InvalidArgumentError(
+        "resume_token belongs to another walk: first.url, the strategy and "
+        "items_pointer must be the same as in the call that made it");
+  }
+  position.next_url = std::move(parts[3]);
+  return position;
+}
+
+absl::StatusOr<fetch::PageStrategy> StrategyFromProto(
+    const v1::FetchPagesRequest& request, const FetchConfig& config) {
+  fetch::PageStrategy s;
+  switch (request.strategy_case()) {
+    case v1::FetchPagesRequest::kPageNumber: {
+      const v1::PageNumber& p = request.page_number();
+      s.kind = fetch::PageStrategy::Kind::kPageNumber;
+      s.param = p.param().empty() ? "page" : p.param();
+      s.first_page = p.has_first() ? p.first() : 1;
+      s.step = p.has_step() ? p.step() : 1;
+      break;
+    }
+    case v1::FetchPagesRequest::kCursor:
+      s.kind = fetch::PageStrategy::Kind::kCursor;
+      s.cursor_pointer = request.cursor().pointer();
+      s.param = request.cursor().param();
+      break;
+    case v1::FetchPagesRequest::kLinkHeader:
+      s.kind = fetch::PageStrategy::Kind::kLinkHeader;
+      s.param.clear();
+      break;
+    case v1::FetchPagesRequest::STRATEGY_NOT_SET:
+      return absl::InvalidArgumentError(
+          "strategy is not set: page_number, cursor or link_header");
+  }
+  s.items_pointer = request.items_pointer();
+  switch (request.emit()) {
+    case v1::EMIT_UNSPECIFIED:
+    case v1::PAGES:
+      break;
+    case v1::ITEMS:
+      s.split_items = true;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("emit has unknown value ", request.emit()));
+  }
+  s.stop_statuses.assign(request.stop_statuses().begin(),
+                         request.stop_statuses().end());
+  if (request.max_pages() < 0 || request.max_pages() > config.max_walk_pages) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_pages must be between 0 and ", config.max_walk_pages,
+                     " (--max_walk_pages), got ", request.max_pages()));
+  }
+  s.max_pages =
+      request.max_pages() == 0 ? config.max_walk_pages : request.max_pages();
+  if (absl::Status status = fetch::ValidatePageStrategy(s); !status.ok()) {
+    return status;
+  }
+  return s;
+}
+
+}  // namespace
+
+absl::StatusOr<WalkPlan> PlanWalk(const v1::FetchPagesRequest& request,
+                                  const FetchConfig& config,
+                                  absl::Time rpc_deadline) {
+  if (!request.has_first() || request.first().url().empty()) {
+    return absl::InvalidArgumentError("first.url is empty");
+  }
+  WalkPlan plan;
+  absl::StatusOr<fetch::PageStrategy> strategy =
+      StrategyFromProto(request, config);
+  if (!strategy.ok()) return strategy.status();
+  plan.strategy = *std::move(strategy);
+  absl::StatusOr<process::Processor> processor =
+      ProcessorFromProto(request.first().process());
+  if (!processor.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("first.", processor.status().message()));
+  }
+  plan.processor = *std::move(processor);
+  if (plan.strategy.split_items &&
+      plan.processor.kind != process::Processor::Kind::kNone) {
+    return absl::InvalidArgumentError(
+        "first.process cannot be combined with emit = ITEMS (each page's "
+        "body is split into items)");
+  }
+  absl::StatusOr<Shared> shared = SharedFromProto(request, config);
+  if (!shared.ok()) return shared.status();
+  absl::StatusOr<fetch::FetchSpec> first =
+      SpecFromItem(request.first(), *shared, config);
+  if (first.ok()) {
+    if (absl::Status s = fetch::ValidateFetchSpec(*first, config.engine.limits);
+        !s.ok()) {
+      first = s;
+    }
+  }
+  if (!first.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("first.", first.status().message()));
+  }
+  plan.first = *std::move(first);
+  const int prefetch =
+      request.has_prefetch() ? request.prefetch() : config.default_prefetch;
+  if (prefetch < 1 || prefetch > config.max_prefetch) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prefetch must be between 1 and ", config.max_prefetch,
+                     " (--max_prefetch), got ", prefetch));
+  }
+  plan.options.prefetch = prefetch;
+  plan.options.deadline = EngineDeadline(rpc_deadline, config);
+  plan.drop_body = request.drop_body();
+  const fetch::PageStrategy& s = plan.strategy;
+  plan.fingerprint =
+      Fingerprint(absl::StrCat(plan.first.url, "\n", static_cast<int>(s.kind),
+                               "\n", s.param, "\n", s.first_page, "\n", s.step,
+                               "\n", s.cursor_pointer, "\n", s.items_pointer));
+  if (request.resume_token().empty()) {
+    plan.from = fetch::Paginator(s, plan.first.url).StartPosition();
+  } else {
+    absl::StatusOr<fetch::WalkPosition> from =
+        PositionFromToken(request.resume_token(), plan.fingerprint);
+    if (!from.ok()) return from.status();
+    plan.from = *std::move(from);
+  }
+  return plan;
+}
+
+std::string ResumeToken(const std::string& fingerprint,
+                        const fetch::WalkPosition& next) {
+  return absl::WebSafeBase64Escape(absl::StrCat(kTokenVersion, ":", fingerprint,
+                                                ":", next.next_index, ":",
+                                                next.next_url));
 }
 
 void ToProtoResult(uint32_t index, const std::string& url,

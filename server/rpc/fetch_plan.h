@@ -38,6 +38,27 @@ absl::StatusOr<BatchPlan> PlanBatch(const v1::BatchFetchRequest& request,
                                     const FetchConfig& config,
                                     absl::Time rpc_deadline);
 
+// A FetchPages request, checked and ready for Engine::Walk.
+struct WalkPlan {
+  fetch::FetchSpec first;
+  process::Processor processor;
+  fetch::PageStrategy strategy;
+  fetch::WalkPosition from;  // the start, or where the resume token points
+  fetch::WalkOptions options;
+  bool drop_body = false;
+  std::string fingerprint;  // ties resume tokens to this URL and strategy
+};
+
+// INVALID_ARGUMENT naming the field and the limit for anything the walk
+// cannot run with (including a resume token from another request).
+absl::StatusOr<WalkPlan> PlanWalk(const v1::FetchPagesRequest& request,
+                                  const FetchConfig& config,
+                                  absl::Time rpc_deadline);
+
+// The opaque token that resumes a walk at `next`.
+std::string ResumeToken(const std::string& fingerprint,
+                        const fetch::WalkPosition& next);
+
 // Fills `out` for item `index`; `processed` is the processor's output (or
 // error) when one ran.
 void ToProtoResult(uint32_t index, const std::string& url,

@@ -35,6 +35,9 @@ struct FetchConfig {
   // Taken off the RPC deadline so results reach the caller before it.
   absl::Duration deadline_reserve = absl::Milliseconds(50);
   size_t process_inline_max_bytes = 64 << 10;  // bigger bodies: worker pool
+  int default_prefetch = 2;                    // FetchPages
+  int max_prefetch = 16;                       // --max_prefetch
+  int64_t max_walk_pages = 1'000'000;          // --max_walk_pages
 };
 
 struct ServerConfig {
@@ -71,6 +74,7 @@ class Server {
   void Shutdown(absl::Duration grace) ABSL_LOCKS_EXCLUDED(mu_);
 
   compute::WorkerPool::Stats worker_stats() const;
+  fetch::Engine::Stats fetch_stats() const;
 
  private:
   struct State;

@@ -11,6 +11,7 @@
 #include "server/rpc/call.h"
 #include "server/rpc/compute_call.h"
 #include "server/rpc/fetch_call.h"
+#include "server/rpc/pages_call.h"
 #include "server/rpc/rpc.h"
 
 namespace fetchd::rpc {
@@ -112,6 +113,13 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (f.deadline_reserve < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--deadline_reserve must be >= 0");
   }
+  if (f.default_prefetch < 1 || f.default_prefetch > f.max_prefetch) {
+    return absl::InvalidArgumentError(
+        "--max_prefetch must be >= 1 (and >= the default prefetch, 2)");
+  }
+  if (f.max_walk_pages < 1) {
+    return bad("max_walk_pages", f.max_walk_pages, "must be >= 1");
+  }
   if (c.max_request_bytes < 1024) {
     return bad("max_request_bytes", c.max_request_bytes, "must be >= 1024");
   }
@@ -172,6 +180,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
                                  loop.get()));
     Call::Arm(new BatchFetchCall(state->fetch_services(), loop.get()));
     Call::Arm(new StreamBatchFetchCall(state->fetch_services(), loop.get()));
+    Call::Arm(new FetchPagesCall(state->fetch_services(), loop.get()));
     loop->Start();
   }
   return std::unique_ptr<Server>(new Server(std::move(state)));
@@ -185,6 +194,10 @@ int Server::port() const { return state_->port; }
 
 compute::WorkerPool::Stats Server::worker_stats() const {
   return state_->pool.stats();
+}
+
+fetch::Engine::Stats Server::fetch_stats() const {
+  return state_->engine->stats();
 }
 
 void Server::Shutdown(absl::Duration grace) {

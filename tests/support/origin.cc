@@ -182,6 +182,95 @@ Origin::Origin()
   s.Get("/echo", echo);
   s.Post("/echo", echo);
 
+  // Paginated APIs. Each records its arrivals under its key.
+  auto param = [](const httplib::Request& req, const char* name,
+                  int64_t fallback) {
+    int64_t v = fallback;
+    if (req.has_param(name))
+      (void)absl::SimpleAtoi(req.get_param_value(name), &v);
+    return v;
+  };
+  auto items_of = [](int64_t page) {
+    return absl::StrCat("[\"", page, ".1\",\"", page, ".2\",\"", page, ".3\"]");
+  };
+  s.Get(R"(/pn/([^/]+))", [t, param, items_of](const httplib::Request& req,
+                                               httplib::Response& res) {
+    const std::string key = req.matches[1].str();
+    t->Arrive(key);
+    const int64_t page = param(req, "page", 0);
+    if (const int64_t ms = param(req, "delay", 0); ms > 0) {
+      t->Delay(absl::Milliseconds(ms));
+    }
+    if (page == param(req, "flaky", -1) &&
+        t->Arrive(absl::StrCat(key, "/flaky")) < 2) {
+      res.status = 503;
+      res.set_content("try again", "text/plain");
+      return;
+    }
+    if (page > param(req, "last", 5)) {
+      if (req.get_param_value("end") == "404") {
+        res.status = 404;
+        res.set_content("no such page", "text/plain");
+      } else {
+        res.set_content(absl::StrCat("{\"page\":", page, ",\"items\":[]}"),
+                        "application/json");
+      }
+      return;
+    }
+    res.set_content(absl::StrCat("{\"page\":", page,
+                                 ",\"items\":", items_of(page), ",\"pad\":\"",
+                                 std::string(param(req, "pad", 0), 'p'), "\"}"),
+                    "application/json");
+  });
+  s.Get("/next-to", [](const httplib::Request& req, httplib::Response& res) {
+    res.set_content(
+        absl::StrCat("{\"next\":\"", req.get_param_value("url"), "\"}"),
+        "application/json");
+  });
+  s.Get(R"(/cursor/([^/]+))", [t, param, items_of](const httplib::Request& req,
+                                                   httplib::Response& res) {
+    const std::string key = req.matches[1].str();
+    t->Arrive(key);
+    int64_t page = 1;
+    if (req.has_param("cursor")) {
+      (void)absl::SimpleAtoi(
+          absl::string_view(req.get_param_value("cursor")).substr(1), &page);
+    }
+    const int64_t last = param(req, "last", 5);
+    int64_t next = page + 1;
+    if (page == param(req, "loop", -1)) next = 1;  // back to the start
+    std::string next_json = "null";
+    if (page < last) {
+      next_json =
+          req.get_param_value("mode") == "url"
+              ? absl::StrCat("\"/cursor/", key, "?cursor=c", next,
+                             "&last=", last, "&mode=url",
+                             req.has_param("loop")
+                                 ? "&loop=" + req.get_param_value("loop")
+                                 : "",
+                             "\"")
+              : absl::StrCat("\"c", next, "\"");
+    }
+    res.set_content(absl::StrCat("{\"data\":{\"items\":", items_of(page),
+                                 "},\"next\":", next_json, "}"),
+                    "application/json");
+  });
+  s.Get(R"(/link/([^/]+)/(\d+))", [t, param](const httplib::Request& req,
+                                             httplib::Response& res) {
+    t->Arrive(req.matches[1].str());
+    const int64_t n = Int(req, 2);
+    const int64_t last = param(req, "last", 5);
+    // Relative targets, quoting with commas and semicolons, rel lists.
+    std::string link = absl::StrCat("</link/", req.matches[1].str(),
+                                    "/1?last=", last, ">; rel=\"first\"");
+    if (n < last) {
+      absl::StrAppend(&link, ", <", n + 1, "?last=", last,
+                      ">; title=\"a, b; \\\"c\\\"\"; rel=\"next last-seen\"");
+    }
+    res.set_header("Link", link);
+    res.set_content(absl::StrCat("page ", n), "text/plain");
+  });
+
   port_ = s.bind_to_any_port("127.0.0.1");
   // bind_to_any_port already listens: connections queue until accepted.
   thread_ = std::thread([this] { server_->listen_after_bind(); });

@@ -13,6 +13,16 @@
 //   200 /redirect-to?url=U                 302 to U /html/title an HTML page
 //   with a <title> /json {"a":{"b":[1,2,{"c":"x"}]},"n":null} /echo GET/POST:
 //   method, X-* headers and body as JSON
+//   /pn/{key}?page=N&last=L            page-number API: {"page":N,"items":[3
+//     [&end=404|empty&delay=ms&flaky=K]  strings],"pad":".."}; past L an
+//     [&pad=bytes]                       empty array (or 404); page K fails
+//                                      twice first
+//   /next-to?url=U                     {"next":"U"}
+//   /cursor/{key}?cursor=cN&last=L     {"data":{"items":[..]},"next":"cN+1"}
+//     [&mode=url&loop=K]                 (null on L; a relative URL with
+//                                      mode=url; page K points back to 1)
+//   /link/{key}/{n}?last=L             Link: rel="next" to the relative
+//                                      "n+1?last=L", quoted params
 //
 // Counters let tests assert on what the origin saw: requests per path
 // prefix, arrival times per key, the peak of concurrent requests, and the

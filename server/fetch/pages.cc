@@ -1,0 +1,467 @@
+// Pagination: URL helpers, the Link header parser and the Paginator's
+// page-by-page decisions. Pure logic; the engine drives it on its I/O thread.
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "absl/hash/hash.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "server/fetch/fetch.h"
+
+namespace fetchd::fetch {
+namespace {
+
+struct UrlDeleter {
+  void operator()(CURLU* url) const { curl_url_cleanup(url); }
+};
+using UrlHandle = std::unique_ptr<CURLU, UrlDeleter>;
+
+// A curl-allocated string, freed on scope exit.
+struct CurlString {
+  char* text = nullptr;
+  ~CurlString() { curl_free(text); }
+};
+
+absl::StatusOr<UrlHandle> ParseUrl(const std::string& url) {
+  UrlHandle handle(curl_url());
+  if (handle == nullptr) return absl::InternalError("curl_url failed");
+  const CURLUcode rc = curl_url_set(handle.get(), CURLUPART_URL, url.c_str(),
+                                    CURLU_NON_SUPPORT_SCHEME);
+  if (rc != CURLUE_OK) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", url, "\" is not a URL: ", curl_url_strerror(rc)));
+  }
+  return handle;
+}
+
+absl::StatusOr<std::string> UrlText(CURLU* handle) {
+  CurlString out;
+  const CURLUcode rc = curl_url_get(handle, CURLUPART_URL, &out.text, 0);
+  if (rc != CURLUE_OK) {
+    return absl::InvalidArgumentError(curl_url_strerror(rc));
+  }
+  return std::string(out.text);
+}
+
+std::string PercentEncode(absl::string_view value) {
+  std::string out;
+  for (unsigned char c : value) {
+    if (absl::ascii_isalnum(c) || c == '-' || c == '.' || c == '_' ||
+        c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      constexpr char kDigits[] = "0123456789ABCDEF";  // RFC 3986: upper
+      out.push_back('%');
+      out.push_back(kDigits[c >> 4]);
+      out.push_back(kDigits[c & 15]);
+    }
+  }
+  return out;
+}
+
+bool IsHttpUrl(absl::string_view url) {
+  return absl::StartsWithIgnoreCase(url, "http://") ||
+         absl::StartsWithIgnoreCase(url, "https://");
+}
+
+absl::Status PageError(const Page& page, absl::StatusCode code,
+                       absl::string_view what) {
+  return absl::Status(
+      code, absl::StrCat("page ", page.index, " (", page.url, "): ", what));
+}
+
+// The JSON value at `pointer`, or null when there is none.
+const nlohmann::json* At(const nlohmann::json& doc,
+                         const std::string& pointer) {
+  try {
+    const nlohmann::json::json_pointer parsed(pointer);
+    if (!doc.contains(parsed)) return nullptr;
+    return &doc.at(parsed);
+  } catch (const nlohmann::json::exception&) {
+    return nullptr;  // e.g. a non-numeric index into an array
+  }
+}
+
+// The cursor at `pointer`: a string, or a number as text; none for a
+// missing or null value.
+absl::StatusOr<std::optional<std::string>> CursorAt(const nlohmann::json* doc,
+                                                    const std::string& pointer,
+                                                    const Page& page) {
+  if (doc == nullptr) {
+    return PageError(page, absl::StatusCode::kFailedPrecondition,
+                     absl::StrCat("the body is not JSON, so cursor.pointer \"",
+                                  pointer, "\" cannot be read"));
+  }
+  const nlohmann::json* value = At(*doc, pointer);
+  if (value == nullptr || value->is_null()) return std::nullopt;
+  if (value->is_string()) {
+    return std::optional<std::string>(value->get<std::string>());
+  }
+  if (value->is_number()) return std::optional<std::string>(value->dump());
+  return PageError(page, absl::StatusCode::kFailedPrecondition,
+                   absl::StrCat("cursor.pointer \"", pointer,
+                                "\" is not a string or number"));
+}
+
+bool IsJsonPointer(const std::string& pointer) {
+  try {
+    const nlohmann::json::json_pointer parsed(pointer);
+    return true;
+  } catch (const nlohmann::json::exception&) {
+    return false;
+  }
+}
+
+constexpr size_t kRecentUrls = 64;
+
+}  // namespace
+
+absl::Status ValidatePageStrategy(const PageStrategy& s) {
+  auto invalid = [](absl::string_view field, absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
+  };
+  auto bad_param = [](absl::string_view param) {
+    return param.find_first_of("&=#? ") != absl::string_view::npos;
+  };
+  switch (s.kind) {
+    case PageStrategy::Kind::kPageNumber:
+      if (s.param.empty()) {
+        return invalid("page_number.param", "must name a query parameter");
+      }
+      if (bad_param(s.param)) {
+        return invalid("page_number.param",
+                       "must not contain '&', '=', '#', '?' or spaces");
+      }
+      if (s.step == 0) return invalid("page_number.step", "must not be 0");
+      break;
+    case PageStrategy::Kind::kCursor:
+      if (s.cursor_pointer.empty() || !IsJsonPointer(s.cursor_pointer)) {
+        return invalid("cursor.pointer",
+                       absl::StrCat("\"", s.cursor_pointer,
+                                    "\" is not an RFC 6901 pointer to a "
+                                    "value (it must start with '/')"));
+      }
+      if (bad_param(s.param)) {
+        return invalid("cursor.param",
+                       "must not contain '&', '=', '#', '?' or spaces");
+      }
+      break;
+    case PageStrategy::Kind::kLinkHeader:
+      break;
+  }
+  if (!s.items_pointer.empty() && !IsJsonPointer(s.items_pointer)) {
+    return invalid("items_pointer",
+                   absl::StrCat("\"", s.items_pointer,
+                                "\" is not an RFC 6901 pointer (it must "
+                                "start with '/')"));
+  }
+  if (s.split_items && s.items_pointer.empty()) {
+    return invalid("emit", "ITEMS needs items_pointer");
+  }
+  if (s.max_pages < 0) return invalid("max_pages", "must not be negative");
+  for (int status : s.stop_statuses) {
+    if (status < 100 || status > 599) {
+      return invalid("stop_statuses",
+                     absl::StrCat(status, " is not an HTTP status (100..599)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> WithQueryParam(const std::string& url,
+                                           absl::string_view name,
+                                           absl::string_view value) {
+  absl::StatusOr<UrlHandle> handle = ParseUrl(url);
+  if (!handle.ok()) return handle.status();
+  CurlString query;
+  const CURLUcode rc =
+      curl_url_get(handle->get(), CURLUPART_QUERY, &query.text, 0);
+  std::vector<std::string> parts;
+  if (rc == CURLUE_OK && query.text != nullptr) {
+    parts = absl::StrSplit(query.text, '&', absl::SkipEmpty());
+  }
+  const std::string assignment = absl::StrCat(name, "=", PercentEncode(value));
+  bool replaced = false;
+  for (std::string& part : parts) {
+    const absl::string_view key = absl::string_view(part).substr(
+        0, std::min(part.find('='), part.size()));
+    if (key == name) {
+      part = replaced ? "" : assignment;
+      replaced = true;
+    }
+  }
+  if (!replaced) parts.push_back(assignment);
+  parts.erase(std::remove(parts.begin(), parts.end(), ""), parts.end());
+  const std::string joined = absl::StrJoin(parts, "&");
+  curl_url_set(handle->get(), CURLUPART_QUERY, joined.c_str(), 0);
+  return UrlText(handle->get());
+}
+
+absl::StatusOr<std::string> ResolveUrl(const std::string& base,
+                                       const std::string& reference) {
+  absl::StatusOr<UrlHandle> handle = ParseUrl(base);
+  if (!handle.ok()) return handle.status();
+  // With a URL already set, curl resolves a relative one against it.
+  const CURLUcode rc =
+      curl_url_set(handle->get(), CURLUPART_URL, reference.c_str(),
+                   CURLU_NON_SUPPORT_SCHEME);
+  if (rc != CURLUE_OK) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "\"", reference, "\" is not a URL: ", curl_url_strerror(rc)));
+  }
+  return UrlText(handle->get());
+}
+
+std::string NextLink(const std::vector<std::string>& link_values) {
+  for (const std::string& header : link_values) {
+    const absl::string_view v = header;
+    size_t i = 0;
+    auto skip = [&](absl::string_view chars) {
+      while (i < v.size() && chars.find(v[i]) != absl::string_view::npos) ++i;
+    };
+    while (i < v.size()) {
+      skip(" \t,");
+      if (i >= v.size()) break;
+      if (v[i] != '<') {  // malformed: skip to the next link
+        const size_t comma = v.find(',', i);
+        if (comma == absl::string_view::npos) break;
+        i = comma + 1;
+        continue;
+      }
+      const size_t close = v.find('>', i);
+      if (close == absl::string_view::npos) break;
+      const absl::string_view target = v.substr(i + 1, close - i - 1);
+      i = close + 1;
+      bool is_next = false;
+      for (;;) {  // parameters: ; name [= token | quoted-string]
+        skip(" \t");
+        if (i >= v.size() || v[i] != ';') break;
+        ++i;
+        skip(" \t");
+        const size_t name_start = i;
+        while (i < v.size() && v[i] != '=' && v[i] != ';' && v[i] != ',' &&
+               v[i] != ' ' && v[i] != '\t') {
+          ++i;
+        }
+        const absl::string_view name = v.substr(name_start, i - name_start);
+        skip(" \t");
+        std::string value;
+        if (i < v.size() && v[i] == '=') {
+          ++i;
+          skip(" \t");
+          if (i < v.size() && v[i] == '"') {
+            for (++i; i < v.size() && v[i] != '"'; ++i) {
+              if (v[i] == '\\' && i + 1 < v.size()) ++i;
+              value.push_back(v[i]);
+            }
+            if (i < v.size()) ++i;  // the closing quote
+          } else {
+            const size_t value_start = i;
+            while (i < v.size() && v[i] != ';' && v[i] != ',' && v[i] != ' ' &&
+                   v[i] != '\t') {
+              ++i;
+            }
+            value = std::string(v.substr(value_start, i - value_start));
+          }
+        }
+        if (absl::EqualsIgnoreCase(name, "rel")) {
+          for (absl::string_view rel : absl::StrSplit(
+                   value, absl::ByAnyChar(" \t"), absl::SkipEmpty())) {
+            if (absl::EqualsIgnoreCase(rel, "next")) is_next = true;
+          }
+        }
+      }
+      if (is_next) return std::string(target);
+      // Anything else up to the next link is not ours to read.
+      while (i < v.size() && v[i] != ',') ++i;
+    }
+  }
+  return "";
+}
+
+// --- Paginator
+// -------------------------------------------------------------------
+
+Paginator::Paginator(const PageStrategy& strategy, std::string first_url)
+    : strategy_(strategy), first_url_(std::move(first_url)) {
+  Restart(StartPosition());
+}
+
+WalkPosition Paginator::StartPosition() const {
+  WalkPosition start;
+  start.next_index = 0;
+  if (strategy_.kind == PageStrategy::Kind::kPageNumber) {
+    start.next_url = WithQueryParam(first_url_, strategy_.param,
+                                    absl::StrCat(strategy_.first_page))
+                         .value_or(first_url_);
+  } else {
+    start.next_url = first_url_;
+  }
+  return start;
+}
+
+void Paginator::Restart(const WalkPosition& from) {
+  position_ = from;
+  start_index_ = from.next_index;
+  delivered_ = 0;
+  recent_.assign(kRecentUrls, 0);
+  recent_next_ = 0;
+  checkpoint_ = 0;
+  checkpoint_power_ = 1;
+  checkpoint_steps_ = 0;
+  if (!from.done()) SeenBefore(from.next_url);
+}
+
+std::optional<std::string> Paginator::UrlOf(int64_t index) const {
+  if (position_.done() || index < position_.next_index) return std::nullopt;
+  if (strategy_.max_pages > 0 && index >= start_index_ + strategy_.max_pages) {
+    return std::nullopt;
+  }
+  if (index == position_.next_index) return position_.next_url;
+  if (strategy_.kind != PageStrategy::Kind::kPageNumber) return std::nullopt;
+  absl::StatusOr<std::string> url = WithQueryParam(
+      first_url_, strategy_.param,
+      absl::StrCat(strategy_.first_page + index * strategy_.step));
+  if (!url.ok()) return std::nullopt;
+  return *std::move(url);
+}
+
+bool Paginator::SeenBefore(const std::string& url) {
+  const uint64_t h = absl::HashOf(url);
+  const bool seen =
+      std::find(recent_.begin(), recent_.end(), h) != recent_.end() ||
+      h == checkpoint_;
+  recent_[recent_next_] = h;
+  recent_next_ = (recent_next_ + 1) % recent_.size();
+  // Brent: move the checkpoint at powers of two; any loop longer than the
+  // recent window eventually comes round to it.
+  if (++checkpoint_steps_ == checkpoint_power_) {
+    checkpoint_ = h;
+    checkpoint_power_ *= 2;
+    checkpoint_steps_ = 0;
+  }
+  return seen;
+}
+
+absl::StatusOr<std::optional<std::string>> Paginator::NextUrl(
+    const Page& page, const std::optional<std::string>& cursor) const {
+  const std::string& base =
+      page.result.final_url.empty() ? page.url : page.result.final_url;
+  std::string reference;
+  switch (strategy_.kind) {
+    case PageStrategy::Kind::kPageNumber:
+      return UrlOf(page.index + 1);
+    case PageStrategy::Kind::kCursor: {
+      if (!cursor.has_value() || cursor->empty()) return std::nullopt;
+      if (!strategy_.param.empty()) {
+        absl::StatusOr<std::string> url =
+            WithQueryParam(first_url_, strategy_.param, *cursor);
+        if (!url.ok()) return url.status();
+        return std::optional<std::string>(*std::move(url));
+      }
+      reference = *cursor;
+      break;
+    }
+    case PageStrategy::Kind::kLinkHeader: {
+      std::vector<std::string> links;
+      for (const auto& [name, value] : page.result.headers) {
+        if (name == "link") links.push_back(value);
+      }
+      reference = NextLink(links);
+      if (reference.empty()) return std::nullopt;
+      break;
+    }
+  }
+  absl::StatusOr<std::string> url = ResolveUrl(base, reference);
+  if (!url.ok()) {
+    return PageError(page, absl::StatusCode::kFailedPrecondition,
+                     absl::StrCat("its next link: ", url.status().message()));
+  }
+  return std::optional<std::string>(*std::move(url));
+}
+
+Paginator::Decision Paginator::OnPage(Page& page) {
+  Decision decision;
+  auto end = [&](absl::Status status) {
+    position_.next_url.clear();
+    decision.end = std::move(status);
+    return decision;
+  };
+  if (!page.result.status.ok()) {
+    const bool stop =
+        std::find(strategy_.stop_statuses.begin(),
+                  strategy_.stop_statuses.end(),
+                  page.result.http_status) != strategy_.stop_statuses.end();
+    if (stop) return end(absl::OkStatus());
+    return end(absl::Status(page.result.status.code(),
+                            absl::StrCat("page ", page.index, " (", page.url,
+                                         "): ", page.result.status.message())));
+  }
+  // One parse serves both the items and the cursor.
+  std::optional<nlohmann::json> doc;
+  if (!strategy_.items_pointer.empty() ||
+      strategy_.kind == PageStrategy::Kind::kCursor) {
+    nlohmann::json parsed =
+        nlohmann::json::parse(page.result.body, nullptr, false);
+    if (!parsed.is_discarded()) doc = std::move(parsed);
+  }
+  if (!strategy_.items_pointer.empty()) {
+    const nlohmann::json* items =
+        doc.has_value() ? At(*doc, strategy_.items_pointer) : nullptr;
+    if (items == nullptr || !items->is_array()) {
+      return end(
+          PageError(page, absl::StatusCode::kFailedPrecondition,
+                    absl::StrCat("items_pointer \"", strategy_.items_pointer,
+                                 "\" is not an array in this page")));
+    }
+    if (items->empty()) return end(absl::OkStatus());  // past the last page
+    if (strategy_.split_items) {
+      page.items.reserve(items->size());
+      for (const nlohmann::json& item : *items)
+        page.items.push_back(item.dump());
+    }
+  }
+  std::optional<std::string> cursor;
+  if (strategy_.kind == PageStrategy::Kind::kCursor) {
+    absl::StatusOr<std::optional<std::string>> found = CursorAt(
+        doc.has_value() ? &*doc : nullptr, strategy_.cursor_pointer, page);
+    if (!found.ok()) return end(found.status());
+    cursor = *std::move(found);
+  }
+  absl::StatusOr<std::optional<std::string>> next = NextUrl(page, cursor);
+  if (!next.ok()) return end(next.status());
+  decision.deliver = true;
+  ++delivered_;
+  position_.next_index = page.index + 1;
+  position_.next_url = next->value_or("");
+  page.next = position_;
+  if (position_.done()) {
+    decision.end = absl::OkStatus();
+  } else if (!IsHttpUrl(position_.next_url)) {
+    decision.end =
+        PageError(page, absl::StatusCode::kFailedPrecondition,
+                  absl::StrCat("its next link \"", position_.next_url,
+                               "\" is not http or https"));
+  } else if (strategy_.kind != PageStrategy::Kind::kPageNumber &&
+             SeenBefore(position_.next_url)) {
+    decision.end =
+        PageError(page, absl::StatusCode::kFailedPrecondition,
+                  absl::StrCat("its next page ", position_.next_url,
+                               " was already walked: the pagination loops"));
+  } else if (strategy_.max_pages > 0 && delivered_ >= strategy_.max_pages) {
+    decision.end = absl::OkStatus();  // page.next still resumes from here
+  }
+  if (decision.end.has_value() && !decision.end->ok()) {
+    position_.next_url.clear();
+    page.next = position_;  // nothing to resume after a loop or a bad link
+  }
+  return decision;
+}
+
+}  // namespace fetchd::fetch

@@ -1,0 +1,62 @@
+// Fetch.FetchPages: one call-state object per walk (internal to rpc/). The
+// engine walks the pages on its I/O thread; this call processes each page
+// if asked, writes them in order, and tells the engine each time gRPC has
+// taken one, which is what moves the prefetch window.
+#ifndef FETCHD_SERVER_RPC_PAGES_CALL_H_
+#define FETCHD_SERVER_RPC_PAGES_CALL_H_
+
+#include <deque>
+#include <memory>
+#include <optional>
+
+#include "fetchd/v1/fetch.grpc.pb.h"
+#include "server/rpc/call.h"
+#include "server/rpc/fetch_call.h"
+#include "server/rpc/fetch_plan.h"
+
+namespace fetchd::rpc {
+
+class FetchPagesCall final
+    : public ServerStreamCall<v1::FetchPagesRequest, v1::Page> {
+ public:
+  FetchPagesCall(const FetchServices& services, CqLoop* loop)
+      : ServerStreamCall(loop), services_(services) {}
+
+ private:
+  // A page on its way out: sent once it and every page before it are ready
+  // (a big body is processed on the worker pool).
+  struct Slot {
+    fetch::Page page;
+    v1::Page message;    // written by Convert before `ready`
+    bool ready = false;  // guarded by order_mu_
+  };
+
+  void RequestCall(grpc::ServerCompletionQueue* cq, Tag* tag) override;
+  void Spawn() override;
+  void OnStart() override;
+  void OnCancel() override ABSL_LOCKS_EXCLUDED(walk_mu_);
+  void OnMessageSent() override ABSL_LOCKS_EXCLUDED(walk_mu_);
+
+  void OnPage(fetch::Page page) ABSL_LOCKS_EXCLUDED(order_mu_);
+  void OnWalkDone(absl::Status status) ABSL_LOCKS_EXCLUDED(order_mu_);
+  void Convert(Slot& slot, const absl::StatusOr<std::string>* processed);
+  // Marks `ready` (converted, may be null) ready, writes the ready pages at
+  // the front and finishes after the last one.
+  void Flush(Slot* ready) ABSL_LOCKS_EXCLUDED(order_mu_);
+
+  const FetchServices services_;
+  WalkPlan plan_;  // set in OnStart, before the walk starts
+
+  absl::Mutex walk_mu_;
+  std::shared_ptr<fetch::WalkHandle> walk_ ABSL_GUARDED_BY(walk_mu_);
+  bool cancelled_ ABSL_GUARDED_BY(walk_mu_) = false;
+
+  absl::Mutex order_mu_;
+  std::deque<std::shared_ptr<Slot>> slots_ ABSL_GUARDED_BY(order_mu_);
+  std::optional<absl::Status> end_ ABSL_GUARDED_BY(order_mu_);
+  bool finishing_ ABSL_GUARDED_BY(order_mu_) = false;
+};
+
+}  // namespace fetchd::rpc
+
+#endif  // FETCHD_SERVER_RPC_PAGES_CALL_H_

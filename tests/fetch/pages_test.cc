@@ -1,0 +1,155 @@
+// The pagination helpers and the Paginator's decisions, without I/O.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "server/fetch/fetch.h"
+
+namespace fetchd::fetch {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(NextLinkTest, FindsRelNextAmongSeveralLinksAndHeaders) {
+  EXPECT_EQ(NextLink({R"(<https://a.test/2>; rel="next")"}),
+            "https://a.test/2");
+  EXPECT_EQ(NextLink({R"(</p/1>; rel="first", </p/3>; rel="next")"}), "/p/3");
+  EXPECT_EQ(NextLink({R"(</p/1>; rel=prev)", R"(</p/9>; REL=Next)"}), "/p/9");
+  // Quoted parameters may hold commas, semicolons and escaped quotes.
+  EXPECT_EQ(NextLink({R"(</a>; title="x, <y>; \"z\""; rel="last", )"
+                      R"(<?page=2>; title="n,e;x\"t"; rel="next last")"}),
+            "?page=2");
+  // rel lists: "next" must be a whole relation type.
+  EXPECT_EQ(NextLink({R"(</a>; rel="nextish prev")"}), "");
+  EXPECT_EQ(NextLink({R"(</a>; rel="prev")", "garbage, </b>; rel=next"}), "/b");
+  EXPECT_EQ(NextLink({}), "");
+  EXPECT_EQ(NextLink({"<unterminated; rel=next"}), "");
+}
+
+TEST(UrlTest, WithQueryParamReplacesOrAppendsAndEncodes) {
+  EXPECT_EQ(*WithQueryParam("http://h/p", "page", "2"), "http://h/p?page=2");
+  EXPECT_EQ(*WithQueryParam("http://h/p?a=1&page=1&b=2", "page", "7"),
+            "http://h/p?a=1&page=7&b=2");
+  EXPECT_EQ(*WithQueryParam("http://h/p?page=1&page=2", "page", "3"),
+            "http://h/p?page=3");
+  EXPECT_EQ(*WithQueryParam("http://h/p?x=1", "c", "a b/&="),
+            "http://h/p?x=1&c=a%20b%2f%26%3d");  // curl writes hex lower
+  EXPECT_FALSE(WithQueryParam("not a url", "page", "1").ok());
+}
+
+TEST(UrlTest, ResolveUrlFollowsRfc3986) {
+  EXPECT_EQ(*ResolveUrl("http://h/a/b?x=1", "c"), "http://h/a/c");
+  EXPECT_EQ(*ResolveUrl("http://h/a/b?x=1", "/d?y=2"), "http://h/d?y=2");
+  EXPECT_EQ(*ResolveUrl("http://h/a/b", "?y=2"), "http://h/a/b?y=2");
+  EXPECT_EQ(*ResolveUrl("http://h/a/b", "https://o/z"), "https://o/z");
+  EXPECT_EQ(*ResolveUrl("http://h/a/b", "ftp://o/z"), "ftp://o/z");
+}
+
+TEST(ValidatePageStrategyTest, NamesTheField) {
+  PageStrategy s;
+  EXPECT_TRUE(ValidatePageStrategy(s).ok());
+  s.param = "";
+  EXPECT_THAT(ValidatePageStrategy(s).message(),
+              HasSubstr("page_number.param"));
+  s.param = "p";
+  s.items_pointer = "x";
+  EXPECT_THAT(ValidatePageStrategy(s).message(), HasSubstr("items_pointer"));
+  s = PageStrategy{.kind = PageStrategy::Kind::kCursor, .param = ""};
+  EXPECT_THAT(ValidatePageStrategy(s).message(), HasSubstr("cursor.pointer"));
+  s.cursor_pointer = "/a~2";  // '~' must be followed by 0 or 1
+  EXPECT_THAT(ValidatePageStrategy(s).message(), HasSubstr("cursor.pointer"));
+  s.cursor_pointer = "/next";
+  EXPECT_TRUE(ValidatePageStrategy(s).ok());
+}
+
+// A page as the engine would hand it over.
+Page MakePage(int64_t index, const std::string& url, std::string body,
+              int http = 200) {
+  Page page;
+  page.index = index;
+  page.url = url;
+  page.result.http_status = http;
+  page.result.status = http < 400 ? absl::OkStatus()
+                                  : absl::Status(StatusCodeForHttp(http), "x");
+  page.result.final_url = url;
+  page.result.body = std::move(body);
+  return page;
+}
+
+TEST(PaginatorTest, PageNumberRunsAheadAndStopsAtMaxPages) {
+  PageStrategy s;
+  s.first_page = 0;
+  s.step = 10;
+  s.max_pages = 3;
+  Paginator p(s, "http://h/list?page=5&q=1");
+  EXPECT_EQ(p.StartPosition().next_url, "http://h/list?page=0&q=1");
+  EXPECT_EQ(p.UrlOf(2), "http://h/list?page=20&q=1");  // known ahead
+  EXPECT_EQ(p.UrlOf(3), std::nullopt);                 // past max_pages
+  for (int i = 0; i < 3; ++i) {
+    Page page = MakePage(i, *p.UrlOf(i), "{}");
+    Paginator::Decision d = p.OnPage(page);
+    EXPECT_TRUE(d.deliver);
+    EXPECT_EQ(d.end.has_value(), i == 2);
+    EXPECT_EQ(page.next.next_index, i + 1);
+  }
+}
+
+TEST(PaginatorTest, CursorNumbersAndNullEnd) {
+  PageStrategy s{.kind = PageStrategy::Kind::kCursor,
+                 .param = "after",
+                 .cursor_pointer = "/meta/next"};
+  Paginator p(s, "http://h/api");
+  Page first = MakePage(0, "http://h/api", R"({"meta":{"next":42}})");
+  EXPECT_FALSE(p.OnPage(first).end.has_value());
+  EXPECT_EQ(first.next.next_url, "http://h/api?after=42");
+  EXPECT_EQ(p.UrlOf(1), "http://h/api?after=42");
+  EXPECT_EQ(p.UrlOf(2), std::nullopt);  // needs page 1's cursor
+  Page last = MakePage(1, "http://h/api?after=42", R"({"meta":{"next":null}})");
+  Paginator::Decision d = p.OnPage(last);
+  EXPECT_TRUE(d.deliver);
+  ASSERT_TRUE(d.end.has_value());
+  EXPECT_TRUE(d.end->ok());
+  EXPECT_TRUE(last.next.done());
+}
+
+TEST(PaginatorTest, CursorOnANonJsonPageNamesThePage) {
+  PageStrategy s{.kind = PageStrategy::Kind::kCursor,
+                 .param = "",
+                 .cursor_pointer = "/next"};
+  Paginator p(s, "http://h/a");
+  Page page = MakePage(0, "http://h/a", "<html>");
+  Paginator::Decision d = p.OnPage(page);
+  EXPECT_FALSE(d.deliver);
+  ASSERT_TRUE(d.end.has_value());
+  EXPECT_EQ(d.end->code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(d.end->message(), HasSubstr("page 0 (http://h/a)"));
+}
+
+// A loop longer than the exact window is still caught (Brent), in a number
+// of pages proportional to the loop, with constant memory.
+TEST(PaginatorTest, LongLoopsAreDetected) {
+  PageStrategy s{.kind = PageStrategy::Kind::kCursor,
+                 .param = "",
+                 .cursor_pointer = "/next"};
+  constexpr int kLoop = 500;  // pages 0..499, then back to page 100
+  Paginator p(s, "http://h/p/0");
+  int64_t index = 0;
+  int at = 0;
+  for (; index < 10 * kLoop; ++index) {
+    const int next = at + 1 < kLoop ? at + 1 : 100;
+    Page page = MakePage(index, absl::StrCat("http://h/p/", at),
+                         absl::StrCat(R"({"next":"/p/)", next, R"("})"));
+    Paginator::Decision d = p.OnPage(page);
+    if (d.end.has_value()) {
+      EXPECT_EQ(d.end->code(), absl::StatusCode::kFailedPrecondition);
+      EXPECT_THAT(d.end->message(), HasSubstr("loops"));
+      break;
+    }
+    at = next;
+  }
+  EXPECT_LT(index, 4 * kLoop) << "the loop was not caught in time";
+  EXPECT_GE(index, kLoop - 1);
+}
+
+}  // namespace
+}  // namespace fetchd::fetch
