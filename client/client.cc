@@ -2,6 +2,10 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <thread>
+
+#include "absl/synchronization/notification.h"
+
 namespace fetchd::client {
 namespace {
 
@@ -51,6 +55,31 @@ absl::Status Client::StreamBatchFetch(
   v1::FetchResult result;
   while (reader->Read(&result)) on_result(result);
   return ToAbslStatus(reader->Finish());
+}
+
+absl::Status Client::FetchPages(
+    const v1::FetchPagesRequest& request, absl::Duration timeout,
+    absl::FunctionRef<void(const v1::Page&)> on_page,
+    const std::function<bool()>& stop) const {
+  grpc::ClientContext context;
+  SetDeadline(&context, timeout);
+  absl::Notification done;
+  // Read() blocks, so a watcher turns `stop` into a cancel.
+  std::thread watcher([&] {
+    while (!done.WaitForNotificationWithTimeout(absl::Milliseconds(20))) {
+      if (stop && stop()) {
+        context.TryCancel();
+        return;
+      }
+    }
+  });
+  auto reader = fetch_->FetchPages(&context, request);
+  v1::Page page;
+  while (reader->Read(&page)) on_page(page);
+  grpc::Status status = reader->Finish();
+  done.Notify();
+  watcher.join();
+  return ToAbslStatus(status);
 }
 
 absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus>

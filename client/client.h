@@ -6,6 +6,7 @@
 #ifndef FETCHD_CLIENT_CLIENT_H_
 #define FETCHD_CLIENT_CLIENT_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -34,6 +35,13 @@ class Client {
   absl::Status StreamBatchFetch(
       const v1::BatchFetchRequest& request, absl::Duration timeout,
       absl::FunctionRef<void(const v1::FetchResult&)> on_result) const;
+  // Walks the pages; `on_page` runs once per page as it arrives. The walk
+  // stops early (CANCELLED) once `stop` returns true; it is polled every
+  // 20 ms from another thread, so it must be thread-safe.
+  absl::Status FetchPages(const v1::FetchPagesRequest& request,
+                          absl::Duration timeout,
+                          absl::FunctionRef<void(const v1::Page&)> on_page,
+                          const std::function<bool()>& stop) const;
   // The serving status of `service` ("" = the whole server).
   absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health(
       const std::string& service) const;
@@ -57,6 +65,13 @@ std::string FormatComputeJson(const v1::ComputeRequest& request,
 // status, code, attempts, bytes, elapsed_ms, processed, error.
 std::string FormatFetchHuman(const v1::FetchResult& result);
 std::string FormatFetchJson(const v1::FetchResult& result);
+
+// "page 3  200 http://...  812 B  1.2 ms", or the FetchJson object plus
+// index, items (a count) and resume_token.
+std::string FormatPageHuman(const v1::Page& page);
+std::string FormatPageJson(const v1::Page& page);
+// {"page":3,"item":<the item's JSON>}
+std::string FormatPageItemJson(const v1::Page& page, const std::string& item);
 
 // {"code":"DEADLINE_EXCEEDED","message":"..."}
 std::string FormatErrorJson(const absl::Status& status);

@@ -63,6 +63,8 @@ absl::StatusOr<std::vector<std::string>> ReadUrls(const std::string& path) {
   return urls;
 }
 
+}  // namespace
+
 absl::Status SetProcess(const std::string& spec, v1::Process* process) {
   if (spec == "html_title") {
     process->mutable_html_title();
@@ -80,6 +82,8 @@ absl::Status SetProcess(const std::string& spec, v1::Process* process) {
   }
   return absl::OkStatus();
 }
+
+namespace {
 
 // Writes the body to dir/name through a temp file and a rename, so a reader
 // never sees a half-written file.

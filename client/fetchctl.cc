@@ -3,6 +3,7 @@
 //   fetchctl [--addr=HOST:PORT] [--timeout=5s] [--json] compute KERNEL ARGS
 //   fetchctl [--addr=HOST:PORT] [--timeout=5s] [--json] health [--service=S]
 //   fetchctl [--addr=HOST:PORT] [--json] fetch URL... | --urls_file=F [...]
+//   fetchctl [--addr=HOST:PORT] [--json] pages URL [--strategy=...] [...]
 //
 // Exit codes: 0 success, 1 the RPC failed (or health is not SERVING),
 // 2 usage error. Failures print "CODE: message" on stderr.
@@ -50,6 +51,10 @@ constexpr char kUsage[] =
     "  compute count_primes --limit=L    number of primes below L\n"
     "  health [--service=NAME]           grpc.health.v1 Check\n"
     "  fetch URL... | --urls_file=F|-    fetch through StreamBatchFetch\n"
+    "  pages URL [--strategy=page_number|cursor|link_header] [--param=P]\n"
+    "        [--cursor_pointer=/next] [--items_pointer=/items] [--items]\n"
+    "        [--max_pages=N] [--prefetch=K] [--resume=TOKEN]\n"
+    "        [--stop_status=404]        walk a paginated API (FetchPages)\n"
     "      [--concurrency=N] [--retries=N] [--item_timeout=D]\n"
     "      [--process=html_title|sha256|json_validate|json_pointer:/a/b]\n"
     "      [--out_dir=DIR] [--batch_size=N]\n"
@@ -171,6 +176,10 @@ int main(int argc, char** argv) {
   const std::string command = args[1];
   if (command == "compute") return RunCompute(client, args);
   if (command == "health") return RunHealth(client, args);
+  if (command == "pages") {
+    return fetchd::client::RunPages(
+        client, std::vector<std::string>(args.begin() + 2, args.end()));
+  }
   if (command == "fetch") {
     return fetchd::client::RunFetch(
         client, std::vector<std::string>(args.begin() + 2, args.end()));

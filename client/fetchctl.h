@@ -14,6 +14,14 @@ namespace fetchd::client {
 // printing it).
 int RunFetch(const Client& client, const std::vector<std::string>& urls);
 
+// fetchctl pages URL: exit code 0 when the walk reached its end, 1 when it
+// failed, 2 on a usage error, 130 when interrupted (Ctrl-C). On a failure
+// or an interruption, the last resume token goes to stderr.
+int RunPages(const Client& client, const std::vector<std::string>& args);
+
+// --process's text form into `process` (INVALID_ARGUMENT naming the flag).
+absl::Status SetProcess(const std::string& spec, v1::Process* process);
+
 // Prints "fetchctl: message" and the usage; returns 2.
 int UsageError(const std::string& message);
 

@@ -148,6 +148,26 @@ std::string FormatFetchJson(const v1::FetchResult& r) {
   return out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+std::string FormatPageHuman(const v1::Page& page) {
+  return absl::StrCat("page ", page.index(), "  ",
+                      FormatFetchHuman(page.result()));
+}
+
+std::string FormatPageJson(const v1::Page& page) {
+  nlohmann::json out = nlohmann::json::parse(FormatFetchJson(page.result()));
+  out["index"] = page.index();
+  out["items"] = page.items_size();
+  out["resume_token"] = page.resume_token();
+  return out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string FormatPageItemJson(const v1::Page& page, const std::string& item) {
+  nlohmann::json value = nlohmann::json::parse(item, nullptr, false);
+  if (value.is_discarded()) value = item;  // never expected: keep the text
+  return nlohmann::json{{"page", page.index()}, {"item", value}}.dump(
+      -1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 std::string FormatErrorJson(const absl::Status& status) {
   return nlohmann::json{{"code", absl::StatusCodeToString(status.code())},
                         {"message", std::string(status.message())}}

@@ -39,6 +39,12 @@ ABSL_FLAG(int, max_inflight_fetches, 512,
           "HTTP transfers in flight at once, all RPCs together; more wait in "
           "a FIFO");
 ABSL_FLAG(int, max_per_host, 64, "connections per host (origin)");
+ABSL_FLAG(int, max_prefetch, 16,
+          "FetchPages: most pages a walk may fetch ahead of its reader "
+          "(request field prefetch; default 2)");
+ABSL_FLAG(int64_t, max_walk_pages, 1000000,
+          "FetchPages: most pages one call walks (request field max_pages; "
+          "a resume token continues)");
 ABSL_FLAG(int, max_batch_items, 20000,
           "items in one BatchFetch/StreamBatchFetch (RESOURCE_EXHAUSTED past "
           "it)");
@@ -142,6 +148,8 @@ int main(int argc, char** argv) {
   fetch.engine.limits.max_backoff = absl::GetFlag(FLAGS_max_backoff);
   fetch.engine.limits.max_timeout = absl::GetFlag(FLAGS_max_item_timeout);
   fetch.max_batch_items = absl::GetFlag(FLAGS_max_batch_items);
+  fetch.max_prefetch = absl::GetFlag(FLAGS_max_prefetch);
+  fetch.max_walk_pages = absl::GetFlag(FLAGS_max_walk_pages);
   fetch.default_concurrency = absl::GetFlag(FLAGS_default_concurrency);
   fetch.max_concurrency = absl::GetFlag(FLAGS_max_concurrency);
   fetch.default_max_body_bytes = absl::GetFlag(FLAGS_default_max_body_bytes);

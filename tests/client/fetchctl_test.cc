@@ -2,6 +2,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -155,6 +156,76 @@ TEST_F(FetchctlTest, FetchUsageErrorsExitTwo) {
       Fetchctl({"fetch", origin_.Url("/json"), "--process=nope"}).exit_code, 2);
   EXPECT_EQ(Fetchctl({"fetch", "--urls_file=/nonexistent/list"}).exit_code, 2);
   EXPECT_EQ(origin_.requests(), 0);
+}
+
+// The lines of `text`, without the empty last one.
+std::vector<std::string> Lines(const std::string& text) {
+  return absl::StrSplit(text, '\n', absl::SkipEmpty());
+}
+
+TEST_F(FetchctlTest, PagesPrintsEveryItemInOrder) {
+  ProcessResult r = Fetchctl(
+      {"--json", "pages", origin_.Url("/cursor/a?last=3"), "--strategy=cursor",
+       "--param=cursor", "--items_pointer=/data/items", "--items"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::vector<std::string> lines = Lines(r.out);
+  ASSERT_EQ(lines.size(), 9u);
+  EXPECT_EQ(nlohmann::json::parse(lines[0]),
+            nlohmann::json::parse(R"({"page":0,"item":"1.1"})"));
+  EXPECT_EQ(nlohmann::json::parse(lines[8]),
+            nlohmann::json::parse(R"({"page":2,"item":"3.3"})"));
+  EXPECT_THAT(r.err, HasSubstr("3 pages, 9 items in "));
+}
+
+TEST_F(FetchctlTest, PagesFailurePrintsTheTokenThatResumesTheWalk) {
+  const std::string url = origin_.Url("/pn/b?last=5&flaky=3");
+  ProcessResult r =
+      Fetchctl({"--json", "pages", url, "--items_pointer=/items"});
+  EXPECT_EQ(r.exit_code, 1);
+  ASSERT_EQ(Lines(r.out).size(), 2u);
+  EXPECT_THAT(r.err, HasSubstr("UNAVAILABLE: page 2 ("));
+  const size_t at = r.err.find("--resume=");
+  ASSERT_NE(at, std::string::npos) << r.err;
+  const std::string token =
+      r.err.substr(at + 9, r.err.find('\n', at) - (at + 9));
+  EXPECT_EQ(nlohmann::json::parse(Lines(r.out)[1])["resume_token"], token);
+
+  r = Fetchctl({"--json", "pages", url, "--items_pointer=/items", "--retries=2",
+                "--resume=" + token});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::vector<std::string> lines = Lines(r.out);
+  ASSERT_EQ(lines.size(), 3u);  // pages 2, 3 and 4: none lost or repeated
+  EXPECT_EQ(nlohmann::json::parse(lines[0])["index"], 2);
+  EXPECT_EQ(nlohmann::json::parse(lines[0])["url"], url + "&page=3");
+  EXPECT_EQ(nlohmann::json::parse(lines[2])["index"], 4);
+}
+
+TEST_F(FetchctlTest, PagesInterruptedPrintsTheResumeToken) {
+  auto child = ::fetchd::testing::Subprocess::Start(
+      {FETCHCTL_PATH, "--addr=" + server_.address(), "--json", "pages",
+       origin_.Url("/pn/c?last=100000&delay=20"), "--prefetch=1"});
+  ASSERT_TRUE(child.ok()) << child.status();
+  ASSERT_TRUE(::fetchd::testing::WaitFor(
+      [&] { return origin_.arrivals("c").size() >= 3; }, absl::Seconds(20),
+      "a few pages"));
+  (*child)->Signal(SIGINT);
+  absl::StatusOr<ProcessResult> r = (*child)->Wait(absl::Seconds(20));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 130) << r->err;
+  EXPECT_THAT(r->err, HasSubstr("resume with: --resume="));
+  const std::vector<std::string> lines = Lines(r->out);
+  ASSERT_GE(lines.size(), 2u);
+  const auto last = nlohmann::json::parse(lines.back());
+  EXPECT_THAT(r->err, HasSubstr(last["resume_token"].get<std::string>()));
+}
+
+TEST_F(FetchctlTest, PagesUsageErrorsExitTwo) {
+  EXPECT_EQ(Fetchctl({"pages"}).exit_code, 2);
+  EXPECT_EQ(
+      Fetchctl({"pages", "http://127.0.0.1:1/", "--strategy=x"}).exit_code, 2);
+  EXPECT_EQ(
+      Fetchctl({"pages", "http://127.0.0.1:1/", "--stop_status=x"}).exit_code,
+      2);
 }
 
 TEST(FetchctlNoServerTest, UnreachableServerFailsWithinTimeout) {
