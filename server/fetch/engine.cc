@@ -80,7 +80,10 @@ absl::StatusCode StatusCodeForHttp(int http_status) {
 
 void BatchHandle::Cancel() { engine_->Cancel(id_); }
 
-void WalkHandle::Consumed() { engine_->Consumed(id_); }
+void WalkHandle::Consumed() {
+  window_->consumed.fetch_add(1);
+  if (window_->blocked.exchange(false)) engine_->Consumed(id_);
+}
 
 void WalkHandle::Cancel() { engine_->Cancel(id_); }
 
@@ -102,8 +105,8 @@ class Engine::Loop {
       ABSL_LOCKS_EXCLUDED(mu_);
   uint64_t SubmitWalk(FetchSpec first, const PageStrategy& strategy,
                       WalkPosition from, WalkOptions options,
-                      PageCallback on_page, WalkDoneCallback on_done)
-      ABSL_LOCKS_EXCLUDED(mu_);
+                      std::shared_ptr<WalkWindow> window, PageCallback on_page,
+                      WalkDoneCallback on_done) ABSL_LOCKS_EXCLUDED(mu_);
   void Cancel(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
   void Consumed(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
   Stats stats() const;
@@ -139,11 +142,12 @@ class Engine::Loop {
     int64_t start = 0;      // the first page's index (item 0)
     int64_t started = 0;    // pages started (items so far)
     int64_t processed = 0;  // pages handed to the paginator, in order
-    int64_t consumed = 0;   // delivered pages the reader is done with
+    std::shared_ptr<WalkWindow> window;  // the reader's side of the window
     int prefetch = 1;
     absl::flat_hash_map<size_t, FetchResult> arrived;  // ahead of order
     PageCallback on_page;
     WalkDoneCallback on_done;
+    std::vector<Page> outbox;  // decided, handed on after the next request
   };
   struct Batch {
     uint64_t id = 0;
@@ -202,6 +206,7 @@ class Engine::Loop {
   void FillWalk(Batch& batch);
   void OnPageResult(Batch& batch, size_t index, FetchResult result);
   void EndWalk(uint64_t id, absl::Status status);
+  void DeliverPages();
   void ReleaseEasy(EasyHandle easy);
   EasyHandle AcquireEasy();
   absl::Status AttemptStatus(const Transfer& t, CURLcode rc, long http) const;
@@ -227,6 +232,7 @@ class Engine::Loop {
   std::deque<uint64_t> runnable_;  // batches with waiting items and room
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
   std::vector<EasyHandle> idle_easy_;
+  std::vector<uint64_t> outboxes_;  // walks with pages to hand on
   int running_ = 0;
   int waiting_ = 0;
   int backing_off_ = 0;
@@ -297,6 +303,7 @@ uint64_t Engine::Loop::Submit(std::vector<FetchSpec> items,
 
 uint64_t Engine::Loop::SubmitWalk(FetchSpec first, const PageStrategy& strategy,
                                   WalkPosition from, WalkOptions options,
+                                  std::shared_ptr<WalkWindow> window,
                                   PageCallback on_page,
                                   WalkDoneCallback on_done) {
   if (strategy.kind == PageStrategy::Kind::kLinkHeader &&
@@ -309,7 +316,7 @@ uint64_t Engine::Loop::SubmitWalk(FetchSpec first, const PageStrategy& strategy,
   WalkState& walk = *batch->walk;
   walk.paginator.Restart(from);
   walk.start = walk.started = walk.processed = from.next_index;
-  walk.consumed = from.next_index;
+  walk.window = std::move(window);
   walk.prefetch = std::max(1, options.prefetch);
   walk.on_page = std::move(on_page);
   walk.on_done = std::move(on_done);
@@ -365,6 +372,16 @@ void Engine::Loop::Run() {
     curl_multi_perform(multi_.get(), &still_running);
     CollectDone();
     FireTimers();
+    while (!outboxes_.empty()) {
+      // A walk's next request goes out before its pages are handed on:
+      // the consumer's work overlaps the origin's round trip.
+      StartTransfers();
+      curl_multi_perform(multi_.get(), &still_running);
+      DeliverPages();
+      // NOTE: every perform is followed by a collect: a transfer it
+      // finished sits in curl's message queue, which poll does not watch.
+      CollectDone();
+    }
   }
   // Shutting down: every batch ends, its callbacks still run.
   std::vector<uint64_t> ids;
@@ -394,7 +411,6 @@ void Engine::Loop::TakeCommands() {
     } else {
       auto it = batches_.find(std::get<PageConsumed>(command).id);
       if (it == batches_.end() || it->second->walk == nullptr) continue;
-      ++it->second->walk->consumed;
       FillWalk(*it->second);
     }
   }
@@ -819,7 +835,16 @@ void Engine::Loop::EraseIfDone(uint64_t id) {
 
 void Engine::Loop::FillWalk(Batch& batch) {
   WalkState& walk = *batch.walk;
-  while (walk.started - walk.consumed < walk.prefetch) {
+  for (;;) {
+    const int64_t consumed = walk.window->consumed.load();
+    if (walk.started - walk.start - consumed >= walk.prefetch) {
+      // Full: ask the reader to wake us, then look again in case it
+      // consumed in between (it reads `blocked` after counting).
+      walk.window->blocked.store(true);
+      if (walk.window->consumed.load() == consumed) break;
+      walk.window->blocked.store(false);
+      continue;
+    }
     std::optional<std::string> url = walk.paginator.UrlOf(walk.started);
     if (!url.has_value()) break;  // not known until earlier pages are in
     FetchSpec spec = walk.first;
@@ -857,7 +882,10 @@ void Engine::Loop::OnPageResult(Batch& batch, size_t index,
       ++batch.base;
     }
     Paginator::Decision decision = walk.paginator.OnPage(page);
-    if (decision.deliver) walk.on_page(std::move(page));
+    if (decision.deliver) {
+      if (walk.outbox.empty()) outboxes_.push_back(id);
+      walk.outbox.push_back(std::move(page));
+    }
     if (decision.end.has_value()) return EndWalk(id, *std::move(decision.end));
   }
   FillWalk(batch);
@@ -893,7 +921,22 @@ void Engine::Loop::EndWalk(uint64_t id, absl::Status status) {
         "the RPC deadline passed at page ", batch->walk->processed));
   }
   PublishStats();
-  batch->walk->on_done(std::move(status));
+  WalkState& walk = *batch->walk;
+  for (Page& page : walk.outbox) walk.on_page(std::move(page));
+  walk.on_done(std::move(status));
+}
+
+void Engine::Loop::DeliverPages() {
+  std::vector<uint64_t> ids;
+  ids.swap(outboxes_);
+  for (uint64_t id : ids) {
+    auto it = batches_.find(id);
+    if (it == batches_.end()) continue;  // ended: EndWalk delivered them
+    WalkState& walk = *it->second->walk;
+    std::vector<Page> pages;
+    pages.swap(walk.outbox);
+    for (Page& page : pages) walk.on_page(std::move(page));
+  }
 }
 
 absl::Duration Engine::Loop::UntilNextTimer() const {
@@ -960,10 +1003,11 @@ std::shared_ptr<WalkHandle> Engine::Walk(FetchSpec first, PageStrategy strategy,
                                          WalkPosition from, WalkOptions options,
                                          PageCallback on_page,
                                          WalkDoneCallback on_done) {
+  auto window = std::make_shared<WalkWindow>();
   const uint64_t id =
       loop_->SubmitWalk(std::move(first), strategy, std::move(from), options,
-                        std::move(on_page), std::move(on_done));
-  return std::shared_ptr<WalkHandle>(new WalkHandle(this, id));
+                        window, std::move(on_page), std::move(on_done));
+  return std::shared_ptr<WalkHandle>(new WalkHandle(this, id, window));
 }
 
 void Engine::Cancel(uint64_t batch_id) { loop_->Cancel(batch_id); }

@@ -19,6 +19,7 @@
 
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -288,6 +289,15 @@ class BatchHandle {
   const uint64_t id_;
 };
 
+// A walk's prefetch window, shared by the engine and the consumer. Counting
+// a consumed page is lock-free; the engine is woken only when the walk is
+// actually waiting for the window (a wakeup per page would cost more than
+// the page).
+struct WalkWindow {
+  std::atomic<int64_t> consumed{0};  // pages the reader is done with
+  std::atomic<bool> blocked{false};  // the engine waits for `consumed`
+};
+
 // A running walk. Thread-safe.
 class WalkHandle {
  public:
@@ -298,9 +308,11 @@ class WalkHandle {
 
  private:
   friend class Engine;
-  WalkHandle(Engine* engine, uint64_t id) : engine_(engine), id_(id) {}
+  WalkHandle(Engine* engine, uint64_t id, std::shared_ptr<WalkWindow> window)
+      : engine_(engine), id_(id), window_(std::move(window)) {}
   Engine* const engine_;
   const uint64_t id_;
+  const std::shared_ptr<WalkWindow> window_;
 };
 
 class Engine {
