@@ -836,6 +836,11 @@ void Engine::Loop::EraseIfDone(uint64_t id) {
 void Engine::Loop::FillWalk(Batch& batch) {
   WalkState& walk = *batch.walk;
   for (;;) {
+    // First whether the next page is known at all (a cursor is not, until
+    // the page before it is in): only a walk held back by the window asks
+    // its reader for a wakeup.
+    std::optional<std::string> url = walk.paginator.UrlOf(walk.started);
+    if (!url.has_value()) break;
     const int64_t consumed = walk.window->consumed.load();
     if (walk.started - walk.start - consumed >= walk.prefetch) {
       // Full: ask the reader to wake us, then look again in case it
@@ -845,8 +850,6 @@ void Engine::Loop::FillWalk(Batch& batch) {
       walk.window->blocked.store(false);
       continue;
     }
-    std::optional<std::string> url = walk.paginator.UrlOf(walk.started);
-    if (!url.has_value()) break;  // not known until earlier pages are in
     FetchSpec spec = walk.first;
     spec.url = *std::move(url);
     batch.specs.push_back(std::move(spec));

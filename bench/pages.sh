@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# FetchPages throughput, latency hiding and memory, fetchd vs the peers.
+#
+#   bench/pages.sh [ROUNDS=3]
+#
+# Rounds alternate, each measuring on the 1,000-page cursor chain of
+# ../shared/bench/origin.sh (nginx; /pages/N.json, "next" a relative URL):
+#   fetchd   FetchPages, cursor strategy (pointer /next), items_pointer
+#            /items, prefetch 2, via bench/pages_load (C++, sync stub)
+#   seed     seed_peer.py --pages (the seed's sequential async generator)
+#   go       go_peer -pages (net/http, sequential)
+# Then, against the test origin (bench/test_origin, page-number API adding
+# 20 ms per page): 100 pages at prefetch 1 and prefetch 4. Then 100,000
+# pages from the test origin with a slow reader (50 µs per page), sampling
+# the server's RSS every 10,000 pages in a fresh fetchd.
+# Medians of the rounds. Loopback only; everything started here is stopped
+# on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+shared=../shared/bench
+[[ -d $shared ]] || { echo "missing $shared (../shared beside the repo)" >&2; exit 1; }
+
+bash scripts/deps.sh bench
+bash scripts/build.sh release >/dev/null
+
+port=18091
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+  bash "$shared/origin.sh" stop "$port" || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+base=$(bash "$shared/origin.sh" start "$port" | tail -n1)
+(cd "$shared/peers" && GOCACHE=$tmp/gocache go build -o "$tmp/go_peer" go_peer.go)
+build/bin/test_origin >"$tmp/origin.url" &
+pids+=($!)
+for _ in $(seq 100); do [[ -s $tmp/origin.url ]] && break; sleep 0.1; done
+slow=$(cat "$tmp/origin.url")
+
+# Starts fetchd on an ephemeral port; sets $fetchd_pid and $target.
+start_fetchd() {
+  local log=$tmp/fetchd.$RANDOM.log
+  build/bin/fetchd --listen=127.0.0.1:0 2>"$log" &
+  fetchd_pid=$!
+  pids+=("$fetchd_pid")
+  for _ in $(seq 100); do
+    grep -q '"event":"serving"' "$log" 2>/dev/null && break
+    sleep 0.1
+  done
+  target=127.0.0.1:$(grep -o '"port":[0-9]*' "$log" | head -1 | cut -d: -f2)
+}
+rate() { awk '{for (i = 2; i <= NF; i++) if ($i == "pages/s") print $(i - 1)}'; }
+walk() {  # url strategy prefetch [more flags]
+  build/bin/pages_load --target="$target" --url="$1" --strategy="$2" \
+    --prefetch="$3" "${@:4}" | rate
+}
+
+start_fetchd
+echo "origin $base, test origin $slow, fetchd on $target ($(nproc) cores), $rounds rounds" >&2
+walk "$base/pages/1.json" cursor 2 >/dev/null  # warm: the connection
+
+for r in $(seq "$rounds"); do
+  echo "fetchd $(walk "$base/pages/1.json" cursor 2)" >>"$tmp/results"
+  echo "seed $(/usr/bin/python3 "$shared/seed_peer.py" --pages "$base" | rate)" >>"$tmp/results"
+  echo "go $("$tmp/go_peer" -pages "$base" | rate)" >>"$tmp/results"
+  for p in 1 4; do
+    echo "slow-prefetch-$p $(walk "$slow/pn/bench$r$p?last=100&delay=20" page_number "$p")" >>"$tmp/results"
+  done
+  echo "round $r done" >&2
+done
+
+# 100,000 pages, slow reader, fresh server: RSS every 10,000 pages.
+kill "$fetchd_pid"; wait "$fetchd_pid" 2>/dev/null || true
+start_fetchd
+rss=""
+while read -r line; do
+  case $line in
+    progress*) rss="$rss $(awk '/VmRSS/{print $2}' "/proc/$fetchd_pid/status")" ;;
+    fetchd*) echo "slow-reader $(echo "$line" | rate)" >>"$tmp/results" ;;
+  esac
+done < <(build/bin/pages_load --target="$target" --url="$slow/pn/rss?last=100000" \
+  --strategy=page_number --prefetch=2 --read_delay_us=50 --progress_every=10000)
+hwm=$(awk '/VmHWM/{print $2}' "/proc/$fetchd_pid/status")
+
+awk -v rss="$rss" -v hwm="$hwm" '
+  function median(list,   n, v, i, j, t) {
+    n = split(list, v, " ")
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
+    return v[int((n + 1) / 2)]
+  }
+  { runs[$1] = runs[$1] " " $2 }
+  END {
+    seed = median(runs["seed"]); go = median(runs["go"])
+    printf "%-20s %10s %8s %7s\n", "who (1,000 pages)", "pages/s", "÷seed", "÷go"
+    n = split("fetchd seed go", who, " ")
+    for (i = 1; i <= n; i++) {
+      m = median(runs[who[i]])
+      printf "%-20s %10d %7.2fx %6.2fx\n", who[i], m, m / seed, m / go
+    }
+    p1 = median(runs["slow-prefetch-1"]); p4 = median(runs["slow-prefetch-4"])
+    printf "\norigin adding 20 ms per page (page_number, 100 pages):\n"
+    printf "  prefetch 1: %d pages/s, prefetch 4: %d pages/s (%.2fx)\n", p1, p4, p4 / p1
+    printf "\n100,000 pages, reader sleeping 50 us per page: %d pages/s\n", median(runs["slow-reader"])
+    n = split(rss, v, " ")
+    printf "  fetchd RSS (MB) every 10,000 pages:"
+    for (i = 1; i <= n; i++) printf " %.1f", v[i] / 1024
+    printf "\n  peak RSS: %.1f MB\n", hwm / 1024
+  }' "$tmp/results"
