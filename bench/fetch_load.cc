@@ -21,6 +21,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "bench/cancel_probe.h"
 #include "fetchd/v1/fetch.grpc.pb.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "fetchd address");
@@ -48,118 +49,45 @@ struct Call {
       reader;
 };
 
-using Clock = std::chrono::steady_clock;
+using Clock = fetchd::bench::Clock;
 
-// A loopback listener that accepts connections and never answers.
-class Blackhole {
+// A StreamBatchFetch under probe.
+class StreamProbe : public fetchd::bench::ProbeCall {
  public:
-  Blackhole() {
-    listener_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    listen(listener_, 1024);
-    socklen_t len = sizeof addr;
-    getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-  }
-  ~Blackhole() {
-    for (int fd : clients_) close(fd);
-    close(listener_);
-  }
-  int port() const { return port_; }
-
-  // Accepts until `n` clients have each sent a request; false on timeout.
-  bool AwaitRequests(size_t n, Clock::time_point deadline) {
-    std::vector<bool> sent;
-    size_t with_request = 0;
-    while (with_request < n && Clock::now() < deadline) {
-      std::vector<pollfd> fds = {{listener_, POLLIN, 0}};
-      for (int fd : clients_) fds.push_back({fd, POLLIN, 0});
-      poll(fds.data(), fds.size(), 10);
-      if (fds[0].revents & POLLIN) {
-        clients_.push_back(accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC));
-        sent.push_back(false);
-      }
-      for (size_t i = 1; i < fds.size(); ++i) {
-        if ((fds[i].revents & POLLIN) && !sent[i - 1]) {
-          char buf[4096];
-          if (read(fds[i].fd, buf, sizeof buf) > 0) {
-            sent[i - 1] = true;
-            ++with_request;
-          }
-        }
-      }
+  StreamProbe(fetchd::v1::Fetch::Stub* stub,
+              const fetchd::v1::BatchFetchRequest& request)
+      : reader_(stub->StreamBatchFetch(&context_, request)) {}
+  ~StreamProbe() override {
+    fetchd::v1::FetchResult ignored;
+    while (reader_->Read(&ignored)) {
     }
-    return with_request >= n;
+    reader_->Finish();
   }
-
-  // Waits until every client connection is closed by the peer.
-  bool AwaitAllClosed(Clock::time_point deadline) {
-    while (!clients_.empty() && Clock::now() < deadline) {
-      std::vector<pollfd> fds;
-      for (int fd : clients_) fds.push_back({fd, POLLIN, 0});
-      poll(fds.data(), fds.size(), 1);
-      std::vector<int> open;
-      for (const pollfd& p : fds) {
-        char buf[4096];
-        if ((p.revents & (POLLIN | POLLHUP | POLLERR)) &&
-            read(p.fd, buf, sizeof buf) <= 0) {
-          close(p.fd);
-        } else {
-          open.push_back(p.fd);
-        }
-      }
-      clients_.swap(open);
-    }
-    return clients_.empty();
-  }
+  void Cancel() override { context_.TryCancel(); }
 
  private:
-  int listener_ = -1;
-  int port_ = 0;
-  std::vector<int> clients_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReader<fetchd::v1::FetchResult>> reader_;
 };
 
 int CancelProbes(fetchd::v1::Fetch::Stub* stub, int probes, int items) {
-  std::vector<double> ms;
-  for (int p = 0; p < probes; ++p) {
-    Blackhole hole;
-    fetchd::v1::BatchFetchRequest request;
-    for (int i = 0; i < items; ++i) {
-      request.add_items()->set_url(
-          absl::StrCat("http://127.0.0.1:", hole.port(), "/hang/", i));
-    }
-    request.set_max_concurrency(items);
-    grpc::ClientContext context;
-    auto reader = stub->StreamBatchFetch(&context, request);
-    const auto deadline = Clock::now() + std::chrono::seconds(10);
-    if (!hole.AwaitRequests(items, deadline)) {
-      std::fprintf(stderr, "probe %d: requests did not all arrive\n", p);
-      context.TryCancel();
-      return 1;
-    }
-    const auto cancelled = Clock::now();
-    context.TryCancel();
-    if (!hole.AwaitAllClosed(Clock::now() + std::chrono::seconds(10))) {
-      std::fprintf(stderr, "probe %d: connections still open after 10 s\n", p);
-      return 1;
-    }
-    ms.push_back(
-        std::chrono::duration<double, std::milli>(Clock::now() - cancelled)
-            .count());
-    fetchd::v1::FetchResult ignored;
-    while (reader->Read(&ignored)) {
-    }
-    reader->Finish();
-  }
-  std::sort(ms.begin(), ms.end());
+  const auto times = fetchd::bench::RunCancelProbes(
+      probes, items,
+      [&](int port) -> std::unique_ptr<fetchd::bench::ProbeCall> {
+        fetchd::v1::BatchFetchRequest request;
+        for (int i = 0; i < items; ++i) {
+          request.add_items()->set_url(
+              absl::StrCat("http://127.0.0.1:", port, "/hang/", i));
+        }
+        request.set_max_concurrency(items);
+        return std::make_unique<StreamProbe>(stub, request);
+      });
+  if (!times.has_value()) return 1;
   std::printf(
       "%s cancel_probes=%d items=%d all_transfers_closed_p50_ms=%.2f "
       "max_ms=%.2f\n",
-      absl::GetFlag(FLAGS_label).c_str(), probes, items, ms[ms.size() / 2],
-      ms.back());
+      absl::GetFlag(FLAGS_label).c_str(), probes, items, times->p50_ms,
+      times->max_ms);
   return 0;
 }
 

@@ -12,7 +12,8 @@
 # Then, against the test origin (bench/test_origin, page-number API adding
 # 20 ms per page): 100 pages at prefetch 1 and prefetch 4. Then 100,000
 # pages from the test origin with a slow reader (50 µs per page), sampling
-# the server's RSS every 10,000 pages in a fresh fetchd.
+# the server's RSS every 10,000 pages in a fresh fetchd. And a cancel probe:
+# how fast a cancelled walk's transfers are all closed.
 # Medians of the rounds. Loopback only; everything started here is stopped
 # on exit.
 set -euo pipefail
@@ -73,6 +74,10 @@ for r in $(seq "$rounds"); do
   echo "round $r done" >&2
 done
 
+# Client cancel -> the walk's transfers all closed (4 pages in flight).
+cancel=$(build/bin/pages_load --target="$target" --cancel_probes=10 --prefetch=4 |
+  sed -E 's/.*p50_ms=([0-9.]+) max_ms=([0-9.]+).*/p50 \1 ms, max \2 ms/')
+
 # 100,000 pages, slow reader, fresh server: RSS every 10,000 pages.
 kill "$fetchd_pid"; wait "$fetchd_pid" 2>/dev/null || true
 start_fetchd
@@ -86,7 +91,7 @@ done < <(build/bin/pages_load --target="$target" --url="$slow/pn/rss?last=100000
   --strategy=page_number --prefetch=2 --read_delay_us=50 --progress_every=10000)
 hwm=$(awk '/VmHWM/{print $2}' "/proc/$fetchd_pid/status")
 
-awk -v rss="$rss" -v hwm="$hwm" '
+awk -v rss="$rss" -v hwm="$hwm" -v cancel="$cancel" '
   function median(list,   n, v, i, j, t) {
     n = split(list, v, " ")
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
@@ -109,4 +114,5 @@ awk -v rss="$rss" -v hwm="$hwm" '
     printf "  fetchd RSS (MB) every 10,000 pages:"
     for (i = 1; i <= n; i++) printf " %.1f", v[i] / 1024
     printf "\n  peak RSS: %.1f MB\n", hwm / 1024
+    printf "\nclient cancel -> the walk\x27s 4 in-flight transfers closed (10 probes): %s\n", cancel
   }' "$tmp/results"

@@ -16,7 +16,9 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "bench/cancel_probe.h"
 #include "fetchd/v1/fetch.grpc.pb.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "fetchd address");
@@ -31,6 +33,53 @@ ABSL_FLAG(int64_t, max_pages, 0, "0 = to the end");
 ABSL_FLAG(int64_t, read_delay_us, 0, "sleep after each page (slow reader)");
 ABSL_FLAG(int64_t, progress_every, 0, "print progress every N pages");
 ABSL_FLAG(int, rounds, 1, "walks; the rate of the best one is printed");
+ABSL_FLAG(int, cancel_probes, 0,
+          "instead of a walk: this many times, walk a page-number API on a "
+          "local origin that never answers with --prefetch pages in flight, "
+          "cancel once they have all arrived, and report how long fetchd "
+          "takes to close them");
+
+namespace {
+
+// A FetchPages under probe.
+class WalkProbe : public fetchd::bench::ProbeCall {
+ public:
+  WalkProbe(fetchd::v1::Fetch::Stub* stub,
+            const fetchd::v1::FetchPagesRequest& request)
+      : reader_(stub->FetchPages(&context_, request)) {}
+  ~WalkProbe() override {
+    fetchd::v1::Page ignored;
+    while (reader_->Read(&ignored)) {
+    }
+    reader_->Finish();
+  }
+  void Cancel() override { context_.TryCancel(); }
+
+ private:
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReader<fetchd::v1::Page>> reader_;
+};
+
+int CancelProbes(fetchd::v1::Fetch::Stub* stub, int probes, int prefetch) {
+  const auto times = fetchd::bench::RunCancelProbes(
+      probes, prefetch,
+      [&](int port) -> std::unique_ptr<fetchd::bench::ProbeCall> {
+        fetchd::v1::FetchPagesRequest request;
+        request.mutable_first()->set_url(
+            absl::StrCat("http://127.0.0.1:", port, "/list"));
+        request.mutable_page_number();
+        request.set_prefetch(prefetch);
+        return std::make_unique<WalkProbe>(stub, request);
+      });
+  if (!times.has_value()) return 1;
+  std::printf(
+      "fetchd cancel_probes=%d pages_in_flight=%d "
+      "all_transfers_closed_p50_ms=%.2f max_ms=%.2f\n",
+      probes, prefetch, times->p50_ms, times->max_ms);
+  return 0;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
@@ -38,6 +87,9 @@ int main(int argc, char** argv) {
   args.SetMaxReceiveMessageSize(-1);
   auto stub = fetchd::v1::Fetch::NewStub(grpc::CreateCustomChannel(
       absl::GetFlag(FLAGS_target), grpc::InsecureChannelCredentials(), args));
+  if (const int probes = absl::GetFlag(FLAGS_cancel_probes); probes > 0) {
+    return CancelProbes(stub.get(), probes, absl::GetFlag(FLAGS_prefetch));
+  }
   fetchd::v1::FetchPagesRequest req;
   req.mutable_first()->set_url(absl::GetFlag(FLAGS_url));
   if (absl::GetFlag(FLAGS_strategy) == "page_number") {
