@@ -447,5 +447,78 @@ TEST_F(EngineTest, DestroyingTheEngineCancelsWhatIsLeft) {
   EXPECT_EQ(run->results[0].status.code(), absl::StatusCode::kCancelled);
 }
 
+// A walk as the engine runs it, with a consumer in the test's hands.
+struct WalkRun {
+  absl::Mutex mu;
+  std::vector<Page> pages ABSL_GUARDED_BY(mu);
+  absl::Notification done;
+  absl::Status status;
+  std::shared_ptr<WalkHandle> handle;
+  size_t delivered() {
+    absl::MutexLock lock(&mu);
+    return pages.size();
+  }
+};
+
+std::unique_ptr<WalkRun> StartWalk(Engine& engine, const std::string& url,
+                                   PageStrategy strategy, int prefetch) {
+  auto run = std::make_unique<WalkRun>();
+  WalkRun* r = run.get();
+  const WalkPosition from = Paginator(strategy, url).StartPosition();
+  r->handle = engine.Walk(
+      Get(url), strategy, from, WalkOptions{.prefetch = prefetch},
+      [r](Page page) {
+        absl::MutexLock lock(&r->mu);
+        r->pages.push_back(std::move(page));
+      },
+      [r](absl::Status status) {
+        r->status = std::move(status);
+        r->done.Notify();
+      });
+  return run;
+}
+
+// Without consumption the walk stops at exactly `prefetch` pages; each
+// consumed page lets exactly one more go.
+TEST_F(EngineTest, WalkWindowHoldsUntilPagesAreConsumed) {
+  PageStrategy strategy;
+  strategy.items_pointer = "/items";
+  auto run = StartWalk(*engine_, origin_.Url("/pn/w?last=50"), strategy, 3);
+  ASSERT_TRUE(
+      WaitFor([&] { return run->delivered() == 3; }, kWait, "three pages"));
+  // Not synchronisation: a window that leaked would fetch on meanwhile.
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_EQ(origin_.arrivals("w").size(), 3u);
+  EXPECT_EQ(run->delivered(), 3u);
+  run->handle->Consumed();
+  ASSERT_TRUE(
+      WaitFor([&] { return run->delivered() == 4; }, kWait, "the fourth page"));
+  EXPECT_EQ(origin_.arrivals("w").size(), 4u);
+  // Consuming everything runs the walk to its end (page 51 is empty).
+  for (int i = 0; i < 60; ++i) run->handle->Consumed();
+  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+  EXPECT_TRUE(run->status.ok()) << run->status;
+  absl::MutexLock lock(&run->mu);
+  ASSERT_EQ(run->pages.size(), 50u);
+  for (size_t i = 0; i < run->pages.size(); ++i) {
+    EXPECT_EQ(run->pages[i].index, static_cast<int64_t>(i));
+  }
+  EXPECT_EQ(engine_->stats().batches, 0);
+}
+
+TEST_F(EngineTest, CancelledWalkEndsAndLeavesNothingBehind) {
+  auto run =
+      StartWalk(*engine_, origin_.Url("/drip/100000/5"), PageStrategy{}, 2);
+  ASSERT_TRUE(WaitFor([&] { return engine_->stats().inflight == 2; }, kWait,
+                      "two pages in flight"));
+  run->handle->Cancel();
+  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+  EXPECT_EQ(run->status.code(), absl::StatusCode::kCancelled);
+  const Engine::Stats stats = engine_->stats();
+  EXPECT_EQ(stats.inflight, 0);
+  EXPECT_EQ(stats.waiting, 0);
+  EXPECT_EQ(stats.batches, 0);
+}
+
 }  // namespace
 }  // namespace fetchd::fetch
