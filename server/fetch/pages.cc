@@ -338,9 +338,14 @@ std::optional<std::string> Paginator::UrlOf(int64_t index) const {
   }
   if (index == position_.next_index) return position_.next_url;
   if (strategy_.kind != PageStrategy::Kind::kPageNumber) return std::nullopt;
-  absl::StatusOr<std::string> url = WithQueryParam(
-      first_url_, strategy_.param,
-      absl::StrCat(strategy_.first_page + index * strategy_.step));
+  int64_t offset = 0, number = 0;
+  // A page number past int64 (a huge step, or a forged token) ends the walk.
+  if (__builtin_mul_overflow(index, strategy_.step, &offset) ||
+      __builtin_add_overflow(strategy_.first_page, offset, &number)) {
+    return std::nullopt;
+  }
+  absl::StatusOr<std::string> url =
+      WithQueryParam(first_url_, strategy_.param, absl::StrCat(number));
   if (!url.ok()) return std::nullopt;
   return *std::move(url);
 }

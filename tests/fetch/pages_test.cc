@@ -94,6 +94,16 @@ TEST(PaginatorTest, PageNumberRunsAheadAndStopsAtMaxPages) {
   }
 }
 
+TEST(PaginatorTest, PageNumbersPastInt64EndTheWalk) {
+  PageStrategy s;
+  s.first_page = 1;
+  s.step = int64_t{1} << 62;
+  Paginator p(s, "http://h/list");
+  EXPECT_EQ(p.UrlOf(1),
+            absl::StrCat("http://h/list?page=", (int64_t{1} << 62) + 1));
+  EXPECT_EQ(p.UrlOf(2), std::nullopt);  // 1 + 2^63 does not fit
+}
+
 TEST(PaginatorTest, CursorNumbersAndNullEnd) {
   PageStrategy s{.kind = PageStrategy::Kind::kCursor,
                  .param = "after",
