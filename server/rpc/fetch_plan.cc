@@ -351,6 +351,15 @@ absl::StatusOr<WalkPlan> PlanWalk(const v1::FetchPagesRequest& request,
         absl::StrCat("prefetch must be between 1 and ", config.max_prefetch,
                      " (--max_prefetch), got ", prefetch));
   }
+  // What a stalled reader makes the walk hold: bounded like a stream's
+  // unsent bodies.
+  if (prefetch * plan.first.max_body_bytes > config.max_response_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prefetch (", prefetch, ") x max_body_bytes (",
+        plan.first.max_body_bytes, ") must be at most ",
+        config.max_response_bytes,
+        " (--max_response_bytes): a walk may hold that many pages"));
+  }
   plan.options.prefetch = prefetch;
   plan.options.deadline = EngineDeadline(rpc_deadline, config);
   plan.drop_body = request.drop_body();

@@ -294,9 +294,9 @@ TEST_F(FetchPagesTest, ClientCancelStopsTheWalk) {
   v1::FetchPagesRequest req = PageNumber("/drip/100000/5");
   auto context = ContextWithTimeout(kWait);
   auto reader = stub_->FetchPages(context.get(), req);
-  ASSERT_TRUE(WaitFor(
-      [&] { return server_.server().fetch_stats().inflight >= 1; }, kWait,
-      "a page to be in flight"));
+  ASSERT_TRUE(
+      WaitFor([&] { return server_.server().fetch_stats().inflight >= 1; },
+              kWait, "a page to be in flight"));
   context->TryCancel();
   v1::Page page;
   EXPECT_FALSE(reader->Read(&page));
@@ -339,6 +339,11 @@ TEST_F(FetchPagesTest, BadRequestsNameTheField) {
       {[](auto& r) { r.set_prefetch(0); }, "prefetch must be between 1 and"},
       {[](auto& r) { r.set_prefetch(1000); }, "(--max_prefetch)"},
       {[](auto& r) { r.set_max_pages(-1); }, "max_pages must be between"},
+      {[](auto& r) {
+         r.set_prefetch(16);
+         r.set_max_body_bytes(int64_t{64} << 20);
+       },
+       "x max_body_bytes"},
       {[](auto& r) { r.set_max_pages(int64_t{1} << 40); },
        "(--max_walk_pages)"},
       {[](auto& r) { r.mutable_first()->set_url("ftp://127.0.0.1/x"); },
