@@ -22,47 +22,21 @@
 # Medians of the rounds; ratios are fetchd ÷ peer. Loopback only; everything
 # started here is stopped on exit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 rounds=${1:-3}
-shared=../shared/bench
-[[ -d $shared ]] || { echo "missing $shared (../shared beside the repo)" >&2; exit 1; }
+origin_port=18090
+source "$(dirname "$0")/lib.sh"
 
-bash scripts/deps.sh bench
-bash scripts/build.sh release >/dev/null
-
-port=18090
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
-  bash "$shared/origin.sh" stop "$port" || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-base=$(bash "$shared/origin.sh" start "$port" | tail -n1)
+base=$(bash "$shared/origin.sh" start "$origin_port" | tail -n1)
 gcc -O2 -o "$tmp/curl_multi_loop" "$shared/curl_multi_loop.c" -lcurl
 (cd "$shared/peers" && GOCACHE=$tmp/gocache go build -o "$tmp/go_peer" go_peer.go)
 
-# Starts fetchd on an ephemeral port; sets $fetchd_pid and $target.
-start_fetchd() {
-  local log=$tmp/fetchd.$RANDOM.log
-  build/bin/fetchd --listen=127.0.0.1:0 --max_per_host=256 2>"$log" &
-  fetchd_pid=$!
-  pids+=("$fetchd_pid")
-  for _ in $(seq 100); do
-    grep -q '"event":"serving"' "$log" 2>/dev/null && break
-    sleep 0.1
-  done
-  target=127.0.0.1:$(grep -o '"port":[0-9]*' "$log" | head -1 | cut -d: -f2)
-}
 rate() { awk '{for (i = 2; i <= NF; i++) if ($i == "req/s") print $(i - 1)}'; }
 load() {  # rpcs concurrency
   build/bin/fetch_load --target="$target" --base="$base" --n=20000 \
     --rpcs="$1" --concurrency="$2" | rate
 }
 
-start_fetchd
+start_fetchd --max_per_host=256
 echo "origin $base, fetchd on $target ($(nproc) cores), $rounds rounds" >&2
 load 1 64 >/dev/null  # warm: connections and allocator, as in a running service
 
@@ -96,7 +70,7 @@ cancel=$(build/bin/fetch_load --target="$target" --cancel_probes=10 --cancel_ite
   sed -E 's/.*p50_ms=([0-9.]+) max_ms=([0-9.]+).*/p50 \1 ms, max \2 ms/')
 
 # Peak RSS of a fresh server over one 20,000-item batch (bodies returned).
-start_fetchd
+start_fetchd --max_per_host=256
 build/bin/fetch_load --target="$target" --base="$base" --n=20000 --rpcs=1 --concurrency=256 >/dev/null
 rss_kb=$(awk '/VmHWM/{print $2}' "/proc/$fetchd_pid/status")
 

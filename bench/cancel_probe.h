@@ -4,6 +4,7 @@
 #ifndef FETCHD_BENCH_CANCEL_PROBE_H_
 #define FETCHD_BENCH_CANCEL_PROBE_H_
 
+#include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -93,11 +94,25 @@ class Blackhole {
   std::vector<int> clients_;
 };
 
-// One RPC under probe: Cancel() cancels it; the destructor drains it.
+// One server-streaming RPC under probe: Cancel() cancels it; the destructor
+// drains it.
+template <typename Message>
 class ProbeCall {
  public:
-  virtual ~ProbeCall() = default;
-  virtual void Cancel() = 0;
+  using Open = std::function<std::unique_ptr<grpc::ClientReader<Message>>(
+      grpc::ClientContext*)>;
+  explicit ProbeCall(const Open& open) : reader_(open(&context_)) {}
+  ~ProbeCall() {
+    Message ignored;
+    while (reader_->Read(&ignored)) {
+    }
+    reader_->Finish();
+  }
+  void Cancel() { context_.TryCancel(); }
+
+ private:
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReader<Message>> reader_;
 };
 
 struct ProbeTimes {
@@ -105,17 +120,23 @@ struct ProbeTimes {
   double max_ms = 0;
 };
 
-// `probes` times: start(port) begins an RPC whose `transfers` requests go to
-// a fresh blackhole on `port`; once they have all arrived, the RPC is
-// cancelled and the time until every connection is closed is recorded.
-// None (after saying why on stderr) if a probe did not complete in 10 s.
-inline std::optional<ProbeTimes> RunCancelProbes(
+// `probes` times: open(port, context) starts an RPC whose `transfers`
+// requests go to a fresh blackhole on `port`; once they have all arrived,
+// the RPC is cancelled and the time until every connection is closed is
+// recorded. None (after saying why on stderr) if a probe did not complete
+// in 10 s.
+template <typename Message>
+std::optional<ProbeTimes> RunCancelProbes(
     int probes, size_t transfers,
-    const std::function<std::unique_ptr<ProbeCall>(int port)>& start) {
+    const std::function<std::unique_ptr<grpc::ClientReader<Message>>(
+        int port, grpc::ClientContext*)>& open) {
   std::vector<double> ms;
   for (int p = 0; p < probes; ++p) {
     Blackhole hole;
-    std::unique_ptr<ProbeCall> call = start(hole.port());
+    auto call =
+        std::make_unique<ProbeCall<Message>>([&](grpc::ClientContext* context) {
+          return open(hole.port(), context);
+        });
     if (!hole.AwaitRequests(transfers,
                             Clock::now() + std::chrono::seconds(10))) {
       std::fprintf(stderr, "probe %d: requests did not all arrive\n", p);

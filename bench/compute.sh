@@ -10,33 +10,12 @@
 # fetchd and the seed; the table shows medians and fetchd ÷ seed ratios.
 # Everything binds to 127.0.0.1 and is stopped on exit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 rounds=${1:-3}
 seconds=${2:-3}
-seed=../shared/bench/seed_peer.py
-[[ -f $seed ]] || { echo "missing $seed (../shared beside the repo)" >&2; exit 1; }
+source "$(dirname "$0")/lib.sh"
+seed=$shared/seed_peer.py
 
-bash scripts/deps.sh bench
-bash scripts/build.sh release >/dev/null
-
-tmp=$(mktemp -d)
-fetchd_pid=
-cleanup() {
-  [[ -n $fetchd_pid ]] && kill "$fetchd_pid" 2>/dev/null && wait "$fetchd_pid" 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-build/bin/fetchd --listen=127.0.0.1:0 2>"$tmp/fetchd.log" &
-fetchd_pid=$!
-for _ in $(seq 100); do
-  grep -q '"event":"serving"' "$tmp/fetchd.log" 2>/dev/null && break
-  kill -0 "$fetchd_pid" 2>/dev/null || { cat "$tmp/fetchd.log" >&2; exit 1; }
-  sleep 0.1
-done
-port=$(grep -o '"port":[0-9]*' "$tmp/fetchd.log" | head -1 | cut -d: -f2)
-[[ -n $port ]] || { echo "fetchd did not start" >&2; cat "$tmp/fetchd.log" >&2; exit 1; }
-target=127.0.0.1:$port
+start_fetchd
 echo "fetchd on $target ($(nproc) cores); $rounds rounds of ${seconds}s per point" >&2
 
 drive() {  # n c -> "calls/s p50_us p99_us"

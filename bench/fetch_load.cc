@@ -51,36 +51,16 @@ struct Call {
 
 using Clock = fetchd::bench::Clock;
 
-// A StreamBatchFetch under probe.
-class StreamProbe : public fetchd::bench::ProbeCall {
- public:
-  StreamProbe(fetchd::v1::Fetch::Stub* stub,
-              const fetchd::v1::BatchFetchRequest& request)
-      : reader_(stub->StreamBatchFetch(&context_, request)) {}
-  ~StreamProbe() override {
-    fetchd::v1::FetchResult ignored;
-    while (reader_->Read(&ignored)) {
-    }
-    reader_->Finish();
-  }
-  void Cancel() override { context_.TryCancel(); }
-
- private:
-  grpc::ClientContext context_;
-  std::unique_ptr<grpc::ClientReader<fetchd::v1::FetchResult>> reader_;
-};
-
 int CancelProbes(fetchd::v1::Fetch::Stub* stub, int probes, int items) {
-  const auto times = fetchd::bench::RunCancelProbes(
-      probes, items,
-      [&](int port) -> std::unique_ptr<fetchd::bench::ProbeCall> {
+  const auto times = fetchd::bench::RunCancelProbes<fetchd::v1::FetchResult>(
+      probes, items, [&](int port, grpc::ClientContext* context) {
         fetchd::v1::BatchFetchRequest request;
         for (int i = 0; i < items; ++i) {
           request.add_items()->set_url(
               absl::StrCat("http://127.0.0.1:", port, "/hang/", i));
         }
         request.set_max_concurrency(items);
-        return std::make_unique<StreamProbe>(stub, request);
+        return stub->StreamBatchFetch(context, request);
       });
   if (!times.has_value()) return 1;
   std::printf(

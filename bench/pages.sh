@@ -17,43 +17,17 @@
 # Medians of the rounds. Loopback only; everything started here is stopped
 # on exit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 rounds=${1:-3}
-shared=../shared/bench
-[[ -d $shared ]] || { echo "missing $shared (../shared beside the repo)" >&2; exit 1; }
+origin_port=18091
+source "$(dirname "$0")/lib.sh"
 
-bash scripts/deps.sh bench
-bash scripts/build.sh release >/dev/null
-
-port=18091
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
-  bash "$shared/origin.sh" stop "$port" || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-base=$(bash "$shared/origin.sh" start "$port" | tail -n1)
+base=$(bash "$shared/origin.sh" start "$origin_port" | tail -n1)
 (cd "$shared/peers" && GOCACHE=$tmp/gocache go build -o "$tmp/go_peer" go_peer.go)
 build/bin/test_origin >"$tmp/origin.url" &
 pids+=($!)
 for _ in $(seq 100); do [[ -s $tmp/origin.url ]] && break; sleep 0.1; done
 slow=$(cat "$tmp/origin.url")
 
-# Starts fetchd on an ephemeral port; sets $fetchd_pid and $target.
-start_fetchd() {
-  local log=$tmp/fetchd.$RANDOM.log
-  build/bin/fetchd --listen=127.0.0.1:0 2>"$log" &
-  fetchd_pid=$!
-  pids+=("$fetchd_pid")
-  for _ in $(seq 100); do
-    grep -q '"event":"serving"' "$log" 2>/dev/null && break
-    sleep 0.1
-  done
-  target=127.0.0.1:$(grep -o '"port":[0-9]*' "$log" | head -1 | cut -d: -f2)
-}
 rate() { awk '{for (i = 2; i <= NF; i++) if ($i == "pages/s") print $(i - 1)}'; }
 walk() {  # url strategy prefetch [more flags]
   build/bin/pages_load --target="$target" --url="$1" --strategy="$2" \

@@ -41,35 +41,15 @@ ABSL_FLAG(int, cancel_probes, 0,
 
 namespace {
 
-// A FetchPages under probe.
-class WalkProbe : public fetchd::bench::ProbeCall {
- public:
-  WalkProbe(fetchd::v1::Fetch::Stub* stub,
-            const fetchd::v1::FetchPagesRequest& request)
-      : reader_(stub->FetchPages(&context_, request)) {}
-  ~WalkProbe() override {
-    fetchd::v1::Page ignored;
-    while (reader_->Read(&ignored)) {
-    }
-    reader_->Finish();
-  }
-  void Cancel() override { context_.TryCancel(); }
-
- private:
-  grpc::ClientContext context_;
-  std::unique_ptr<grpc::ClientReader<fetchd::v1::Page>> reader_;
-};
-
 int CancelProbes(fetchd::v1::Fetch::Stub* stub, int probes, int prefetch) {
-  const auto times = fetchd::bench::RunCancelProbes(
-      probes, prefetch,
-      [&](int port) -> std::unique_ptr<fetchd::bench::ProbeCall> {
+  const auto times = fetchd::bench::RunCancelProbes<fetchd::v1::Page>(
+      probes, prefetch, [&](int port, grpc::ClientContext* context) {
         fetchd::v1::FetchPagesRequest request;
         request.mutable_first()->set_url(
             absl::StrCat("http://127.0.0.1:", port, "/list"));
         request.mutable_page_number();
         request.set_prefetch(prefetch);
-        return std::make_unique<WalkProbe>(stub, request);
+        return stub->FetchPages(context, request);
       });
   if (!times.has_value()) return 1;
   std::printf(
