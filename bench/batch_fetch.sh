@@ -74,12 +74,7 @@ start_fetchd --max_per_host=256
 build/bin/fetch_load --target="$target" --base="$base" --n=20000 --rpcs=1 --concurrency=256 >/dev/null
 rss_kb=$(awk '/VmHWM/{print $2}' "/proc/$fetchd_pid/status")
 
-awk -v wrk="$wrk_rate" -v rss="$rss_kb" -v cancel="$cancel" '
-  function median(list,   n, v, i, j, t) {
-    n = split(list, v, " ")
-    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
-    return v[int((n + 1) / 2)]
-  }
+awk -v wrk="$wrk_rate" -v rss="$rss_kb" -v cancel="$cancel" "$awk_median"'
   { runs[$1 " " $2] = runs[$1 " " $2] " " $3 }
   END {
     ceiling64 = median(runs["curl-multi 64"])

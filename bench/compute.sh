@@ -43,24 +43,18 @@ done
 build/bin/compute_load --target="$target" --cancel_probes=20 --cancel_fill="$(nproc)" >"$tmp/cancel"
 
 # Medians per (who, n, c) and the ratios.
-awk '
-  function median(key,   n, i, j, t, v) {
-    n = split(vals[key], v, " ")
-    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
-    return v[int((n + 1) / 2)]
-  }
+awk "$awk_median"'
   $1 == "fetchd" { k = $2 " " $3; rate[k] = rate[k] " " $4; p50[k] = p50[k] " " $5; p99[k] = p99[k] " " $6; keys[k] = 1 }
   $1 == "seed"   { seedr[$2] = seedr[$2] " " $4 }
   END {
     printf "%-10s %-9s %12s %9s %9s %12s %8s\n", "n", "callers", "fetchd/s", "p50_us", "p99_us", "seed/s", "ratio"
     split("1 1000000", ns, " "); split("1 2 16", cs, " ")
     for (i = 1; i <= 2; i++) {
-      vals["s"] = seedr[ns[i]]; s = median("s")
+      s = median(seedr[ns[i]])
       for (j = 1; j <= 3; j++) {
         k = ns[i] " " cs[j]
-        vals["r"] = rate[k]; vals["a"] = p50[k]; vals["b"] = p99[k]
-        f = median("r")
-        printf "%-10s %-9s %12.0f %9d %9d %12.1f %7.1fx\n", ns[i], cs[j], f, median("a"), median("b"), s, f / s
+        f = median(rate[k])
+        printf "%-10s %-9s %12.0f %9d %9d %12.1f %7.1fx\n", ns[i], cs[j], f, median(p50[k]), median(p99[k]), s, f / s
       }
     }
   }' "$tmp/results"

@@ -35,3 +35,12 @@ start_fetchd() {
   [[ -n $port ]] || { echo "fetchd did not start" >&2; cat "$log" >&2; exit 1; }
   target=127.0.0.1:$port
 }
+
+# An awk function for the tables: median(list) of a space-separated list.
+# Use as: awk "$awk_median"'{ ... median(x) ... }'.
+awk_median='function median(list,   n, v, i, j, t) {
+  n = split(list, v, " ")
+  for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
+  return v[int((n + 1) / 2)]
+}
+'

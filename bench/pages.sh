@@ -65,12 +65,7 @@ done < <(build/bin/pages_load --target="$target" --url="$slow/pn/rss?last=100000
   --strategy=page_number --prefetch=2 --read_delay_us=50 --progress_every=10000)
 hwm=$(awk '/VmHWM/{print $2}' "/proc/$fetchd_pid/status")
 
-awk -v rss="$rss" -v hwm="$hwm" -v cancel="$cancel" '
-  function median(list,   n, v, i, j, t) {
-    n = split(list, v, " ")
-    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
-    return v[int((n + 1) / 2)]
-  }
+awk -v rss="$rss" -v hwm="$hwm" -v cancel="$cancel" "$awk_median"'
   { runs[$1] = runs[$1] " " $2 }
   END {
     seed = median(runs["seed"]); go = median(runs["go"])
