@@ -7,18 +7,20 @@
 # alternate, each measuring:
 #   fetchd     20,000 small-JSON URLs as 1 BatchFetch and as 100 RPCs of 200
 #              (sent at once), max_concurrency 64 and 256, via bench/fetch_load
-#              (C++, async stub); bodies are returned to the driver
+#              (C++, async stub); bodies are returned to the driver. Two
+#              servers: default flags (--max_per_host=64: at most 64
+#              connections to the origin, the rest wait in fetchd's FIFO),
+#              and --max_per_host=256 ("h256" rows, c=256 only: 256
+#              connections, as the peers open at c=256)
 #   ceiling    ONE thread driving curl multi, 100,000 URLs at 64, 256 and 512
-#              in flight (the design's limit falls as in-flight grows, so each
-#              fetchd row is also compared with the ceiling at its own
-#              in-flight count: c for one batch; 512, the server's
-#              --max_inflight_fetches, for 100 RPCs of 200)
+#              in flight (the design's limit falls as connections grow, so
+#              each fetchd row is also compared with the ceiling at its own
+#              connection count: 64, or 256 for h256)
 #   seed       seed_peer.py (aiohttp + Semaphore + gather), 20,000 URLs
 #   go, node   the Go (net/http) and Node (fetch) peers, 20,000 URLs
 # then fetchctl fetch on 20,000 URLs (client included), wrk on the origin,
 # a cancel probe (how fast a cancelled call's transfers are all closed), and
 # the server's peak RSS for one 20,000-item batch in a fresh fetchd.
-# fetchd runs with --max_per_host=256 so that 256 means 256 connections.
 # Medians of the rounds; ratios are fetchd ÷ peer. Loopback only; everything
 # started here is stopped on exit.
 set -euo pipefail
@@ -31,19 +33,27 @@ gcc -O2 -o "$tmp/curl_multi_loop" "$shared/curl_multi_loop.c" -lcurl
 (cd "$shared/peers" && GOCACHE=$tmp/gocache go build -o "$tmp/go_peer" go_peer.go)
 
 rate() { awk '{for (i = 2; i <= NF; i++) if ($i == "req/s") print $(i - 1)}'; }
-load() {  # rpcs concurrency
-  build/bin/fetch_load --target="$target" --base="$base" --n=20000 \
-    --rpcs="$1" --concurrency="$2" | rate
+load() {  # target rpcs concurrency
+  build/bin/fetch_load --target="$1" --base="$base" --n=20000 \
+    --rpcs="$2" --concurrency="$3" | rate
 }
 
 start_fetchd --max_per_host=256
-echo "origin $base, fetchd on $target ($(nproc) cores), $rounds rounds" >&2
-load 1 64 >/dev/null  # warm: connections and allocator, as in a running service
+target256=$target
+start_fetchd
+echo "origin $base, fetchd on $target and $target256 (h256) ($(nproc) cores), $rounds rounds" >&2
+# Warm: connections and allocator, as in a running service.
+load "$target" 1 64 >/dev/null
+load "$target256" 1 256 >/dev/null
 
 for r in $(seq "$rounds"); do
   for c in 64 256; do
-    echo "fetchd-1x20000 $c $(load 1 "$c")" >>"$tmp/results"
-    echo "fetchd-100x200 $c $(load 100 "$c")" >>"$tmp/results"
+    echo "fetchd-1x20000 $c $(load "$target" 1 "$c")" >>"$tmp/results"
+    echo "fetchd-100x200 $c $(load "$target" 100 "$c")" >>"$tmp/results"
+    if ((c == 256)); then
+      echo "fetchd-h256-1x20000 $c $(load "$target256" 1 "$c")" >>"$tmp/results"
+      echo "fetchd-h256-100x200 $c $(load "$target256" 100 "$c")" >>"$tmp/results"
+    fi
     echo "seed $c $(/usr/bin/python3 "$shared/seed_peer.py" "$base" 20000 "$c" | rate)" >>"$tmp/results"
     echo "go $c $("$tmp/go_peer" "$base" 20000 "$c" | rate)" >>"$tmp/results"
     echo "node $c $(node "$shared/peers/node_peer.mjs" "$base" 20000 "$c" | rate)" >>"$tmp/results"
@@ -78,8 +88,8 @@ awk -v wrk="$wrk_rate" -v rss="$rss_kb" -v cancel="$cancel" "$awk_median"'
   { runs[$1 " " $2] = runs[$1 " " $2] " " $3 }
   END {
     ceiling64 = median(runs["curl-multi 64"])
-    printf "%-16s %5s %10s %8s %7s %7s %10s %12s\n", "who", "c", "req/s", "÷seed", "÷go", "÷node", "÷ceil(64)", "÷ceil(same)"
-    n = split("fetchd-1x20000 fetchd-100x200 fetchctl seed go node curl-multi", who, " ")
+    printf "%-20s %5s %10s %8s %7s %7s %10s %12s\n", "who", "c", "req/s", "÷seed", "÷go", "÷node", "÷ceil(64)", "÷ceil(same)"
+    n = split("fetchd-1x20000 fetchd-100x200 fetchd-h256-1x20000 fetchd-h256-100x200 fetchctl seed go node curl-multi", who, " ")
     for (c = 64; c <= 512; c *= 2) {
       if (c == 128) continue
       seed = go = node = 0
@@ -90,11 +100,12 @@ awk -v wrk="$wrk_rate" -v rss="$rss_kb" -v cancel="$cancel" "$awk_median"'
         k = who[i] " " c
         if (!(k in runs)) continue
         m = median(runs[k])
-        same = median(runs["curl-multi " (who[i] == "fetchd-100x200" ? 512 : c)])
+        conn = who[i] ~ /^fetchd-h256/ ? 256 : (who[i] ~ /^fetch/ ? 64 : c)
+        same = median(runs["curl-multi " conn])
         if (seed > 0 && go > 0 && node > 0) {
-          printf "%-16s %5d %10d %7.1fx %6.2fx %6.2fx %9.0f%% %11.0f%%\n", who[i], c, m, m / seed, m / go, m / node, 100 * m / ceiling64, 100 * m / same
+          printf "%-20s %5d %10d %7.1fx %6.2fx %6.2fx %9.0f%% %11.0f%%\n", who[i], c, m, m / seed, m / go, m / node, 100 * m / ceiling64, 100 * m / same
         } else {
-          printf "%-16s %5d %10d %8s %7s %7s %9.0f%% %11.0f%%\n", who[i], c, m, "", "", "", 100 * m / ceiling64, 100 * m / same
+          printf "%-20s %5d %10d %8s %7s %7s %9.0f%% %11.0f%%\n", who[i], c, m, "", "", "", 100 * m / ceiling64, 100 * m / same
         }
       }
     }

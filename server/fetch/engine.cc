@@ -54,6 +54,15 @@ bool IsConnectError(CURLcode rc) {
   }
 }
 
+// "host:port" of an absolute URL, as written (what --max_per_host counts).
+absl::string_view HostOf(absl::string_view url) {
+  size_t start = url.find("://");
+  start = start == absl::string_view::npos ? 0 : start + 3;
+  const size_t end = url.find_first_of("/?#", start);
+  return url.substr(start,
+                    end == absl::string_view::npos ? url.npos : end - start);
+}
+
 }  // namespace
 
 absl::StatusCode StatusCodeForHttp(int http_status) {
@@ -116,6 +125,7 @@ class Engine::Loop {
   struct Transfer {
     uint64_t batch_id = 0;
     size_t index = 0;
+    std::string host;  // counted against --max_per_host while running
     EasyHandle easy;
     std::unique_ptr<curl_slist, SlistDeleter> request_headers;
     const FetchSpec* spec = nullptr;
@@ -164,8 +174,9 @@ class Engine::Loop {
     DoneCallback on_done;
     std::deque<size_t> waiting;  // FIFO of items ready for a transfer
     int running = 0;
-    size_t remaining = 0;   // items not yet reported
-    bool runnable = false;  // queued in runnable_
+    size_t remaining = 0;       // items not yet reported
+    bool runnable = false;      // queued in runnable_
+    bool host_blocked = false;  // queued in blocked_on_host_
   };
   struct NewBatch {
     std::unique_ptr<Batch> batch;
@@ -190,6 +201,10 @@ class Engine::Loop {
   void TakeCommands() ABSL_LOCKS_EXCLUDED(mu_);
   void AddBatch(std::unique_ptr<Batch> batch);
   void StartTransfers();
+  // Running transfers per host: a transfer counts from StartAttempt until
+  // it leaves the multi handle (Ended also wakes a batch waiting for it).
+  void Started(const Transfer& t);
+  void Ended(const Transfer& t);
   void StartAttempt(Batch& batch, size_t index);
   void CollectDone();
   void FinishAttempt(Transfer* transfer, CURLcode rc);
@@ -232,6 +247,11 @@ class Engine::Loop {
   std::deque<uint64_t> runnable_;  // batches with waiting items and room
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
   std::vector<EasyHandle> idle_easy_;
+  // Transfers per host on the multi handle, never above --max_per_host: the
+  // rest wait in our FIFO (round robin) rather than in curl's pending
+  // queue, which costs far more per transfer than our own.
+  absl::flat_hash_map<std::string, int> host_running_;
+  absl::flat_hash_map<std::string, std::deque<uint64_t>> blocked_on_host_;
   std::vector<uint64_t> outboxes_;  // walks with pages to hand on
   int running_ = 0;
   int waiting_ = 0;
@@ -466,7 +486,9 @@ void Engine::Loop::MakeRunnable(Batch& batch) {
 
 void Engine::Loop::StartTransfers() {
   // Round robin over batches, one item at a time: a big batch cannot starve
-  // the others, and each batch keeps its own FIFO order.
+  // the others, and each batch keeps its own FIFO order (but for items
+  // whose host is full, which the next few may pass).
+  constexpr size_t kScan = 8;
   while (running_ < options_.max_inflight && !runnable_.empty()) {
     const uint64_t id = runnable_.front();
     runnable_.pop_front();
@@ -478,8 +500,26 @@ void Engine::Loop::StartTransfers() {
         batch.running >= batch.options.max_concurrency) {
       continue;
     }
-    const size_t index = batch.waiting.front();
-    batch.waiting.pop_front();
+    size_t pos = 0;
+    const size_t scan = std::min(kScan, batch.waiting.size());
+    for (; pos < scan; ++pos) {
+      const absl::string_view host = HostOf(batch.spec(batch.waiting[pos]).url);
+      auto running = host_running_.find(host);
+      if (running == host_running_.end() ||
+          running->second < options_.max_per_host) {
+        break;
+      }
+    }
+    if (pos == scan) {  // wait for a transfer to the first item's host
+      if (!batch.host_blocked) {
+        batch.host_blocked = true;
+        blocked_on_host_[HostOf(batch.spec(batch.waiting.front()).url)]
+            .push_back(id);
+      }
+      continue;
+    }
+    const size_t index = batch.waiting[pos];
+    batch.waiting.erase(batch.waiting.begin() + static_cast<ptrdiff_t>(pos));
     --waiting_;
     StartAttempt(batch, index);
     // A failed start reports at once, which may end the batch.
@@ -487,6 +527,33 @@ void Engine::Loop::StartTransfers() {
       MakeRunnable(*again->second);
     }
   }
+}
+
+void Engine::Loop::Started(const Transfer& t) {
+  ++running_;
+  ++host_running_[t.host];
+}
+
+void Engine::Loop::Ended(const Transfer& t) {
+  --running_;
+  auto running = host_running_.find(t.host);
+  if (running != host_running_.end() && --running->second == 0) {
+    host_running_.erase(running);
+  }
+  // One slot is free: the batch waiting longest for this host gets it.
+  auto blocked = blocked_on_host_.find(t.host);
+  if (blocked == blocked_on_host_.end()) return;
+  std::deque<uint64_t>& ids = blocked->second;
+  while (!ids.empty()) {
+    const uint64_t id = ids.front();
+    ids.pop_front();
+    auto it = batches_.find(id);
+    if (it == batches_.end()) continue;  // ended meanwhile
+    it->second->host_blocked = false;
+    MakeRunnable(*it->second);
+    break;
+  }
+  if (ids.empty()) blocked_on_host_.erase(blocked);
 }
 
 EasyHandle Engine::Loop::AcquireEasy() {
@@ -526,6 +593,7 @@ void Engine::Loop::StartAttempt(Batch& batch, size_t index) {
   auto t = std::make_unique<Transfer>();
   t->batch_id = batch.id;
   t->index = index;
+  t->host = std::string(HostOf(spec.url));
   t->spec = &spec;
   t->options = &options_;
   t->easy = AcquireEasy();
@@ -573,7 +641,7 @@ void Engine::Loop::StartAttempt(Batch& batch, size_t index) {
   if (item.attempts++ == 0) budget_.OnFirstAttempt();
   item.state = ItemState::kRunning;
   ++batch.running;
-  ++running_;
+  Started(*t);
   CURLMcode added = curl_multi_add_handle(multi_.get(), e);
   item.transfer = std::move(t);
   if (added != CURLM_OK) {
@@ -581,7 +649,7 @@ void Engine::Loop::StartAttempt(Batch& batch, size_t index) {
     Transfer* raw = item.transfer.get();
     curl_multi_remove_handle(multi_.get(), e);
     --batch.running;
-    --running_;
+    Ended(*raw);
     ReleaseEasy(std::move(raw->easy));
     item.transfer.reset();
     FetchResult result;
@@ -698,7 +766,7 @@ void Engine::Loop::FinishAttempt(Transfer* raw, CURLcode rc) {
   Item& item = *batch.item(raw->index);
   std::unique_ptr<Transfer> t = std::move(item.transfer);
   --batch.running;
-  --running_;
+  Ended(*t);
   const FetchSpec& spec = *t->spec;
   CURL* e = t->easy.get();
   long http = 0;
@@ -798,9 +866,9 @@ void Engine::Loop::EndBatch(uint64_t id, const absl::Status& status) {
       case ItemState::kRunning:
         curl_multi_remove_handle(multi_.get(), item.transfer->easy.get());
         ReleaseEasy(std::move(item.transfer->easy));
+        Ended(*item.transfer);
         item.transfer.reset();
         --batch.running;
-        --running_;
         break;
       case ItemState::kBackingOff:
         --backing_off_;  // its timer finds the item done and does nothing
@@ -905,8 +973,8 @@ void Engine::Loop::EndWalk(uint64_t id, absl::Status status) {
       case ItemState::kRunning:
         curl_multi_remove_handle(multi_.get(), item.transfer->easy.get());
         ReleaseEasy(std::move(item.transfer->easy));
+        Ended(*item.transfer);
         item.transfer.reset();
-        --running_;
         break;
       case ItemState::kBackingOff:
         --backing_off_;

@@ -162,6 +162,28 @@ TEST_F(EngineTest, PerHostConnectionLimit) {
   EXPECT_LE(origin_.connections(), 2);
 }
 
+// Items for a full host wait in the engine, not in curl, and do not hold
+// up a batch's items for another host.
+TEST_F(EngineTest, AFullHostDoesNotHoldUpOtherHosts) {
+  Origin other;
+  auto engine = NewEngine({.max_per_host = 2});
+  std::vector<FetchSpec> specs(4, Get(origin_.Url("/delay/500")));
+  specs.push_back(Get(other.Url("/json")));
+  specs.push_back(Get(other.Url("/json")));
+  auto run = Start(*engine, specs, {.max_concurrency = 8});
+  ASSERT_TRUE(WaitFor([&] { return engine->stats().inflight == 2; }, kWait,
+                      "the slow host to fill"));
+  EXPECT_EQ(engine->stats().waiting, 2);  // in the engine's FIFO
+  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+  for (const auto& r : run->results) EXPECT_TRUE(r.status.ok()) << r.status;
+  // The other host's items finish while the slow host's first two run;
+  // its last two start only when those end.
+  ASSERT_EQ(run->order.size(), 6u);
+  EXPECT_THAT(std::vector<size_t>(run->order.begin(), run->order.begin() + 2),
+              ::testing::UnorderedElementsAre(4, 5));
+  EXPECT_EQ(origin_.peak_concurrency(), 2);
+}
+
 TEST_F(EngineTest, KeepAliveReusesConnections) {
   std::vector<FetchSpec> specs(40, Get(origin_.Url("/json")));
   auto results = RunAll(*engine_, specs, {.max_concurrency = 1});
