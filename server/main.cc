@@ -38,7 +38,9 @@ ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
 ABSL_FLAG(int, max_inflight_fetches, 512,
           "HTTP transfers in flight at once, all RPCs together; more wait in "
           "a FIFO");
-ABSL_FLAG(int, max_per_host, 64, "connections per host (origin)");
+ABSL_FLAG(int, max_per_host, 64,
+          "transfers (so connections) per origin host at once; more wait in "
+          "a FIFO");
 ABSL_FLAG(int, max_prefetch, 16,
           "FetchPages: most pages a walk may fetch ahead of its reader "
           "(request field prefetch; default 2)");

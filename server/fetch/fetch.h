@@ -319,7 +319,7 @@ class Engine {
  public:
   struct Options {
     int max_inflight = 512;  // transfers at once; excess waits in FIFO order
-    int max_per_host = 64;   // connections per host (curl queues the rest)
+    int max_per_host = 64;  // transfers per host at once; the rest wait in FIFO
     double retry_budget_ratio = 0.2;
     double retry_budget_tokens = 20;  // burst of retries allowed at start
     std::string user_agent = "fetchd/0.1";
