@@ -201,6 +201,10 @@ class Engine::Loop {
   void TakeCommands() ABSL_LOCKS_EXCLUDED(mu_);
   void AddBatch(std::unique_ptr<Batch> batch);
   void StartTransfers();
+  // Gives the slots that finished transfers freed to the batches waiting
+  // for those hosts.
+  void ServeFreedHosts();
+  static constexpr size_t kHostScan = 8;  // waiting items looked at per turn
   // Running transfers per host: a transfer counts from StartAttempt until
   // it leaves the multi handle (Ended also wakes a batch waiting for it).
   void Started(const Transfer& t);
@@ -252,7 +256,8 @@ class Engine::Loop {
   // queue, which costs far more per transfer than our own.
   absl::flat_hash_map<std::string, int> host_running_;
   absl::flat_hash_map<std::string, std::deque<uint64_t>> blocked_on_host_;
-  std::vector<uint64_t> outboxes_;  // walks with pages to hand on
+  std::vector<std::string> freed_hosts_;  // hosts a transfer just left
+  std::vector<uint64_t> outboxes_;        // walks with pages to hand on
   int running_ = 0;
   int waiting_ = 0;
   int backing_off_ = 0;
@@ -477,18 +482,65 @@ void Engine::Loop::AddBatch(std::unique_ptr<Batch> owned) {
 }
 
 void Engine::Loop::MakeRunnable(Batch& batch) {
-  if (!batch.runnable && !batch.waiting.empty() &&
+  // A batch waiting for a full host is served when that host frees a slot.
+  if (!batch.runnable && !batch.host_blocked && !batch.waiting.empty() &&
       batch.running < batch.options.max_concurrency) {
     batch.runnable = true;
     runnable_.push_back(batch.id);
   }
 }
 
+void Engine::Loop::ServeFreedHosts() {
+  std::vector<std::string> hosts;
+  hosts.swap(freed_hosts_);
+  for (const std::string& host : hosts) {
+    auto blocked = blocked_on_host_.find(host);
+    if (blocked == blocked_on_host_.end()) continue;
+    std::deque<uint64_t>& ids = blocked->second;
+    // Oldest first, until the host is full again: a batch that no longer
+    // has an item for it passes the slot on instead of losing it.
+    while (!ids.empty() && running_ < options_.max_inflight) {
+      auto running = host_running_.find(host);
+      if (running != host_running_.end() &&
+          running->second >= options_.max_per_host) {
+        break;
+      }
+      const uint64_t id = ids.front();
+      ids.pop_front();
+      auto it = batches_.find(id);
+      if (it == batches_.end()) continue;  // ended meanwhile
+      Batch& batch = *it->second;
+      batch.host_blocked = false;
+      const size_t scan = std::min(kHostScan, batch.waiting.size());
+      size_t pos = 0;
+      while (pos < scan && HostOf(batch.spec(batch.waiting[pos]).url) != host) {
+        ++pos;
+      }
+      if (pos < scan && batch.running < batch.options.max_concurrency) {
+        const size_t index = batch.waiting[pos];
+        batch.waiting.erase(batch.waiting.begin() +
+                            static_cast<ptrdiff_t>(pos));
+        --waiting_;
+        StartAttempt(batch, index);
+      }
+      if (auto again = batches_.find(id); again != batches_.end()) {
+        MakeRunnable(*again->second);
+      }
+    }
+    // NOTE: look again: StartAttempt may have changed the map.
+    blocked = blocked_on_host_.find(host);
+    if (blocked != blocked_on_host_.end() && blocked->second.empty()) {
+      blocked_on_host_.erase(blocked);
+    }
+  }
+}
+
 void Engine::Loop::StartTransfers() {
+  ServeFreedHosts();
   // Round robin over batches, one item at a time: a big batch cannot starve
   // the others, and each batch keeps its own FIFO order (but for items
   // whose host is full, which the next few may pass).
-  constexpr size_t kScan = 8;
+  constexpr size_t kScan = kHostScan;
   while (running_ < options_.max_inflight && !runnable_.empty()) {
     const uint64_t id = runnable_.front();
     runnable_.pop_front();
@@ -540,20 +592,8 @@ void Engine::Loop::Ended(const Transfer& t) {
   if (running != host_running_.end() && --running->second == 0) {
     host_running_.erase(running);
   }
-  // One slot is free: the batch waiting longest for this host gets it.
-  auto blocked = blocked_on_host_.find(t.host);
-  if (blocked == blocked_on_host_.end()) return;
-  std::deque<uint64_t>& ids = blocked->second;
-  while (!ids.empty()) {
-    const uint64_t id = ids.front();
-    ids.pop_front();
-    auto it = batches_.find(id);
-    if (it == batches_.end()) continue;  // ended meanwhile
-    it->second->host_blocked = false;
-    MakeRunnable(*it->second);
-    break;
-  }
-  if (ids.empty()) blocked_on_host_.erase(blocked);
+  // A slot is free: StartTransfers gives it to a batch waiting for it.
+  if (blocked_on_host_.contains(t.host)) freed_hosts_.push_back(t.host);
 }
 
 EasyHandle Engine::Loop::AcquireEasy() {

@@ -184,6 +184,30 @@ TEST_F(EngineTest, AFullHostDoesNotHoldUpOtherHosts) {
   EXPECT_EQ(origin_.peak_concurrency(), 2);
 }
 
+// One connection per host and several batches waiting for it: every slot
+// the host frees goes to a waiting batch, so all of them finish.
+TEST_F(EngineTest, BatchesWaitingForAFullHostAllFinish) {
+  Origin other;
+  auto engine = NewEngine({.max_per_host = 1});
+  std::vector<std::unique_ptr<BatchRun>> runs;
+  runs.push_back(
+      Start(*engine, {Get(origin_.Url("/delay/100")), Get(other.Url("/json")),
+                      Get(origin_.Url("/json"))}));
+  for (int b = 0; b < 4; ++b) {
+    runs.push_back(Start(
+        *engine, {Get(origin_.Url("/json")), Get(origin_.Url("/delay/20")),
+                  Get(other.Url("/json"))}));
+  }
+  for (auto& run : runs) {
+    ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+    for (const auto& r : run->results) EXPECT_TRUE(r.status.ok()) << r.status;
+  }
+  EXPECT_EQ(origin_.peak_concurrency(), 1);
+  EXPECT_EQ(other.peak_concurrency(), 1);
+  const Engine::Stats stats = engine->stats();
+  EXPECT_EQ(stats.inflight + stats.waiting + stats.batches, 0);
+}
+
 TEST_F(EngineTest, KeepAliveReusesConnections) {
   std::vector<FetchSpec> specs(40, Get(origin_.Url("/json")));
   auto results = RunAll(*engine_, specs, {.max_concurrency = 1});
