@@ -32,7 +32,9 @@ ABSL_FLAG(std::string, items_pointer, "",
           "ends the walk)");
 ABSL_FLAG(bool, items, false,
           "pages: print each item (needs --items_pointer) instead of pages");
-ABSL_FLAG(int64_t, max_pages, 0, "pages: stop after N pages (0 = no cap)");
+ABSL_FLAG(int64_t, max_pages, 0,
+          "pages: stop after N pages (0 = the server's --max_walk_pages); "
+          "the resume token printed then continues");
 ABSL_FLAG(std::optional<int>, prefetch, std::nullopt,
           "pages: pages fetched ahead of the reader (server default 2)");
 ABSL_FLAG(std::string, resume, "",
@@ -163,7 +165,9 @@ int RunPages(const Client& client, const std::vector<std::string>& args) {
                static_cast<long long>(pages),
                static_cast<long long>(item_count), seconds,
                seconds > 0 ? pages / seconds : 0.0);
-  if (!status.ok() && !last_token.empty()) {
+  // After a failure, Ctrl-C or a page cap the walk may go on from here.
+  const int64_t cap = absl::GetFlag(FLAGS_max_pages);
+  if ((!status.ok() || (cap > 0 && pages >= cap)) && !last_token.empty()) {
     std::fprintf(stderr, "resume with: --resume=%s\n", last_token.c_str());
   }
   if (interrupted.load()) return 130;  // as a shell reports SIGINT

@@ -389,15 +389,19 @@ void Engine::Loop::Run() {
     }
     StartTransfers();
     PublishStats();
-    const int64_t wait_ms = std::clamp<int64_t>(
-        absl::ToInt64Milliseconds(UntilNextTimer()), 0, 1000);
+    // Pages waiting to be handed on: do not sleep on them.
+    const int64_t wait_ms =
+        outboxes_.empty()
+            ? std::clamp<int64_t>(absl::ToInt64Milliseconds(UntilNextTimer()),
+                                  0, 1000)
+            : 0;
     curl_multi_poll(multi_.get(), nullptr, 0, static_cast<int>(wait_ms),
                     nullptr);
     int still_running = 0;
     curl_multi_perform(multi_.get(), &still_running);
     CollectDone();
     FireTimers();
-    while (!outboxes_.empty()) {
+    if (!outboxes_.empty()) {
       // A walk's next request goes out before its pages are handed on:
       // the consumer's work overlaps the origin's round trip.
       StartTransfers();
@@ -405,6 +409,8 @@ void Engine::Loop::Run() {
       DeliverPages();
       // NOTE: every perform is followed by a collect: a transfer it
       // finished sits in curl's message queue, which poll does not watch.
+      // What it fills goes out next round (poll timeout 0), after commands
+      // and timers: many busy walks must not starve cancels and deadlines.
       CollectDone();
     }
   }

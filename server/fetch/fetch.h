@@ -244,6 +244,9 @@ class Paginator {
   int64_t delivered() const { return delivered_; }
 
  private:
+  // kPageNumber: the URL of page `index`, with no max_pages cap; none past
+  // int64.
+  std::optional<std::string> PageNumberUrl(int64_t index) const;
   // `cursor`: the value at cursor_pointer (kCursor only; none = no next).
   absl::StatusOr<std::optional<std::string>> NextUrl(
       const Page& page, const std::optional<std::string>& cursor) const;

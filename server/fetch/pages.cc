@@ -65,6 +65,51 @@ std::string PercentEncode(absl::string_view value) {
   return out;
 }
 
+// %XX sequences decoded (so "page%5Bn%5D" matches "page[n]").
+std::string PercentDecode(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '%' && i + 2 < text.size() && hex(text[i + 1]) >= 0 &&
+        hex(text[i + 2]) >= 0) {
+      out.push_back(
+          static_cast<char>(hex(text[i + 1]) * 16 + hex(text[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(text[i]);
+    }
+  }
+  return out;
+}
+
+// Why a next URL may not be fetched (beyond its scheme), or OK.
+absl::Status NextUrlProblem(const std::string& url) {
+  constexpr size_t kMaxUrlBytes = 8 << 10;  // as FetchLimits::max_url_bytes
+  if (url.size() > kMaxUrlBytes) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("its next link is ", url.size(), " bytes; the limit is ",
+                     kMaxUrlBytes));
+  }
+  UrlHandle handle(curl_url());
+  if (handle == nullptr ||
+      curl_url_set(handle.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("its next link \"", url, "\" is not a valid URL"));
+  }
+  CurlString user;
+  if (curl_url_get(handle.get(), CURLUPART_USER, &user.text, 0) == CURLUE_OK) {
+    return absl::FailedPreconditionError(
+        "its next link carries credentials (user:password@); refused");
+  }
+  return absl::OkStatus();
+}
+
 bool IsHttpUrl(absl::string_view url) {
   return absl::StartsWithIgnoreCase(url, "http://") ||
          absl::StartsWithIgnoreCase(url, "https://");
@@ -204,7 +249,7 @@ absl::StatusOr<std::string> WithQueryParam(const std::string& url,
   for (std::string& part : parts) {
     const absl::string_view key = absl::string_view(part).substr(
         0, std::min(part.find('='), part.size()));
-    if (key == name) {
+    if (PercentDecode(key) == name) {
       part = replaced ? "" : assignment;
       replaced = true;
     }
@@ -333,11 +378,18 @@ void Paginator::Restart(const WalkPosition& from) {
 
 std::optional<std::string> Paginator::UrlOf(int64_t index) const {
   if (position_.done() || index < position_.next_index) return std::nullopt;
-  if (strategy_.max_pages > 0 && index >= start_index_ + strategy_.max_pages) {
+  int64_t cap = 0;
+  if (strategy_.max_pages > 0 &&
+      (__builtin_add_overflow(start_index_, strategy_.max_pages, &cap) ||
+       index >= cap)) {
     return std::nullopt;
   }
   if (index == position_.next_index) return position_.next_url;
   if (strategy_.kind != PageStrategy::Kind::kPageNumber) return std::nullopt;
+  return PageNumberUrl(index);
+}
+
+std::optional<std::string> Paginator::PageNumberUrl(int64_t index) const {
   int64_t offset = 0, number = 0;
   // A page number past int64 (a huge step, or a forged token) ends the walk.
   if (__builtin_mul_overflow(index, strategy_.step, &offset) ||
@@ -374,7 +426,9 @@ absl::StatusOr<std::optional<std::string>> Paginator::NextUrl(
   std::string reference;
   switch (strategy_.kind) {
     case PageStrategy::Kind::kPageNumber:
-      return UrlOf(page.index + 1);
+      // Not UrlOf: past max_pages the walk ends, but the token must still
+      // point at the next page.
+      return PageNumberUrl(page.index + 1);
     case PageStrategy::Kind::kCursor: {
       if (!cursor.has_value() || cursor->empty()) return std::nullopt;
       if (!strategy_.param.empty()) {
@@ -476,6 +530,9 @@ Paginator::Decision Paginator::OnPage(Page& page) {
         PageError(page, absl::StatusCode::kFailedPrecondition,
                   absl::StrCat("its next link \"", position_.next_url,
                                "\" is not http or https"));
+  } else if (absl::Status problem = NextUrlProblem(position_.next_url);
+             !problem.ok()) {
+    decision.end = PageError(page, problem.code(), problem.message());
   } else if (strategy_.kind != PageStrategy::Kind::kPageNumber &&
              SeenBefore(position_.next_url)) {
     decision.end =

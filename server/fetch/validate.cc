@@ -52,6 +52,14 @@ absl::Status CheckUrl(const std::string& url, const FetchLimits& limits) {
   if (host == nullptr || host.get()[0] == '\0') {
     return Invalid("url", "has no host");
   }
+  raw = nullptr;
+  // Credentials in a URL end up in logs and results; send a header.
+  if (curl_url_get(parsed.get(), CURLUPART_USER, &raw, 0) == CURLUE_OK) {
+    CurlString user(raw);
+    return Invalid("url",
+                   "carries credentials (user:password@); send an "
+                   "Authorization header instead");
+  }
   return absl::OkStatus();
 }
 

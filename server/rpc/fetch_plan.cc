@@ -239,7 +239,7 @@ absl::StatusOr<fetch::WalkPosition> PositionFromToken(
   fetch::WalkPosition position;
   if (parts.size() != 4 || parts[0] != kTokenVersion ||
       !absl::SimpleAtoi(parts[2], &position.next_index) ||
-      position.next_index < 0) {
+      position.next_index < 0 || position.next_index > (int64_t{1} << 62)) {
     return bad;
   }
   if (parts[1] != fingerprint) {
@@ -374,6 +374,15 @@ absl::StatusOr<WalkPlan> PlanWalk(const v1::FetchPagesRequest& request,
     absl::StatusOr<fetch::WalkPosition> from =
         PositionFromToken(request.resume_token(), plan.fingerprint);
     if (!from.ok()) return from.status();
+    if (!from->done()) {  // tokens are readable text: check like any URL
+      fetch::FetchSpec next = plan.first;
+      next.url = from->next_url;
+      if (absl::Status s = fetch::ValidateFetchSpec(next, config.engine.limits);
+          !s.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("resume_token: its next page's ", s.message()));
+      }
+    }
     plan.from = *std::move(from);
   }
   return plan;

@@ -35,6 +35,10 @@ TEST(UrlTest, WithQueryParamReplacesOrAppendsAndEncodes) {
   EXPECT_EQ(*WithQueryParam("http://h/p?x=1", "c", "a b/&="),
             "http://h/p?x=1&c=a%20b%2f%26%3d");  // curl writes hex lower
   EXPECT_FALSE(WithQueryParam("not a url", "page", "1").ok());
+  // JSON:API style names match however the URL encodes them.
+  EXPECT_EQ(
+      *WithQueryParam("http://h/p?page%5Bnumber%5D=1&x=1", "page[number]", "2"),
+      "http://h/p?page[number]=2&x=1");
 }
 
 TEST(UrlTest, ResolveUrlFollowsRfc3986) {

@@ -39,6 +39,8 @@ TEST(ValidateFetchSpecTest, RejectsBadUrls) {
   FetchSpec spec = Valid();
   spec.url = "http://example.test/" + std::string(100, 'a');
   ExpectInvalid(spec, "the limit is 50", {.max_url_bytes = 50});
+  spec.url = "http://user:pw@example.test/";
+  ExpectInvalid(spec, "carries credentials");
 }
 
 TEST(ValidateFetchSpecTest, RejectsBadHeadersAndBodies) {

@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/escaping.h"
 #include "fetchd/v1/fetch.grpc.pb.h"
 #include "tests/support/origin.h"
 #include "tests/support/test_server.h"
@@ -151,6 +152,13 @@ TEST_F(FetchPagesTest, LinkHeaderWithRelativeTargetsAndQuotedParameters) {
     EXPECT_EQ(pages[i].result().body(), absl::StrCat("page ", i + 1));
   }
   EXPECT_EQ(pages[3].result().url(), origin_.Url("/link/f/4?last=4"));
+  // The strategy reads Link itself; it is returned only when asked for.
+  EXPECT_EQ(pages[0].result().headers_size(), 0);
+  req.add_response_headers("Link");
+  pages.clear();
+  ASSERT_TRUE(Walk(req, &pages).ok());
+  ASSERT_EQ(pages[0].result().headers_size(), 1);
+  EXPECT_EQ(pages[0].result().headers(0).name(), "link");
 }
 
 TEST_F(FetchPagesTest, APaginationLoopEndsWithFailedPrecondition) {
@@ -171,6 +179,16 @@ TEST_F(FetchPagesTest, NextLinkToAnotherSchemeIsRefused) {
   grpc::Status status = Walk(req, &pages);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_THAT(status.error_message(), HasSubstr("is not http or https"));
+  EXPECT_EQ(pages.size(), 1u);
+}
+
+TEST_F(FetchPagesTest, NextLinkWithCredentialsIsRefused) {
+  v1::FetchPagesRequest req =
+      Cursor("/next-to?url=http://user:pw@127.0.0.1:1/x", "");
+  std::vector<v1::Page> pages;
+  grpc::Status status = Walk(req, &pages);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("credentials"));
   EXPECT_EQ(pages.size(), 1u);
 }
 
@@ -208,6 +226,24 @@ TEST_F(FetchPagesTest, ResumeContinuesWithNoPageLostOrRepeated) {
   EXPECT_TRUE(none.empty());
 }
 
+// max_pages as a page size over a page-number API: each call's last token
+// starts the next call at the next page.
+TEST_F(FetchPagesTest, PageNumberWalkResumesAfterMaxPages) {
+  v1::FetchPagesRequest req = PageNumber("/pn/r?last=5");
+  req.set_items_pointer("/items");
+  req.set_max_pages(2);
+  std::vector<int64_t> indices;
+  for (int call = 0; call < 4; ++call) {
+    std::vector<v1::Page> pages;
+    grpc::Status status = Walk(req, &pages);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    for (const v1::Page& page : pages) indices.push_back(page.index());
+    if (pages.empty()) break;
+    req.set_resume_token(pages.back().resume_token());
+  }
+  EXPECT_THAT(indices, ::testing::ElementsAre(0, 1, 2, 3, 4));
+}
+
 TEST_F(FetchPagesTest, ResumeTokenOfAnotherWalkIsRefused) {
   v1::FetchPagesRequest req = Cursor("/cursor/i?last=3", "cursor");
   std::vector<v1::Page> pages;
@@ -218,6 +254,17 @@ TEST_F(FetchPagesTest, ResumeTokenOfAnotherWalkIsRefused) {
   grpc::Status status = Walk(other, &none);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("resume_token"));
+  // A token is readable: its URL is checked like any item's.
+  std::string text;
+  ASSERT_TRUE(absl::WebSafeBase64Unescape(pages[0].resume_token(), &text));
+  const size_t url_at = text.find("http://");
+  ASSERT_NE(url_at, std::string::npos);
+  v1::FetchPagesRequest forged = req;
+  forged.set_resume_token(absl::WebSafeBase64Escape(
+      text.substr(0, url_at) + "http://u:p@127.0.0.1:1/x"));
+  status = Walk(forged, &none);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("resume_token: "));
   other.set_resume_token("bm90IGEgdG9rZW4");
   status = Walk(other, &none);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
