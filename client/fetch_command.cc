@@ -63,8 +63,6 @@ absl::StatusOr<std::vector<std::string>> ReadUrls(const std::string& path) {
   return urls;
 }
 
-}  // namespace
-
 absl::Status SetProcess(const std::string& spec, v1::Process* process) {
   if (spec == "html_title") {
     process->mutable_html_title();
@@ -79,6 +77,23 @@ absl::Status SetProcess(const std::string& spec, v1::Process* process) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--process=", spec,
         " is not one of html_title, sha256, json_validate, json_pointer:/a/b"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ApplyItemFlags(v1::FetchItem* item) {
+  if (const std::string p = absl::GetFlag(FLAGS_process); !p.empty()) {
+    if (absl::Status s = SetProcess(p, item->mutable_process()); !s.ok()) {
+      return s;
+    }
+  }
+  if (const auto t = absl::GetFlag(FLAGS_item_timeout); t.has_value()) {
+    const int64_t nanos = absl::ToInt64Nanoseconds(*t);
+    item->mutable_timeout()->set_seconds(nanos / 1'000'000'000);
+    item->mutable_timeout()->set_nanos(
+        static_cast<int32_t>(nanos % 1'000'000'000));
   }
   return absl::OkStatus();
 }
@@ -178,17 +193,8 @@ int RunFetch(const Client& client, const std::vector<std::string>& args) {
     base.mutable_retry()->set_max_attempts(retries + 1);
   }
   v1::FetchItem item_template;
-  if (const std::string p = absl::GetFlag(FLAGS_process); !p.empty()) {
-    if (absl::Status s = SetProcess(p, item_template.mutable_process());
-        !s.ok()) {
-      return UsageError(std::string(s.message()));
-    }
-  }
-  if (const auto t = absl::GetFlag(FLAGS_item_timeout); t.has_value()) {
-    const int64_t nanos = absl::ToInt64Nanoseconds(*t);
-    item_template.mutable_timeout()->set_seconds(nanos / 1'000'000'000);
-    item_template.mutable_timeout()->set_nanos(
-        static_cast<int32_t>(nanos % 1'000'000'000));
+  if (absl::Status s = ApplyItemFlags(&item_template); !s.ok()) {
+    return UsageError(std::string(s.message()));
   }
   // --timeout bounds each RPC; fetching a long list needs more than the
   // 5 s that suits compute, so unless it is given, allow an hour.

@@ -19,8 +19,9 @@ int RunFetch(const Client& client, const std::vector<std::string>& urls);
 // or an interruption, the last resume token goes to stderr.
 int RunPages(const Client& client, const std::vector<std::string>& args);
 
-// --process's text form into `process` (INVALID_ARGUMENT naming the flag).
-absl::Status SetProcess(const std::string& spec, v1::Process* process);
+// The per-item flags shared by fetch and pages (--process, --item_timeout)
+// onto `item`; INVALID_ARGUMENT naming the flag.
+absl::Status ApplyItemFlags(v1::FetchItem* item);
 
 // Prints "fetchctl: message" and the usage; returns 2.
 int UsageError(const std::string& message);

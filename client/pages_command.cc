@@ -17,8 +17,6 @@
 ABSL_DECLARE_FLAG(bool, json);
 ABSL_DECLARE_FLAG(std::optional<absl::Duration>, timeout);
 ABSL_DECLARE_FLAG(int, retries);
-ABSL_DECLARE_FLAG(std::optional<absl::Duration>, item_timeout);
-ABSL_DECLARE_FLAG(std::string, process);
 
 ABSL_FLAG(std::string, strategy, "page_number",
           "pages: page_number | cursor | link_header");
@@ -88,18 +86,7 @@ absl::StatusOr<v1::FetchPagesRequest> BuildPagesRequest(
   } else if (retries < 0) {
     return absl::InvalidArgumentError("--retries must be >= 0");
   }
-  if (const std::string p = absl::GetFlag(FLAGS_process); !p.empty()) {
-    if (absl::Status s = SetProcess(p, req.mutable_first()->mutable_process());
-        !s.ok()) {
-      return s;
-    }
-  }
-  if (const auto t = absl::GetFlag(FLAGS_item_timeout); t.has_value()) {
-    const int64_t nanos = absl::ToInt64Nanoseconds(*t);
-    req.mutable_first()->mutable_timeout()->set_seconds(nanos / 1'000'000'000);
-    req.mutable_first()->mutable_timeout()->set_nanos(
-        static_cast<int32_t>(nanos % 1'000'000'000));
-  }
+  if (absl::Status s = ApplyItemFlags(req.mutable_first()); !s.ok()) return s;
   req.set_drop_body(!absl::GetFlag(FLAGS_json) && !absl::GetFlag(FLAGS_items));
   return req;
 }

@@ -145,15 +145,17 @@ class Engine::Loop {
   // A walk's own state: its Batch gains one item per page, within the
   // prefetch window, and sheds items once their pages are handed on.
   struct WalkState {
-    WalkState(const PageStrategy& strategy, FetchSpec first_page)
-        : paginator(strategy, first_page.url), first(std::move(first_page)) {}
+    WalkState(const PageStrategy& strategy, FetchSpec first_page,
+              const FetchLimits& limits)
+        : paginator(strategy, first_page.url, limits),
+          first(std::move(first_page)) {}
     Paginator paginator;
     FetchSpec first;        // every page is fetched with its settings
     int64_t start = 0;      // the first page's index (item 0)
     int64_t started = 0;    // pages started (items so far)
     int64_t processed = 0;  // pages handed to the paginator, in order
     std::shared_ptr<WalkWindow> window;  // the reader's side of the window
-    int prefetch = 1;
+    bool strip_link = false;             // Link was kept for the paginator only
     absl::flat_hash_map<size_t, FetchResult> arrived;  // ahead of order
     PageCallback on_page;
     WalkDoneCallback on_done;
@@ -220,6 +222,8 @@ class Engine::Loop {
   void EndBatch(uint64_t id, const absl::Status& status);
   void EraseIfDone(uint64_t id);
   void Post(Command command) ABSL_LOCKS_EXCLUDED(mu_);
+  // Gives the batch its id and hands it to the I/O thread.
+  uint64_t Enqueue(std::unique_ptr<Batch> batch) ABSL_LOCKS_EXCLUDED(mu_);
   // Walks: start pages within the window; take a page's result (in any
   // order) and hand pages on in order; end the walk.
   void FillWalk(Batch& batch);
@@ -316,14 +320,7 @@ uint64_t Engine::Loop::Submit(std::vector<FetchSpec> items,
   batch->options.max_concurrency = std::max(1, options.max_concurrency);
   batch->on_item = std::move(on_item);
   batch->on_done = std::move(on_done);
-  uint64_t id;
-  {
-    absl::MutexLock lock(&mu_);
-    id = batch->id = next_id_++;
-    commands_.push_back(NewBatch{std::move(batch)});
-  }
-  curl_multi_wakeup(multi_.get());
-  return id;
+  return Enqueue(std::move(batch));
 }
 
 uint64_t Engine::Loop::SubmitWalk(FetchSpec first, const PageStrategy& strategy,
@@ -331,22 +328,30 @@ uint64_t Engine::Loop::SubmitWalk(FetchSpec first, const PageStrategy& strategy,
                                   std::shared_ptr<WalkWindow> window,
                                   PageCallback on_page,
                                   WalkDoneCallback on_done) {
-  if (strategy.kind == PageStrategy::Kind::kLinkHeader &&
+  // The link_header strategy reads Link whether or not the caller asked
+  // for it; pages carry it only if asked.
+  const bool borrow_link =
+      strategy.kind == PageStrategy::Kind::kLinkHeader &&
       std::find(first.keep_headers.begin(), first.keep_headers.end(), "link") ==
-          first.keep_headers.end()) {
-    first.keep_headers.push_back("link");
-  }
+          first.keep_headers.end();
+  if (borrow_link) first.keep_headers.push_back("link");
   auto batch = std::make_unique<Batch>();
-  batch->walk = std::make_unique<WalkState>(strategy, std::move(first));
+  batch->walk =
+      std::make_unique<WalkState>(strategy, std::move(first), options_.limits);
   WalkState& walk = *batch->walk;
   walk.paginator.Restart(from);
   walk.start = walk.started = walk.processed = from.next_index;
   walk.window = std::move(window);
-  walk.prefetch = std::max(1, options.prefetch);
+  walk.strip_link = borrow_link;
   walk.on_page = std::move(on_page);
   walk.on_done = std::move(on_done);
   batch->options.deadline = options.deadline;
-  batch->options.max_concurrency = walk.prefetch;
+  // The window is also the walk's concurrency: pages in flight <= prefetch.
+  batch->options.max_concurrency = std::max(1, options.prefetch);
+  return Enqueue(std::move(batch));
+}
+
+uint64_t Engine::Loop::Enqueue(std::unique_ptr<Batch> batch) {
   uint64_t id;
   {
     absl::MutexLock lock(&mu_);
@@ -956,7 +961,7 @@ void Engine::Loop::FillWalk(Batch& batch) {
     std::optional<std::string> url = walk.paginator.UrlOf(walk.started);
     if (!url.has_value()) break;
     const int64_t consumed = walk.window->consumed.load();
-    if (walk.started - walk.start - consumed >= walk.prefetch) {
+    if (walk.started - walk.start - consumed >= batch.options.max_concurrency) {
       // Full: ask the reader to wake us, then look again in case it
       // consumed in between (it reads `blocked` after counting).
       walk.window->blocked.store(true);
@@ -1000,6 +1005,13 @@ void Engine::Loop::OnPageResult(Batch& batch, size_t index,
     }
     Paginator::Decision decision = walk.paginator.OnPage(page);
     if (decision.deliver) {
+      if (walk.strip_link) {
+        auto& headers = page.result.headers;
+        headers.erase(
+            std::remove_if(headers.begin(), headers.end(),
+                           [](const auto& h) { return h.first == "link"; }),
+            headers.end());
+      }
       if (walk.outbox.empty()) outboxes_.push_back(id);
       walk.outbox.push_back(std::move(page));
     }

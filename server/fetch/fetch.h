@@ -92,6 +92,10 @@ struct FetchLimits {
 absl::Status ValidateFetchSpec(const FetchSpec& spec,
                                const FetchLimits& limits);
 
+// The URL part of ValidateFetchSpec: http(s), a host, no credentials, at
+// most max_url_bytes. INVALID_ARGUMENT naming "url".
+absl::Status ValidateUrl(const std::string& url, const FetchLimits& limits);
+
 // The request-level part of ValidateFetchSpec: the retry policy alone,
 // with field names prefixed "retry.".
 absl::Status ValidateRetryPolicy(const RetryPolicy& retry,
@@ -220,7 +224,9 @@ struct Page {
 class Paginator {
  public:
   // `first` is the request's first page (its URL is the strategy's base).
-  Paginator(const PageStrategy& strategy, std::string first_url);
+  // Next URLs must pass ValidateUrl against `limits`.
+  Paginator(const PageStrategy& strategy, std::string first_url,
+            const FetchLimits& limits = {});
 
   // The URL of page `index` if known before the pages ahead of it are
   // processed: always for kPageNumber (prefetch runs ahead), otherwise only
@@ -253,6 +259,7 @@ class Paginator {
   bool SeenBefore(const std::string& url);
 
   const PageStrategy strategy_;
+  const FetchLimits limits_;
   const std::string first_url_;
   WalkPosition position_;
   int64_t start_index_ = 0;

@@ -50,64 +50,18 @@ absl::StatusOr<std::string> UrlText(CURLU* handle) {
 }
 
 std::string PercentEncode(absl::string_view value) {
-  std::string out;
-  for (unsigned char c : value) {
-    if (absl::ascii_isalnum(c) || c == '-' || c == '.' || c == '_' ||
-        c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      constexpr char kDigits[] = "0123456789ABCDEF";  // RFC 3986: upper
-      out.push_back('%');
-      out.push_back(kDigits[c >> 4]);
-      out.push_back(kDigits[c & 15]);
-    }
-  }
-  return out;
+  CurlString out{
+      curl_easy_escape(nullptr, value.data(), static_cast<int>(value.size()))};
+  return out.text != nullptr ? out.text : "";
 }
 
 // %XX sequences decoded (so "page%5Bn%5D" matches "page[n]").
 std::string PercentDecode(absl::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size() && hex(text[i + 1]) >= 0 &&
-        hex(text[i + 2]) >= 0) {
-      out.push_back(
-          static_cast<char>(hex(text[i + 1]) * 16 + hex(text[i + 2])));
-      i += 2;
-    } else {
-      out.push_back(text[i]);
-    }
-  }
-  return out;
-}
-
-// Why a next URL may not be fetched (beyond its scheme), or OK.
-absl::Status NextUrlProblem(const std::string& url) {
-  constexpr size_t kMaxUrlBytes = 8 << 10;  // as FetchLimits::max_url_bytes
-  if (url.size() > kMaxUrlBytes) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("its next link is ", url.size(), " bytes; the limit is ",
-                     kMaxUrlBytes));
-  }
-  UrlHandle handle(curl_url());
-  if (handle == nullptr ||
-      curl_url_set(handle.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("its next link \"", url, "\" is not a valid URL"));
-  }
-  CurlString user;
-  if (curl_url_get(handle.get(), CURLUPART_USER, &user.text, 0) == CURLUE_OK) {
-    return absl::FailedPreconditionError(
-        "its next link carries credentials (user:password@); refused");
-  }
-  return absl::OkStatus();
+  int length = 0;
+  CurlString out{curl_easy_unescape(nullptr, text.data(),
+                                    static_cast<int>(text.size()), &length)};
+  return out.text != nullptr ? std::string(out.text, length)
+                             : std::string(text);
 }
 
 bool IsHttpUrl(absl::string_view url) {
@@ -346,8 +300,9 @@ std::string NextLink(const std::vector<std::string>& link_values) {
 // --- Paginator
 // -------------------------------------------------------------------
 
-Paginator::Paginator(const PageStrategy& strategy, std::string first_url)
-    : strategy_(strategy), first_url_(std::move(first_url)) {
+Paginator::Paginator(const PageStrategy& strategy, std::string first_url,
+                     const FetchLimits& limits)
+    : strategy_(strategy), limits_(limits), first_url_(std::move(first_url)) {
   Restart(StartPosition());
 }
 
@@ -530,9 +485,13 @@ Paginator::Decision Paginator::OnPage(Page& page) {
         PageError(page, absl::StatusCode::kFailedPrecondition,
                   absl::StrCat("its next link \"", position_.next_url,
                                "\" is not http or https"));
-  } else if (absl::Status problem = NextUrlProblem(position_.next_url);
+  } else if (absl::Status problem = ValidateUrl(position_.next_url, limits_);
              !problem.ok()) {
-    decision.end = PageError(page, problem.code(), problem.message());
+    // The checks every item's URL gets (credentials, length), here naming
+    // the page whose link it is.
+    decision.end =
+        PageError(page, absl::StatusCode::kFailedPrecondition,
+                  absl::StrCat("its next link: ", problem.message()));
   } else if (strategy_.kind != PageStrategy::Kind::kPageNumber &&
              SeenBefore(position_.next_url)) {
     decision.end =

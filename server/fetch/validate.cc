@@ -24,7 +24,9 @@ absl::Status Invalid(absl::string_view field, absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat(field, " ", problem));
 }
 
-absl::Status CheckUrl(const std::string& url, const FetchLimits& limits) {
+}  // namespace
+
+absl::Status ValidateUrl(const std::string& url, const FetchLimits& limits) {
   if (url.empty()) return Invalid("url", "is empty");
   if (static_cast<int64_t>(url.size()) > limits.max_url_bytes) {
     return Invalid("url",
@@ -62,6 +64,8 @@ absl::Status CheckUrl(const std::string& url, const FetchLimits& limits) {
   }
   return absl::OkStatus();
 }
+
+namespace {
 
 bool IsToken(absl::string_view name) {
   if (name.empty()) return false;
@@ -142,7 +146,7 @@ absl::Status ValidateRetryPolicy(const RetryPolicy& retry,
 
 absl::Status ValidateFetchSpec(const FetchSpec& spec,
                                const FetchLimits& limits) {
-  if (absl::Status s = CheckUrl(spec.url, limits); !s.ok()) return s;
+  if (absl::Status s = ValidateUrl(spec.url, limits); !s.ok()) return s;
   if (absl::Status s = CheckHeaders(spec, limits); !s.ok()) return s;
   if (spec.method != Method::kPost && !spec.body.empty()) {
     return Invalid("body", "is only sent with method POST");

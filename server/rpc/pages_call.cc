@@ -1,6 +1,5 @@
 #include "server/rpc/pages_call.h"
 
-#include <algorithm>
 #include <utility>
 
 #include "server/rpc/convert.h"
@@ -44,16 +43,6 @@ void FetchPagesCall::Convert(Slot& slot,
   fetch::Page& page = slot.page;
   slot.message.set_index(page.index);
   const bool drop_body = plan_.drop_body || plan_.strategy.split_items;
-  // The link_header strategy reads Link itself; return it only if asked.
-  const auto& asked = plan_.first.keep_headers;
-  if (plan_.strategy.kind == fetch::PageStrategy::Kind::kLinkHeader &&
-      std::find(asked.begin(), asked.end(), "link") == asked.end()) {
-    auto& headers = page.result.headers;
-    headers.erase(
-        std::remove_if(headers.begin(), headers.end(),
-                       [](const auto& h) { return h.first == "link"; }),
-        headers.end());
-  }
   ToProtoResult(0, page.url, std::move(page.result), processed, drop_body,
                 slot.message.mutable_result());
   for (std::string& item : page.items) slot.message.add_items(std::move(item));
