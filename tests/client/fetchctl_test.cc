@@ -219,6 +219,17 @@ TEST_F(FetchctlTest, PagesInterruptedPrintsTheResumeToken) {
   EXPECT_THAT(r->err, HasSubstr(last["resume_token"].get<std::string>()));
 }
 
+TEST_F(FetchctlTest, PagesStoppedAtMaxPagesPrintsTheResumeToken) {
+  ProcessResult r = Fetchctl({"--json", "pages", origin_.Url("/pn/d?last=5"),
+                              "--items_pointer=/items", "--max_pages=2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::vector<std::string> lines = Lines(r.out);
+  ASSERT_EQ(lines.size(), 2u);
+  const auto last = nlohmann::json::parse(lines.back());
+  EXPECT_THAT(r.err, HasSubstr("resume with: --resume=" +
+                               last["resume_token"].get<std::string>()));
+}
+
 TEST_F(FetchctlTest, PagesUsageErrorsExitTwo) {
   EXPECT_EQ(Fetchctl({"pages"}).exit_code, 2);
   EXPECT_EQ(

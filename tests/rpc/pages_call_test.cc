@@ -265,6 +265,14 @@ TEST_F(FetchPagesTest, ResumeTokenOfAnotherWalkIsRefused) {
   status = Walk(forged, &none);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("resume_token: "));
+  // An index past 2^62 is refused rather than overflowing later.
+  const size_t index_at = text.find(':', text.find(':') + 1) + 1;
+  forged.set_resume_token(absl::WebSafeBase64Escape(
+      text.substr(0, index_at) + "9223372036854775807" +
+      text.substr(text.find(':', index_at))));
+  status = Walk(forged, &none);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("resume_token"));
   other.set_resume_token("bm90IGEgdG9rZW4");
   status = Walk(other, &none);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
