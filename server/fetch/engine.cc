@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <deque>
 #include <iterator>
 #include <queue>
@@ -179,6 +180,9 @@ class Engine::Loop {
     size_t remaining = 0;       // items not yet reported
     bool runnable = false;      // queued in runnable_
     bool host_blocked = false;  // queued in blocked_on_host_
+    // Set when every item goes to one host (most batches): a full host then
+    // blocks the whole batch, with no scan for another host's item.
+    std::string one_host;
   };
   struct NewBatch {
     std::unique_ptr<Batch> batch;
@@ -211,6 +215,12 @@ class Engine::Loop {
   // it leaves the multi handle (Ended also wakes a batch waiting for it).
   void Started(const Transfer& t);
   void Ended(const Transfer& t);
+  bool HostFull(absl::string_view host) const;
+  // How many waiting items a turn may look at for one whose host has room.
+  size_t HostScan(const Batch& batch) const {
+    return batch.one_host.empty() ? std::min(kHostScan, batch.waiting.size())
+                                  : std::min<size_t>(1, batch.waiting.size());
+  }
   void StartAttempt(Batch& batch, size_t index);
   void CollectDone();
   void FinishAttempt(Transfer* transfer, CURLcode rc);
@@ -255,6 +265,7 @@ class Engine::Loop {
   std::deque<uint64_t> runnable_;  // batches with waiting items and room
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
   std::vector<EasyHandle> idle_easy_;
+  bool proxy_env_ = true;  // a proxy variable is set (Init)
   // Transfers per host on the multi handle, never above --max_per_host: the
   // rest wait in our FIFO (round robin) rather than in curl's pending
   // queue, which costs far more per transfer than our own.
@@ -288,6 +299,15 @@ absl::Status Engine::Loop::Init() {
   curl_multi_setopt(m, CURLMOPT_MAXCONNECTS,
                     static_cast<long>(options_.max_inflight));
   curl_multi_setopt(m, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+  // curl reads these variables on every transfer (five getenv scans of the
+  // environment). Where none is set, handles say "no proxy" once instead;
+  // where one is, curl keeps honouring them as usual.
+  proxy_env_ = false;
+  for (const char* name :
+       {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+        "ALL_PROXY", "no_proxy", "NO_PROXY"}) {
+    if (std::getenv(name) != nullptr) proxy_env_ = true;
+  }
   thread_ = std::thread([this] { Run(); });
   return absl::OkStatus();
 }
@@ -471,12 +491,20 @@ void Engine::Loop::AddBatch(std::unique_ptr<Batch> owned) {
   batch.remaining = batch.specs.size();
   // Queue the valid items first, so that ending the batch early (an
   // invalid item with fail_fast) finds every item in a known state.
+  bool one_host = true;
   for (size_t i = 0; i < batch.specs.size(); ++i) {
     if (batch.invalid[i].ok()) {
+      const absl::string_view host = HostOf(batch.specs[i].url);
+      if (batch.waiting.empty()) {
+        batch.one_host = std::string(host);
+      } else if (one_host && host != batch.one_host) {
+        one_host = false;
+      }
       batch.waiting.push_back(i);
       ++waiting_;
     }
   }
+  if (!one_host) batch.one_host.clear();
   for (size_t i = 0; i < batch.specs.size(); ++i) {
     if (batch.invalid[i].ok()) continue;
     FetchResult result;
@@ -511,18 +539,14 @@ void Engine::Loop::ServeFreedHosts() {
     // Oldest first, until the host is full again: a batch that no longer
     // has an item for it passes the slot on instead of losing it.
     while (!ids.empty() && running_ < options_.max_inflight) {
-      auto running = host_running_.find(host);
-      if (running != host_running_.end() &&
-          running->second >= options_.max_per_host) {
-        break;
-      }
+      if (HostFull(host)) break;
       const uint64_t id = ids.front();
       ids.pop_front();
       auto it = batches_.find(id);
       if (it == batches_.end()) continue;  // ended meanwhile
       Batch& batch = *it->second;
       batch.host_blocked = false;
-      const size_t scan = std::min(kHostScan, batch.waiting.size());
+      const size_t scan = HostScan(batch);
       size_t pos = 0;
       while (pos < scan && HostOf(batch.spec(batch.waiting[pos]).url) != host) {
         ++pos;
@@ -534,9 +558,18 @@ void Engine::Loop::ServeFreedHosts() {
         --waiting_;
         StartAttempt(batch, index);
       }
-      if (auto again = batches_.find(id); again != batches_.end()) {
-        MakeRunnable(*again->second);
+      auto again = batches_.find(id);
+      if (again == batches_.end()) continue;  // a failed start ended it
+      Batch& still = *again->second;
+      if (!still.one_host.empty() && !still.waiting.empty() &&
+          still.running < still.options.max_concurrency && HostFull(host)) {
+        // Straight back in line for this host, without a turn in
+        // runnable_ that would only find the host full.
+        still.host_blocked = true;
+        ids.push_back(id);
+        break;
       }
+      MakeRunnable(still);
     }
     // NOTE: look again: StartAttempt may have changed the map.
     blocked = blocked_on_host_.find(host);
@@ -551,7 +584,6 @@ void Engine::Loop::StartTransfers() {
   // Round robin over batches, one item at a time: a big batch cannot starve
   // the others, and each batch keeps its own FIFO order (but for items
   // whose host is full, which the next few may pass).
-  constexpr size_t kScan = kHostScan;
   while (running_ < options_.max_inflight && !runnable_.empty()) {
     const uint64_t id = runnable_.front();
     runnable_.pop_front();
@@ -564,14 +596,9 @@ void Engine::Loop::StartTransfers() {
       continue;
     }
     size_t pos = 0;
-    const size_t scan = std::min(kScan, batch.waiting.size());
-    for (; pos < scan; ++pos) {
-      const absl::string_view host = HostOf(batch.spec(batch.waiting[pos]).url);
-      auto running = host_running_.find(host);
-      if (running == host_running_.end() ||
-          running->second < options_.max_per_host) {
-        break;
-      }
+    const size_t scan = HostScan(batch);
+    while (pos < scan && HostFull(HostOf(batch.spec(batch.waiting[pos]).url))) {
+      ++pos;
     }
     if (pos == scan) {  // wait for a transfer to the first item's host
       if (!batch.host_blocked) {
@@ -595,6 +622,12 @@ void Engine::Loop::StartTransfers() {
 void Engine::Loop::Started(const Transfer& t) {
   ++running_;
   ++host_running_[t.host];
+}
+
+bool Engine::Loop::HostFull(absl::string_view host) const {
+  auto running = host_running_.find(host);
+  return running != host_running_.end() &&
+         running->second >= options_.max_per_host;
 }
 
 void Engine::Loop::Ended(const Transfer& t) {
@@ -624,6 +657,10 @@ EasyHandle Engine::Loop::AcquireEasy() {
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_USERAGENT, options_.user_agent.c_str());
+  if (!proxy_env_) {
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+  }
   if (options_.address_policy) {
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &Loop::OnOpenSocket);
   }

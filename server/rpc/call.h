@@ -15,6 +15,7 @@
 #define FETCHD_SERVER_RPC_CALL_H_
 
 #include <google/protobuf/arena.h>
+#include <grpcpp/alarm.h>
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
@@ -167,6 +168,15 @@ class UnaryCall : public Call {
     }
   }
 
+  // Finish, but with the response encoded and sent from the CQ thread: for
+  // a caller with better things to do than encode a large response (the
+  // fetch I/O thread). Callable from any thread, once, instead of Finish.
+  void FinishOnCq(grpc::Status status) {
+    hop_status_ = std::move(status);
+    // An alarm in the past fires at once, on this call's CQ thread.
+    hop_.Set(loop()->cq(), gpr_inf_past(GPR_CLOCK_MONOTONIC), &hopped_);
+  }
+
   Request request_;
   // On the call's arena: a response with thousands of submessages is built
   // without a heap allocation per field. Arena allocation is thread-safe.
@@ -179,8 +189,14 @@ class UnaryCall : public Call {
   void OnFinished(bool /*ok: false if the client went away; nothing to do*/) {
     Unref();
   }
+  void OnHopped(bool /*ok: false only if cancelled, which nothing does*/) {
+    Finish(hop_status_);
+  }
   Event finished_{this,
                   static_cast<void (Call::*)(bool)>(&UnaryCall::OnFinished)};
+  grpc::Status hop_status_;
+  grpc::Alarm hop_;
+  Event hopped_{this, static_cast<void (Call::*)(bool)>(&UnaryCall::OnHopped)};
 };
 
 // A server-streaming call: one request, a stream of responses written one
@@ -215,6 +231,10 @@ class ServerStreamCall : public Call {
     // delete this call, mutex included.
     writer_.Finish(*finish_status_, &finished_);
   }
+
+  // The same as Finish: the final op carries no message, so it costs the
+  // calling thread little (see UnaryCall::FinishOnCq).
+  void FinishOnCq(grpc::Status status) { Finish(std::move(status)); }
 
   // Bytes queued and not yet handed to gRPC (for memory bounds).
   size_t queued_bytes() ABSL_LOCKS_EXCLUDED(mu_) {

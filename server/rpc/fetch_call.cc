@@ -147,7 +147,9 @@ void FetchCall<Base>::OnAllDone() {
     absl::MutexLock lock(&mu_);
     failure = first_failure_;
   }
-  this->Finish(ToGrpcStatus(failure));
+  // The last item may end on the I/O thread: encoding the response there
+  // would hold up every other call's transfers.
+  this->FinishOnCq(ToGrpcStatus(failure));
 }
 
 // --- BatchFetch (unary)

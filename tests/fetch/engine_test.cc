@@ -456,6 +456,22 @@ TEST_F(EngineTest, PostSendsHeadersAndBody) {
   EXPECT_EQ(results[1].body, "");
 }
 
+// Handles skip curl's per-transfer proxy lookups only where no proxy
+// variable is set: with http_proxy set, requests still go to the proxy.
+// Here the proxy is the origin, which answers a request for another
+// address (an absolute URL it has no route for) with 404; without the proxy
+// the connection to port 1 would be refused.
+TEST(EngineProxyTest, ProxyVariablesAreHonoured) {
+  Origin proxy;
+  ASSERT_EQ(setenv("http_proxy", proxy.Url("").c_str(), 1), 0);
+  std::unique_ptr<Engine> engine = NewEngine();
+  ASSERT_NE(engine, nullptr);
+  // curl reads the variable per transfer: keep it until the result is in.
+  auto results = RunAll(*engine, {Get("http://127.0.0.2:1/json")});
+  unsetenv("http_proxy");
+  EXPECT_EQ(results[0].http_status, 404) << results[0].status;
+}
+
 TEST_F(EngineTest, ReusedHandlesCarryNothingOver) {
   // One at a time, so each transfer reuses the previous one's easy handle.
   FetchSpec post = Get(origin_.Url("/echo"));

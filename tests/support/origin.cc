@@ -53,9 +53,8 @@ Origin::Origin()
   // Enough handler threads for the concurrency tests (default is ~8).
   s.new_task_queue = [] { return new httplib::ThreadPool(64); };
   s.set_keep_alive_max_count(100000);
-  s.set_tcp_nodelay(true);
-  s.set_keep_alive_timeout(1);  // stop() waits for idle keep-alive reads  // no
-                                // delayed-ACK stalls between small writes
+  s.set_tcp_nodelay(true);      // no delayed-ACK stalls between writes
+  s.set_keep_alive_timeout(1);  // stop() waits for idle keep-alive reads
   s.set_pre_routing_handler(
       [t](const httplib::Request& req, httplib::Response&) {
         absl::MutexLock lock(&t->mu);
