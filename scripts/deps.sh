@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages fetchd needs, once; silent when all are there.
 #   scripts/deps.sh build   compilers, CMake, gRPC, Protobuf, Abseil, OpenSSL, libcurl,
-#                           gumbo, JSON (nlohmann, simdjson), GoogleTest,
+#                           gumbo, JSON (nlohmann, simdjson), tcmalloc, GoogleTest,
 #                           cpp-httplib (the test origin)
 #   scripts/deps.sh test    build + GoogleTest/GoogleMock + clang's sanitizer runtime
 #   scripts/deps.sh bench   build + what bench/ drives: nginx (origin), wrk, Python
@@ -11,7 +11,7 @@ set -euo pipefail
 build=(cmake ninja-build g++ pkg-config ca-certificates
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libssl-dev nlohmann-json3-dev libsimdjson-dev libcurl4-openssl-dev
-  libgumbo-dev
+  libgumbo-dev libgoogle-perftools-dev
   libgtest-dev libgmock-dev libcpp-httplib-dev)  # tests are in the default build
 test=(clang libclang-rt-14-dev)
 bench=(python3 python3-aiohttp nginx wrk curl bc golang-go nodejs)
