@@ -2,6 +2,7 @@
 // shuts down gracefully. Nothing else lives here.
 #include <signal.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <thread>
 
@@ -31,9 +32,14 @@ ABSL_FLAG(int64_t, max_compute_data_bytes, 1 << 20,
 ABSL_FLAG(int, max_request_bytes, 4 << 20,
           "largest gRPC request message, in bytes (RESOURCE_EXHAUSTED past "
           "it)");
+ABSL_FLAG(absl::Duration, drain_delay, absl::Seconds(5),
+          "on SIGTERM, how long fetchd keeps serving with health NOT_SERVING "
+          "before it stops accepting RPCs, so that load balancers and "
+          "Kubernetes endpoints stop routing to it first; SIGINT, or a "
+          "second signal, skips the rest of it");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
-          "on SIGTERM/SIGINT, how long in-flight RPCs may run before they "
-          "are cancelled");
+          "on SIGTERM/SIGINT, after the drain delay, how long in-flight RPCs "
+          "may run before they are cancelled");
 
 // Fetch: limits (each request's knobs are bounded by these) and defaults.
 ABSL_FLAG(int, max_inflight_fetches, 512,
@@ -173,6 +179,11 @@ int main(int argc, char** argv) {
     Log(R"("level":"error","event":"start_failed","error":"--shutdown_grace must be >= 0")");
     return 1;
   }
+  const absl::Duration drain = absl::GetFlag(FLAGS_drain_delay);
+  if (drain < absl::ZeroDuration()) {
+    Log(R"("level":"error","event":"start_failed","error":"--drain_delay must be >= 0")");
+    return 1;
+  }
 
   // Block the stop signals before any thread starts so every thread
   // inherits the mask and only sigwait below sees them.
@@ -197,6 +208,20 @@ int main(int argc, char** argv) {
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
+  if (signal_number == SIGTERM && drain > absl::ZeroDuration()) {
+    (*server)->StartDraining();
+    Log(absl::StrFormat(
+        R"("level":"info","event":"draining","signal":"SIGTERM","drain_delay":"%s")",
+        absl::FormatDuration(drain)));
+    // Serve on until the delay ends or another signal cuts it short.
+    const absl::Time until = absl::Now() + drain;
+    for (absl::Duration left = drain; left > absl::ZeroDuration();
+         left = until - absl::Now()) {
+      const timespec wait = absl::ToTimespec(left);
+      if (sigtimedwait(&stop_signals, nullptr, &wait) >= 0) break;
+      if (errno != EINTR) break;  // EAGAIN: the delay is over
+    }
+  }
   Log(absl::StrFormat(
       R"("level":"info","event":"shutting_down","signal":"%s","grace":"%s")",
       signal_number == SIGTERM ? "SIGTERM" : "SIGINT",

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "fetchd/v1/compute.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/test_server.h"
 
@@ -96,14 +97,14 @@ TEST(FetchdMainTest, HelpListsEveryFlag) {
   for (const char* flag :
        {"--listen", "--cq_threads", "--workers", "--max_queued_tasks",
         "--max_compute_n", "--max_compute_data_bytes", "--max_request_bytes",
-        "--shutdown_grace"}) {
+        "--drain_delay", "--shutdown_grace"}) {
     EXPECT_THAT(r->out, HasSubstr(flag));
   }
 }
 
 TEST(FetchdMainTest, SigtermLetsTheInFlightCallFinishAndExitsZero) {
-  FetchdProcess fetchd(
-      {"--workers=1", "--max_queued_tasks=0", "--shutdown_grace=60s"});
+  FetchdProcess fetchd({"--workers=1", "--max_queued_tasks=0",
+                        "--drain_delay=200ms", "--shutdown_grace=60s"});
   ASSERT_TRUE(fetchd.ok());
   auto stub = v1::Compute::NewStub(grpc::CreateChannel(
       fetchd.address(), grpc::InsecureChannelCredentials()));
@@ -121,6 +122,59 @@ TEST(FetchdMainTest, SigtermLetsTheInFlightCallFinishAndExitsZero) {
   EXPECT_EQ(exit->exit_code, 0) << exit->err;
   EXPECT_THAT(exit->err, HasSubstr("\"signal\":\"SIGTERM\""));
   EXPECT_THAT(exit->err, HasSubstr("\"event\":\"stopped\""));
+}
+
+grpc::health::v1::HealthCheckResponse::ServingStatus Health(
+    grpc::Channel* channel) {
+  auto stub = grpc::health::v1::Health::NewStub(
+      std::shared_ptr<grpc::Channel>(channel, [](grpc::Channel*) {}));
+  grpc::health::v1::HealthCheckResponse response;
+  const grpc::Status status =
+      stub->Check(ContextWithTimeout(absl::Seconds(5)).get(),
+                  grpc::health::v1::HealthCheckRequest(), &response);
+  return status.ok() ? response.status()
+                     : grpc::health::v1::HealthCheckResponse::UNKNOWN;
+}
+
+// SIGTERM starts the drain: health turns NOT_SERVING at once, but RPCs
+// that still arrive are served (load balancers take a while to notice). A
+// second signal cuts the delay short.
+TEST(FetchdMainTest, SigtermDrainsNotServingButServingUntilTheDelayEnds) {
+  using grpc::health::v1::HealthCheckResponse;
+  FetchdProcess fetchd({"--drain_delay=10m"});  // only a signal ends it here
+  ASSERT_TRUE(fetchd.ok());
+  auto channel =
+      grpc::CreateChannel(fetchd.address(), grpc::InsecureChannelCredentials());
+  ASSERT_EQ(Health(channel.get()), HealthCheckResponse::SERVING);
+  fetchd.process().Signal(SIGTERM);
+  auto err = fetchd.process().WaitForStderr("\"event\":\"draining\"", kWait);
+  ASSERT_TRUE(err.ok()) << err.status();
+  EXPECT_EQ(Health(channel.get()), HealthCheckResponse::NOT_SERVING);
+  // A call that arrives during the drain, on a new connection too.
+  grpc::ChannelArguments own_connection;
+  own_connection.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto fresh = grpc::CreateCustomChannel(
+      fetchd.address(), grpc::InsecureChannelCredentials(), own_connection);
+  for (auto* ch : {channel.get(), fresh.get()}) {
+    auto stub = v1::Compute::NewStub(
+        std::shared_ptr<grpc::Channel>(ch, [](grpc::Channel*) {}));
+    v1::ComputeResponse response;
+    const grpc::Status status = stub->Run(ContextWithTimeout(kWait).get(),
+                                          SqrtSumRequest(1000), &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+  }
+  EXPECT_THAT(*err, ::testing::Not(HasSubstr("shutting_down")));
+  // Closed first: an idle client connection in this process is not polled,
+  // so it would not see the server's GOAWAY, and fetchd would wait out
+  // --shutdown_grace for it (clients with their own I/O threads answer).
+  channel.reset();
+  fresh.reset();
+  fetchd.process().Signal(SIGTERM);
+  auto exit = fetchd.process().Wait(kWait);
+  ASSERT_TRUE(exit.ok()) << exit.status();
+  EXPECT_EQ(exit->exit_code, 0) << exit->err;
+  EXPECT_THAT(exit->err, HasSubstr("\"event\":\"stopped\""));
+  fprintf(stderr, "%s", exit->err.c_str());
 }
 
 TEST(FetchdMainTest, SigintCancelsCallsPastTheGraceAndExitsZero) {
@@ -156,6 +210,14 @@ TEST(FetchdMainTest, NegativeShutdownGraceExitsOne) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->exit_code, 1);
   EXPECT_THAT(r->err, HasSubstr("--shutdown_grace"));
+}
+
+TEST(FetchdMainTest, NegativeDrainDelayExitsOne) {
+  auto r = RunProcess(
+      {FETCHD_PATH, "--listen=127.0.0.1:0", "--drain_delay=-1s"}, kWait);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 1);
+  EXPECT_THAT(r->err, HasSubstr("--drain_delay"));
 }
 
 TEST(FetchdMainTest, PortInUseExitsOne) {

@@ -67,6 +67,11 @@ class Server {
   // The port actually bound (useful with port 0).
   int port() const;
 
+  // The start of a graceful stop: health turns NOT_SERVING, so load
+  // balancers and Kubernetes endpoints stop sending new RPCs, while the
+  // server keeps serving every RPC that still arrives. Thread-safe.
+  void StartDraining();
+
   // Graceful stop: health turns NOT_SERVING, no new RPCs are accepted,
   // in-flight RPCs get up to `grace` to finish, the rest are cancelled;
   // then the CQs are drained and every thread joined. Blocks until done.

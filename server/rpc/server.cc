@@ -200,6 +200,14 @@ fetch::Engine::Stats Server::fetch_stats() const {
   return state_->engine->stats();
 }
 
+void Server::StartDraining() {
+  // Leaves the overall and every per-service status NOT_SERVING; Shutdown
+  // later makes it final.
+  if (auto* health = state_->server->GetHealthCheckService()) {
+    health->SetServingStatus(false);
+  }
+}
+
 void Server::Shutdown(absl::Duration grace) {
   absl::MutexLock lock(&mu_);
   if (shut_down_) return;
