@@ -3,7 +3,8 @@
 #   scripts/deps.sh build   compilers, CMake, gRPC, Protobuf, Abseil, OpenSSL, libcurl,
 #                           gumbo, JSON (nlohmann, simdjson), tcmalloc, GoogleTest,
 #                           cpp-httplib (the test origin)
-#   scripts/deps.sh test    build + GoogleTest/GoogleMock + clang's sanitizer runtime
+#   scripts/deps.sh test    build + clang's sanitizer runtime, PyYAML and kubectl
+#                           (the k8s/ manifest test)
 #   scripts/deps.sh bench   build + what bench/ drives: nginx (origin), wrk, Python
 #                           aiohttp (seed peer), Go and Node (peers)
 set -euo pipefail
@@ -13,13 +14,17 @@ build=(cmake ninja-build g++ pkg-config ca-certificates
   libabsl-dev libssl-dev nlohmann-json3-dev libsimdjson-dev libcurl4-openssl-dev
   libgumbo-dev libgoogle-perftools-dev
   libgtest-dev libgmock-dev libcpp-httplib-dev)  # tests are in the default build
-test=(clang libclang-rt-14-dev)
+test=(clang libclang-rt-14-dev python3-yaml)
 bench=(python3 python3-aiohttp nginx wrk curl bc golang-go nodejs)
 
 wanted=("${build[@]}")
 case "${1:-build}" in
   build) ;;
-  test) wanted+=("${test[@]}") ;;
+  test)
+    wanted+=("${test[@]}")
+    # k8s/ tests render with kubectl's kustomize (v5 here); Debian's own
+    # client is the fallback where kubectl is missing.
+    command -v kubectl >/dev/null || wanted+=(kubernetes-client) ;;
   bench) wanted+=("${bench[@]}") ;;
   *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
 esac
