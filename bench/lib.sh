@@ -23,7 +23,7 @@ trap cleanup EXIT
 # $fetchd_pid and $target.
 start_fetchd() {
   local log=$tmp/fetchd.$RANDOM.log port
-  build/bin/fetchd --listen=127.0.0.1:0 "$@" 2>"$log" &
+  build/bin/fetchd --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 "$@" 2>"$log" &
   fetchd_pid=$!
   pids+=("$fetchd_pid")
   for _ in $(seq 100); do

@@ -135,7 +135,7 @@ cleanup_smoke() {
   rm -f "$log"
 }
 trap cleanup_smoke EXIT
-args=(--listen=127.0.0.1:0 --drain_delay=0)
+args=(--listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --drain_delay=0)
 case $tool in
   buildah)
     ctr=$(buildah from -q "$image")
@@ -152,7 +152,7 @@ done
 port=$(grep -o '"port":[0-9]*' "$log" | head -1 | cut -d: -f2)
 [[ -n $port ]] || { cat "$log" >&2; fail "fetchd did not report serving"; }
 # The server process, found by its own port, must run as 65532.
-server_pid=$(pgrep -f -- "fetchd --listen=127.0.0.1:0 --drain_delay=0" | while read -r p; do
+server_pid=$(pgrep -f -- "fetchd ${args[*]}" | while read -r p; do
   [[ $(readlink "/proc/$p/exe" 2>/dev/null) == */usr/local/bin/fetchd ]] && echo "$p"; done | head -1)
 uid=$(awk '/^Uid:/{print $2}' "/proc/$server_pid/status")
 gid=$(awk '/^Gid:/{print $2}' "/proc/$server_pid/status")

@@ -32,6 +32,9 @@ ABSL_FLAG(int64_t, max_compute_data_bytes, 1 << 20,
 ABSL_FLAG(int, max_request_bytes, 4 << 20,
           "largest gRPC request message, in bytes (RESOURCE_EXHAUSTED past "
           "it)");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
+          "Prometheus metrics (text format) on GET /metrics at this "
+          "host:port; empty turns the endpoint off");
 ABSL_FLAG(absl::Duration, drain_delay, absl::Seconds(5),
           "on SIGTERM, how long fetchd keeps serving with health NOT_SERVING "
           "before it stops accepting RPCs, so that load balancers and "
@@ -145,6 +148,7 @@ int main(int argc, char** argv) {
 
   fetchd::rpc::ServerConfig config;
   config.listen = absl::GetFlag(FLAGS_listen);
+  config.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   config.cq_threads = OrCores(absl::GetFlag(FLAGS_cq_threads));
   config.workers = OrCores(absl::GetFlag(FLAGS_workers));
   config.max_queued_tasks = absl::GetFlag(FLAGS_max_queued_tasks);
@@ -202,9 +206,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   Log(absl::StrFormat(
-      R"("level":"info","event":"serving","listen":"%s","port":%d,"cq_threads":%d,"workers":%d)",
-      JsonEscape(config.listen), (*server)->port(), config.cq_threads,
-      config.workers));
+      R"("level":"info","event":"serving","listen":"%s","port":%d,"metrics_port":%d,"cq_threads":%d,"workers":%d)",
+      JsonEscape(config.listen), (*server)->port(), (*server)->metrics_port(),
+      config.cq_threads, config.workers));
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);

@@ -1,6 +1,7 @@
 // The fetchd binary as it runs in production: flags, signals, exit codes.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <signal.h>
 
 #include <regex>
@@ -27,7 +28,9 @@ constexpr absl::Duration kWait = absl::Seconds(30);
 class FetchdProcess {
  public:
   explicit FetchdProcess(std::vector<std::string> flags) {
-    std::vector<std::string> argv = {FETCHD_PATH, "--listen=127.0.0.1:0"};
+    // Port 0 for both listeners: tests run side by side.
+    std::vector<std::string> argv = {FETCHD_PATH, "--listen=127.0.0.1:0",
+                                     "--metrics_listen=127.0.0.1:0"};
     argv.insert(argv.end(), flags.begin(), flags.end());
     auto process = Subprocess::Start(argv);
     EXPECT_TRUE(process.ok()) << process.status();
@@ -39,7 +42,10 @@ class FetchdProcess {
     std::smatch m;
     std::regex port_re("\"port\":([0-9]+)");
     if (std::regex_search(*err, m, port_re)) port_ = std::stoi(m[1]);
+    std::regex metrics_re("\"metrics_port\":([0-9]+)");
+    if (std::regex_search(*err, m, metrics_re)) metrics_port_ = std::stoi(m[1]);
   }
+  int metrics_port() const { return metrics_port_; }
   bool ok() const { return port_ > 0; }
   std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
   Subprocess& process() { return *process_; }
@@ -47,6 +53,7 @@ class FetchdProcess {
  private:
   std::unique_ptr<Subprocess> process_;
   int port_ = 0;
+  int metrics_port_ = 0;
 };
 
 // sqrt_sum(n) on the only worker of a fetchd run with --workers=1
@@ -97,7 +104,7 @@ TEST(FetchdMainTest, HelpListsEveryFlag) {
   for (const char* flag :
        {"--listen", "--cq_threads", "--workers", "--max_queued_tasks",
         "--max_compute_n", "--max_compute_data_bytes", "--max_request_bytes",
-        "--drain_delay", "--shutdown_grace"}) {
+        "--drain_delay", "--shutdown_grace", "--metrics_listen"}) {
     EXPECT_THAT(r->out, HasSubstr(flag));
   }
 }
@@ -196,25 +203,53 @@ TEST(FetchdMainTest, SigintCancelsCallsPastTheGraceAndExitsZero) {
   EXPECT_LT(absl::Now() - signalled, absl::Seconds(10));
 }
 
+TEST(FetchdMainTest, MetricsEndpointServesPrometheusText) {
+  FetchdProcess fetchd({});
+  ASSERT_TRUE(fetchd.ok());
+  ASSERT_GT(fetchd.metrics_port(), 0);
+  auto stub = v1::Compute::NewStub(grpc::CreateChannel(
+      fetchd.address(), grpc::InsecureChannelCredentials()));
+  v1::ComputeResponse response;
+  ASSERT_TRUE(
+      stub->Run(ContextWithTimeout(kWait).get(), SqrtSumRequest(10), &response)
+          .ok());
+  httplib::Client client("127.0.0.1", fetchd.metrics_port());
+  client.set_read_timeout(10, 0);
+  auto res = client.Get("/metrics");
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200);
+  EXPECT_THAT(res->body, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
+                                   "code=\"OK\"} 1\n"));
+}
+
+TEST(FetchdMainTest, EmptyMetricsListenTurnsTheEndpointOff) {
+  FetchdProcess fetchd({"--metrics_listen="});
+  ASSERT_TRUE(fetchd.ok());
+  EXPECT_EQ(fetchd.metrics_port(), 0);
+}
+
 TEST(FetchdMainTest, InvalidFlagValueExitsOneNamingTheFlag) {
-  auto r = RunProcess(
-      {FETCHD_PATH, "--listen=127.0.0.1:0", "--max_queued_tasks=-1"}, kWait);
+  auto r = RunProcess({FETCHD_PATH, "--listen=127.0.0.1:0",
+                       "--metrics_listen=127.0.0.1:0", "--max_queued_tasks=-1"},
+                      kWait);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->exit_code, 1);
   EXPECT_THAT(r->err, HasSubstr("--max_queued_tasks"));
 }
 
 TEST(FetchdMainTest, NegativeShutdownGraceExitsOne) {
-  auto r = RunProcess(
-      {FETCHD_PATH, "--listen=127.0.0.1:0", "--shutdown_grace=-1s"}, kWait);
+  auto r = RunProcess({FETCHD_PATH, "--listen=127.0.0.1:0",
+                       "--metrics_listen=127.0.0.1:0", "--shutdown_grace=-1s"},
+                      kWait);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->exit_code, 1);
   EXPECT_THAT(r->err, HasSubstr("--shutdown_grace"));
 }
 
 TEST(FetchdMainTest, NegativeDrainDelayExitsOne) {
-  auto r = RunProcess(
-      {FETCHD_PATH, "--listen=127.0.0.1:0", "--drain_delay=-1s"}, kWait);
+  auto r = RunProcess({FETCHD_PATH, "--listen=127.0.0.1:0",
+                       "--metrics_listen=127.0.0.1:0", "--drain_delay=-1s"},
+                      kWait);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->exit_code, 1);
   EXPECT_THAT(r->err, HasSubstr("--drain_delay"));
@@ -223,7 +258,9 @@ TEST(FetchdMainTest, NegativeDrainDelayExitsOne) {
 TEST(FetchdMainTest, PortInUseExitsOne) {
   ::fetchd::testing::TestServer other;
   ASSERT_TRUE(other.ok());
-  auto r = RunProcess({FETCHD_PATH, "--listen=" + other.address()}, kWait);
+  auto r = RunProcess({FETCHD_PATH, "--listen=" + other.address(),
+                       "--metrics_listen=127.0.0.1:0"},
+                      kWait);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->exit_code, 1);
   EXPECT_THAT(r->err, HasSubstr("start_failed"));

@@ -283,6 +283,11 @@ class Engine::Loop {
   std::atomic<int> stat_inflight_{0}, stat_waiting_{0}, stat_backing_off_{0},
       stat_batches_{0};
   std::atomic<int64_t> stat_retries_{0}, stat_retries_denied_{0};
+  std::atomic<int> stat_hosts_{0};
+  // Written by the I/O thread only, read by stats().
+  std::array<std::atomic<int64_t>, 6> stat_attempts_by_class_{};
+  std::array<std::atomic<int64_t>, 17> stat_items_by_code_{};
+  std::atomic<int64_t> stat_body_bytes_{0};
 };
 
 absl::Status Engine::Loop::Init() {
@@ -402,6 +407,15 @@ Engine::Stats Engine::Loop::stats() const {
   s.batches = stat_batches_.load(std::memory_order_relaxed);
   s.retries = stat_retries_.load(std::memory_order_relaxed);
   s.retries_denied = stat_retries_denied_.load(std::memory_order_relaxed);
+  s.hosts = stat_hosts_.load(std::memory_order_relaxed);
+  for (size_t i = 0; i < s.attempts_by_class.size(); ++i) {
+    s.attempts_by_class[i] =
+        stat_attempts_by_class_[i].load(std::memory_order_relaxed);
+  }
+  for (size_t i = 0; i < s.items_by_code.size(); ++i) {
+    s.items_by_code[i] = stat_items_by_code_[i].load(std::memory_order_relaxed);
+  }
+  s.body_bytes = stat_body_bytes_.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -862,6 +876,11 @@ void Engine::Loop::FinishAttempt(Transfer* raw, CURLcode rc) {
   FetchResult result;
   result.status = AttemptStatus(*t, rc, http);
   result.http_status = static_cast<int>(http);
+  // Counted once per attempt (the metrics' fetches by status class).
+  const size_t status_class = http >= 100 && http < 600 ? http / 100 : 0;
+  stat_attempts_by_class_[status_class].fetch_add(1, std::memory_order_relaxed);
+  stat_body_bytes_.fetch_add(static_cast<int64_t>(t->body.size()),
+                             std::memory_order_relaxed);
   result.attempts = item.attempts;
   char* effective = nullptr;
   curl_easy_getinfo(e, CURLINFO_EFFECTIVE_URL, &effective);
@@ -928,6 +947,10 @@ void Engine::Loop::Report(Batch& batch, size_t index, FetchResult result) {
   Item& item = *batch.item(index);
   item.state = ItemState::kDone;
   --batch.remaining;
+  const auto code = static_cast<size_t>(result.status.code());
+  if (code < stat_items_by_code_.size()) {
+    stat_items_by_code_[code].fetch_add(1, std::memory_order_relaxed);
+  }
   if (batch.walk != nullptr)
     return OnPageResult(batch, index, std::move(result));
   const bool failed = !result.status.ok();
@@ -1141,6 +1164,8 @@ void Engine::Loop::PublishStats() {
   stat_backing_off_.store(backing_off_, std::memory_order_relaxed);
   stat_batches_.store(static_cast<int>(batches_.size()),
                       std::memory_order_relaxed);
+  stat_hosts_.store(static_cast<int>(host_running_.size()),
+                    std::memory_order_relaxed);
 }
 
 // --- Engine

@@ -19,6 +19,7 @@
 
 #include <sys/socket.h>
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -348,6 +349,13 @@ class Engine {
     int batches = 0;
     int64_t retries = 0;
     int64_t retries_denied = 0;  // by the retry budget
+    int hosts = 0;               // hosts with transfers running
+    // Counters since start (for metrics): attempts (each try of each item)
+    // by HTTP status class, [0] for no response and [1..5] for 1xx..5xx;
+    // items ended, by their absl::StatusCode; response body bytes received.
+    std::array<int64_t, 6> attempts_by_class{};
+    std::array<int64_t, 17> items_by_code{};
+    int64_t body_bytes = 0;
   };
 
   // Starts the I/O thread. INTERNAL if libcurl cannot be set up.

@@ -3,8 +3,9 @@
 
 namespace fetchd::rpc {
 
-CqLoop::CqLoop(std::unique_ptr<grpc::ServerCompletionQueue> cq)
-    : cq_(std::move(cq)) {}
+CqLoop::CqLoop(std::unique_ptr<grpc::ServerCompletionQueue> cq,
+               RpcObserver* observer)
+    : cq_(std::move(cq)), observer_(observer) {}
 
 CqLoop::~CqLoop() { Shutdown(); }
 
@@ -69,6 +70,7 @@ void Call::OnRequested(bool ok) {
     Unref();
     return;
   }
+  started_ = absl::Now();
   Ref();  // for done_, which now will come
   Spawn();
   OnStart();

@@ -26,7 +26,10 @@
 
 #include "absl/base/call_once.h"
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 
 namespace fetchd::rpc {
 
@@ -40,14 +43,27 @@ class Tag {
   ~Tag() = default;
 };
 
+// Told of every RPC the framework ends (metrics). Called on the thread
+// that finishes the call; must not block.
+class RpcObserver {
+ public:
+  virtual void OnRpcEnd(absl::string_view method, grpc::StatusCode code,
+                        absl::Duration took) = 0;
+
+ protected:
+  ~RpcObserver() = default;
+};
+
 // A ServerCompletionQueue and its thread. Calls are armed on it only while
 // it accepts: once Shutdown() starts, nothing new is requested on it.
 class CqLoop {
  public:
-  explicit CqLoop(std::unique_ptr<grpc::ServerCompletionQueue> cq);
+  explicit CqLoop(std::unique_ptr<grpc::ServerCompletionQueue> cq,
+                  RpcObserver* observer = nullptr);
   ~CqLoop();  // Shutdown()
 
   grpc::ServerCompletionQueue* cq() const { return cq_.get(); }
+  RpcObserver* observer() const { return observer_; }
 
   // Starts the draining thread.
   void Start();
@@ -81,7 +97,8 @@ class CqLoop {
   }
 
   std::unique_ptr<grpc::ServerCompletionQueue> cq_;
-  std::thread thread_;  // joinable once Start() ran
+  RpcObserver* const observer_;  // may be null
+  std::thread thread_;           // joinable once Start() ran
   absl::once_flag stop_once_;
   absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
@@ -116,6 +133,16 @@ class Call {
   virtual void OnStart() = 0;
   // The client cancelled or the deadline passed (after OnStart).
   virtual void OnCancel() {}
+  // The RPC's name for metrics, e.g. "BatchFetch".
+  virtual absl::string_view method() const = 0;
+
+  // Reports the end of the RPC with `code` to the loop's observer; the
+  // Finish of UnaryCall and ServerStreamCall call it.
+  void Ended(grpc::StatusCode code) {
+    if (RpcObserver* observer = loop_->observer()) {
+      observer->OnRpcEnd(method(), code, absl::Now() - started_);
+    }
+  }
 
   CqLoop* loop() const { return loop_; }
   grpc::ServerContext& context() { return context_; }
@@ -144,6 +171,7 @@ class Call {
 
   CqLoop* const loop_;
   bool counted_ = false;  // armed on the loop, which counts it as live
+  absl::Time started_;    // when the RPC arrived (OnRequested)
   grpc::ServerContext context_;
   // 1 for the request; the request's reference then passes to whoever
   // finishes the call, and the done notification adds one.
@@ -161,6 +189,7 @@ class UnaryCall : public Call {
   // Finish the RPC; callable from any thread, once. Releases the reference
   // the request handed over when the final op comes back.
   void Finish(const grpc::Status& status) {
+    Ended(status.error_code());
     if (status.ok()) {
       responder_.Finish(*response_, status, &finished_);
     } else {
@@ -221,6 +250,7 @@ class ServerStreamCall : public Call {
   // Callable once, from any thread. Releases the reference the request
   // handed over when the final op comes back.
   void Finish(grpc::Status status) ABSL_LOCKS_EXCLUDED(mu_) {
+    Ended(status.error_code());
     {
       absl::MutexLock lock(&mu_);
       finish_status_ = std::move(status);

@@ -26,6 +26,7 @@ class ComputeRunCall final
  private:
   void RequestCall(grpc::ServerCompletionQueue* cq, Tag* tag) override;
   void Spawn() override;
+  absl::string_view method() const override { return "Compute.Run"; }
   void OnStart() override;
   void OnCancel() override { stop_.RequestStop(); }
   // On a worker thread.

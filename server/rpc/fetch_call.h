@@ -115,6 +115,7 @@ class BatchFetchCall final
  private:
   void RequestCall(grpc::ServerCompletionQueue* cq, Tag* tag) override;
   void Spawn() override;
+  absl::string_view method() const override { return "Fetch.BatchFetch"; }
   void OnPlanned(const BatchPlan& plan) override;
   void OnResult(ItemOutcome outcome) override ABSL_LOCKS_EXCLUDED(response_mu_);
 
@@ -131,6 +132,7 @@ class StreamBatchFetchCall final
  private:
   void RequestCall(grpc::ServerCompletionQueue* cq, Tag* tag) override;
   void Spawn() override;
+  absl::string_view method() const override { return "Fetch.StreamBatchFetch"; }
   void OnResult(ItemOutcome outcome) override;
 };
 

@@ -33,6 +33,7 @@ class FetchPagesCall final
 
   void RequestCall(grpc::ServerCompletionQueue* cq, Tag* tag) override;
   void Spawn() override;
+  absl::string_view method() const override { return "Fetch.FetchPages"; }
   void OnStart() override;
   void OnCancel() override ABSL_LOCKS_EXCLUDED(walk_mu_);
   void OnMessageSent() override ABSL_LOCKS_EXCLUDED(walk_mu_);

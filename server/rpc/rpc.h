@@ -49,6 +49,9 @@ struct ServerConfig {
   int max_request_bytes = 4 << 20;  // gRPC max receive message size
   FetchConfig fetch;
   absl::Duration shutdown_grace = absl::Seconds(10);
+  // Prometheus text on GET /metrics (host:port; port 0 picks one); empty:
+  // no metrics endpoint.
+  std::string metrics_listen;
 };
 
 // INVALID_ARGUMENT naming the flag when a value is out of range.
@@ -66,6 +69,8 @@ class Server {
 
   // The port actually bound (useful with port 0).
   int port() const;
+  // The metrics endpoint's port; 0 without one.
+  int metrics_port() const;
 
   // The start of a graceful stop: health turns NOT_SERVING, so load
   // balancers and Kubernetes endpoints stop sending new RPCs, while the

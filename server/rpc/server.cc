@@ -13,6 +13,7 @@
 #include "server/rpc/fetch_call.h"
 #include "server/rpc/pages_call.h"
 #include "server/rpc/rpc.h"
+#include "server/rpc/rpc_metrics.h"
 
 namespace fetchd::rpc {
 
@@ -30,6 +31,7 @@ struct Server::State {
   // Destroyed bottom-up: the gRPC server before its CQs, the CQs (and any
   // call state) before the service, runner and pool that calls point at.
   ServerConfig config;
+  RpcMetrics rpc_metrics;  // outlives every call that reports to it
   compute::WorkerPool pool;
   compute::KernelRunner runner;
   process::ProcessRunner processor;
@@ -39,6 +41,8 @@ struct Server::State {
   std::vector<std::unique_ptr<CqLoop>> loops;
   std::unique_ptr<grpc::Server> server;
   int port = 0;
+  // Destroyed first: a scrape reads the engine and the pool.
+  std::unique_ptr<metrics::HttpEndpoint> metrics;
 };
 
 absl::Status ValidateServerConfig(const ServerConfig& c) {
@@ -135,6 +139,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
       fetch::Engine::Start(config.fetch.engine);
   if (!engine.ok()) return engine.status();
   state->engine = *std::move(engine);
+  if (!config.metrics_listen.empty()) {
+    State* st = state.get();
+    auto endpoint = metrics::HttpEndpoint::Start(config.metrics_listen, [st] {
+      return RenderMetrics(st->rpc_metrics, st->engine->stats(),
+                           st->pool.stats());
+    });
+    if (!endpoint.ok()) return endpoint.status();
+    state->metrics = *std::move(endpoint);
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -173,7 +186,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
                      " (address in use, or not a valid host:port)"));
   }
   for (auto& cq : cqs) {
-    state->loops.push_back(std::make_unique<CqLoop>(std::move(cq)));
+    state->loops.push_back(
+        std::make_unique<CqLoop>(std::move(cq), &state->rpc_metrics));
   }
   for (auto& loop : state->loops) {
     Call::Arm(new ComputeRunCall(&state->compute_service, &state->runner,
@@ -191,6 +205,10 @@ Server::Server(std::unique_ptr<State> state) : state_(std::move(state)) {}
 Server::~Server() { Shutdown(absl::ZeroDuration()); }
 
 int Server::port() const { return state_->port; }
+
+int Server::metrics_port() const {
+  return state_->metrics != nullptr ? state_->metrics->port() : 0;
+}
 
 compute::WorkerPool::Stats Server::worker_stats() const {
   return state_->pool.stats();
@@ -212,6 +230,8 @@ void Server::Shutdown(absl::Duration grace) {
   absl::MutexLock lock(&mu_);
   if (shut_down_) return;
   shut_down_ = true;
+  // Scrapes stop first: they read the engine, which goes below.
+  state_->metrics.reset();
   if (auto* health = state_->server->GetHealthCheckService()) {
     health->Shutdown();  // NOT_SERVING from now on
   }

@@ -108,6 +108,8 @@ class OverlayTest:
         self.assertEqual(ports["grpc"], 50051)
         listen_port = int(self.flags["listen"].rpartition(":")[2])
         self.assertEqual(listen_port, ports["grpc"])
+        metrics_port = int(self.flags["metrics_listen"].rpartition(":")[2])
+        self.assertEqual(metrics_port, ports["metrics"])
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             self.assertEqual(self.container[probe]["grpc"]["port"], ports["grpc"], probe)
 
@@ -187,9 +189,10 @@ class OverlayTest:
             path = os.path.join(tmp, "fetchd.flags")
             with open(path, "w") as f:
                 f.write(self.configmap["data"]["fetchd.flags"])
-            # Later flags win: a loopback port and no drain for the test.
+            # Later flags win: loopback ports and no drain for the test.
             proc = subprocess.Popen(
-                [FETCHD, f"--flagfile={path}", "--listen=127.0.0.1:0", "--drain_delay=0"],
+                [FETCHD, f"--flagfile={path}", "--listen=127.0.0.1:0",
+                 "--metrics_listen=127.0.0.1:0", "--drain_delay=0"],
                 stderr=subprocess.PIPE, text=True)
             try:
                 deadline = time.monotonic() + 30

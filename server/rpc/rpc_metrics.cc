@@ -1,0 +1,132 @@
+#include "server/rpc/rpc_metrics.h"
+
+#include "absl/status/status.h"
+
+namespace fetchd::rpc {
+namespace {
+
+// gRPC's code names, as in grpc-status and every gRPC metric convention.
+constexpr std::array<const char*, RpcMetrics::kCodes> kCodeNames = {
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED"};
+
+constexpr std::array<const char*, 6> kStatusClasses = {"none", "1xx", "2xx",
+                                                       "3xx",  "4xx", "5xx"};
+
+}  // namespace
+
+RpcMetrics::RpcMetrics() {
+  for (auto& h : latency_) {
+    h = std::make_unique<metrics::Histogram>(metrics::RpcLatencyBuckets());
+  }
+}
+
+void RpcMetrics::OnRpcEnd(absl::string_view method, grpc::StatusCode code,
+                          absl::Duration took) {
+  for (size_t m = 0; m < kMethods.size(); ++m) {
+    if (kMethods[m] != method) continue;
+    const auto c = static_cast<size_t>(code);
+    if (c < kCodes) calls_[m][c].fetch_add(1, std::memory_order_relaxed);
+    latency_[m]->Observe(absl::ToDoubleSeconds(took));
+    return;
+  }
+}
+
+void RpcMetrics::Render(metrics::Exposition& out) const {
+  out.Family("fetchd_rpcs_total", "counter",
+             "RPCs finished, by method and gRPC status code.");
+  for (size_t m = 0; m < kMethods.size(); ++m) {
+    for (size_t c = 0; c < kCodes; ++c) {
+      const uint64_t n = calls_[m][c].load(std::memory_order_relaxed);
+      // OK always shows, so that rates start at zero; other codes once seen.
+      if (n == 0 && c != 0) continue;
+      out.Sample(
+          "fetchd_rpcs_total",
+          {{"method", std::string(kMethods[m])}, {"code", kCodeNames[c]}},
+          static_cast<double>(n));
+    }
+  }
+  out.Family("fetchd_rpc_duration_seconds", "histogram",
+             "Time from an RPC's arrival to its final status, by method.");
+  for (size_t m = 0; m < kMethods.size(); ++m) {
+    out.HistogramSamples("fetchd_rpc_duration_seconds",
+                         {{"method", std::string(kMethods[m])}},
+                         latency_[m]->snapshot());
+  }
+}
+
+std::string RenderMetrics(const RpcMetrics& rpcs,
+                          const fetch::Engine::Stats& fetch,
+                          const compute::WorkerPool::Stats& pool) {
+  metrics::Exposition out;
+  rpcs.Render(out);
+
+  out.Family("fetchd_fetch_attempts_total", "counter",
+             "HTTP attempts finished (each try of each item), by response "
+             "status class; none = no response (connect error, timeout, ...).");
+  for (size_t i = 0; i < kStatusClasses.size(); ++i) {
+    out.Sample("fetchd_fetch_attempts_total",
+               {{"status_class", kStatusClasses[i]}},
+               static_cast<double>(fetch.attempts_by_class[i]));
+  }
+  out.Family("fetchd_fetch_items_total", "counter",
+             "Fetch items (and pages) ended, by outcome: the item's status "
+             "code after its retries.");
+  for (size_t c = 0; c < fetch.items_by_code.size(); ++c) {
+    if (fetch.items_by_code[c] == 0 && c != 0) continue;
+    out.Sample("fetchd_fetch_items_total", {{"code", kCodeNames[c]}},
+               static_cast<double>(fetch.items_by_code[c]));
+  }
+  out.Family("fetchd_fetch_retries_total", "counter",
+             "Retries started (attempts after an item's first).");
+  out.Sample("fetchd_fetch_retries_total", static_cast<double>(fetch.retries));
+  out.Family("fetchd_fetch_retry_budget_rejections_total", "counter",
+             "Retries refused because the server-wide retry budget was spent.");
+  out.Sample("fetchd_fetch_retry_budget_rejections_total",
+             static_cast<double>(fetch.retries_denied));
+  out.Family("fetchd_fetch_received_bytes_total", "counter",
+             "Response body bytes received.");
+  out.Sample("fetchd_fetch_received_bytes_total",
+             static_cast<double>(fetch.body_bytes));
+  out.Family("fetchd_fetch_transfers_in_flight", "gauge",
+             "HTTP transfers on the I/O thread's multi handle.");
+  out.Sample("fetchd_fetch_transfers_in_flight", fetch.inflight);
+  out.Family("fetchd_fetch_queued_items", "gauge",
+             "Items waiting in the transfer FIFO (global or per-host limit).");
+  out.Sample("fetchd_fetch_queued_items", fetch.waiting);
+  out.Family("fetchd_fetch_backing_off_items", "gauge",
+             "Items waiting for a retry timer.");
+  out.Sample("fetchd_fetch_backing_off_items", fetch.backing_off);
+  out.Family("fetchd_fetch_active_batches", "gauge",
+             "Batches and page walks the engine is running.");
+  out.Sample("fetchd_fetch_active_batches", fetch.batches);
+  out.Family(
+      "fetchd_fetch_active_hosts", "gauge",
+      "Origin hosts with transfers running (each at most --max_per_host).");
+  out.Sample("fetchd_fetch_active_hosts", fetch.hosts);
+
+  out.Family("fetchd_worker_queued_tasks", "gauge",
+             "Compute and processing tasks waiting for a worker.");
+  out.Sample("fetchd_worker_queued_tasks", pool.queued);
+  out.Family("fetchd_worker_running_tasks", "gauge",
+             "Tasks running on the worker pool.");
+  out.Sample("fetchd_worker_running_tasks", pool.running);
+  return out.text();
+}
+
+}  // namespace fetchd::rpc

@@ -1,0 +1,136 @@
+// RpcMetrics and the /metrics page, scraped from a real fetchd after real
+// RPCs against the test origin.
+#include "server/rpc/rpc_metrics.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "fetchd/v1/compute.grpc.pb.h"
+#include "fetchd/v1/fetch.grpc.pb.h"
+#include "tests/support/origin.h"
+#include "tests/support/test_server.h"
+
+namespace fetchd::rpc {
+namespace {
+
+using ::fetchd::testing::ContextWithTimeout;
+using ::fetchd::testing::Origin;
+using ::fetchd::testing::SqrtSumRequest;
+using ::fetchd::testing::TestConfig;
+using ::fetchd::testing::TestServer;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr absl::Duration kWait = absl::Seconds(20);
+
+std::string Scrape(int port) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_read_timeout(10, 0);
+  auto res = client.Get("/metrics");
+  EXPECT_TRUE(res) << httplib::to_string(res.error());
+  if (!res) return "";
+  EXPECT_EQ(res->status, 200);
+  return res->body;
+}
+
+TEST(RpcMetricsTest, CountsRpcsByMethodAndCodeWithLatency) {
+  RpcMetrics metrics;
+  metrics.OnRpcEnd("Fetch.BatchFetch", grpc::StatusCode::OK,
+                   absl::Milliseconds(3));
+  metrics.OnRpcEnd("Fetch.BatchFetch", grpc::StatusCode::OK,
+                   absl::Milliseconds(300));
+  metrics.OnRpcEnd("Compute.Run", grpc::StatusCode::INVALID_ARGUMENT,
+                   absl::Microseconds(10));
+  metrics.OnRpcEnd("Other.Method", grpc::StatusCode::OK, absl::Seconds(1));
+  metrics::Exposition out;
+  metrics.Render(out);
+  const std::string& text = out.text();
+  EXPECT_THAT(text, HasSubstr("# TYPE fetchd_rpcs_total counter\n"));
+  EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Fetch.BatchFetch\","
+                              "code=\"OK\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
+                              "code=\"INVALID_ARGUMENT\"} 1\n"));
+  // OK shows at zero; codes never seen do not show.
+  EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Fetch.FetchPages\","
+                              "code=\"OK\"} 0\n"));
+  EXPECT_THAT(text, Not(HasSubstr("code=\"DATA_LOSS\"")));
+  EXPECT_THAT(text, Not(HasSubstr("Other.Method")));
+  EXPECT_THAT(text, HasSubstr("fetchd_rpc_duration_seconds_bucket{method="
+                              "\"Fetch.BatchFetch\",le=\"0.005\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("fetchd_rpc_duration_seconds_bucket{method="
+                              "\"Fetch.BatchFetch\",le=\"0.5\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("fetchd_rpc_duration_seconds_count{method="
+                              "\"Fetch.BatchFetch\"} 2\n"));
+}
+
+TEST(RpcMetricsTest, ServerScrapeCountsRpcsAndFetches) {
+  Origin origin;
+  ServerConfig config = TestConfig();
+  config.metrics_listen = "127.0.0.1:0";
+  TestServer server(config);
+  ASSERT_TRUE(server.ok());
+  const int port = server.server().metrics_port();
+  ASSERT_GT(port, 0);
+
+  auto fetch = v1::Fetch::NewStub(server.NewChannel());
+  v1::BatchFetchRequest request;
+  request.add_items()->set_url(origin.Url("/json"));
+  request.add_items()->set_url(origin.Url("/bytes/1000"));
+  request.add_items()->set_url(origin.Url("/status/404"));
+  v1::BatchFetchResponse response;
+  ASSERT_TRUE(
+      fetch->BatchFetch(ContextWithTimeout(kWait).get(), request, &response)
+          .ok());
+  auto compute = v1::Compute::NewStub(server.NewChannel());
+  v1::ComputeResponse out;
+  EXPECT_TRUE(
+      compute->Run(ContextWithTimeout(kWait).get(), SqrtSumRequest(100), &out)
+          .ok());
+  EXPECT_EQ(
+      compute->Run(ContextWithTimeout(kWait).get(), v1::ComputeRequest(), &out)
+          .error_code(),
+      grpc::StatusCode::INVALID_ARGUMENT);
+
+  const std::string text = Scrape(port);
+  EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Fetch.BatchFetch\","
+                              "code=\"OK\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
+                              "code=\"OK\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
+                              "code=\"INVALID_ARGUMENT\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("fetchd_rpc_duration_seconds_count{method="
+                              "\"Fetch.BatchFetch\"} 1\n"));
+  EXPECT_THAT(
+      text, HasSubstr("fetchd_fetch_attempts_total{status_class=\"2xx\"} 2\n"));
+  EXPECT_THAT(
+      text, HasSubstr("fetchd_fetch_attempts_total{status_class=\"4xx\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("fetchd_fetch_items_total{code=\"OK\"} 2\n"));
+  EXPECT_THAT(text,
+              HasSubstr("fetchd_fetch_items_total{code=\"NOT_FOUND\"} 1\n"));
+  const int64_t body_bytes = response.results(0).body_bytes() +
+                             response.results(1).body_bytes() +
+                             response.results(2).body_bytes();
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("fetchd_fetch_received_bytes_total ",
+                                           body_bytes, "\n")));
+  EXPECT_THAT(text, HasSubstr("fetchd_fetch_transfers_in_flight 0\n"));
+  EXPECT_THAT(text, HasSubstr("fetchd_worker_queued_tasks 0\n"));
+  // Every sample line belongs to a family declared before it.
+  std::string family;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (line.empty()) continue;
+    if (absl::StartsWith(line, "# TYPE ")) {
+      const absl::string_view rest = line.substr(7);
+      family = std::string(rest.substr(0, rest.find(' ')));
+      continue;
+    }
+    if (absl::StartsWith(line, "#")) continue;
+    EXPECT_TRUE(absl::StartsWith(line, family)) << line;
+  }
+}
+
+}  // namespace
+}  // namespace fetchd::rpc
