@@ -15,23 +15,45 @@ absl::Status ToAbslStatus(const grpc::Status& status) {
                       status.error_message());
 }
 
-grpc::ChannelArguments ChannelArguments() {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(-1);  // batch responses can be large
-  return args;
-}
-
 void SetDeadline(grpc::ClientContext* context, absl::Duration timeout) {
   context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
 }
 
+// The client's own service config (DNS supplies none). gRPC retries an
+// attempt only while it has received nothing from the server.
+constexpr char kServiceConfigRoundRobin[] =
+    R"({"loadBalancingConfig": [{"round_robin": {}}]})";
+constexpr char kServiceConfigWithRetries[] = R"({
+  "loadBalancingConfig": [{"round_robin": {}}],
+  "methodConfig": [{
+    "name": [{"service": "fetchd.v1.Compute"}, {"service": "fetchd.v1.Fetch"},
+             {"service": "grpc.health.v1.Health"}],
+    "retryPolicy": {
+      "maxAttempts": 4,
+      "initialBackoff": "0.05s",
+      "maxBackoff": "1s",
+      "backoffMultiplier": 2,
+      "retryableStatusCodes": ["UNAVAILABLE"]
+    }
+  }]
+})";
+
 }  // namespace
+
+grpc::ChannelArguments ClientChannelArguments(const ClientOptions& options) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  args.SetServiceConfigJSON(options.retry_unavailable
+                                ? kServiceConfigWithRetries
+                                : kServiceConfigRoundRobin);
+  return args;
+}
 
 Client::Client(ClientOptions options)
     : options_(std::move(options)),
       channel_(grpc::CreateCustomChannel(options_.target,
                                          grpc::InsecureChannelCredentials(),
-                                         ChannelArguments())),
+                                         ClientChannelArguments(options_))),
       compute_(v1::Compute::NewStub(channel_)),
       fetch_(v1::Fetch::NewStub(channel_)),
       health_(grpc::health::v1::Health::NewStub(channel_)) {}

@@ -6,6 +6,8 @@
 #ifndef FETCHD_CLIENT_CLIENT_H_
 #define FETCHD_CLIENT_CLIENT_H_
 
+#include <grpcpp/support/channel_arguments.h>
+
 #include <functional>
 #include <memory>
 #include <string>
@@ -20,9 +22,22 @@
 namespace fetchd::client {
 
 struct ClientOptions {
-  std::string target = "127.0.0.1:50051";     // any gRPC target string
+  // Any gRPC target. With several addresses, e.g.
+  // dns:///fetchd-headless.fetchd.svc.cluster.local:50051 (a headless
+  // Service) or ipv4:10.0.0.1:50051,10.0.0.2:50051, RPCs are spread over
+  // all of them round robin.
+  std::string target = "127.0.0.1:50051";
   absl::Duration timeout = absl::Seconds(5);  // per-RPC deadline
+  // An RPC that fails UNAVAILABLE before any response (a replica went away)
+  // is sent again, to another replica, up to 4 attempts in all. A batch
+  // whose items POST may then run twice: turn it off for those.
+  bool retry_unavailable = true;
 };
+
+// The channel arguments the client uses: round_robin over every address
+// the target resolves to, the UNAVAILABLE retry policy when asked, and no
+// cap on response size (batch responses can be large).
+grpc::ChannelArguments ClientChannelArguments(const ClientOptions& options);
 
 class Client {
  public:

@@ -24,7 +24,11 @@
 #include "absl/strings/str_cat.h"
 #include "client/client.h"
 
-ABSL_FLAG(std::string, addr, "127.0.0.1:50051", "fetchd address (gRPC target)");
+ABSL_FLAG(std::string, addr, "127.0.0.1:50051",
+          "fetchd's gRPC target: host:port, or several replicas, which get "
+          "RPCs round robin (dns:///NAME:PORT for every address of a name, "
+          "e.g. a headless Service; ipv4:A:P,B:P); an RPC a replica fails "
+          "with UNAVAILABLE is retried on another");
 ABSL_FLAG(std::optional<absl::Duration>, timeout, std::nullopt,
           "deadline of each RPC (default 5s; 1h for fetch)");
 ABSL_FLAG(bool, json, false, "print one JSON object per line");

@@ -130,8 +130,9 @@ entry=$(image_field "$image" Entrypoint)
 log=$(mktemp)
 ctr=
 cleanup_smoke() {
-  [[ -n ${pid:-} ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  [[ -n $ctr ]] && buildah rm "$ctr" >/dev/null 2>&1
+  set +e  # best effort; must not change the script's exit status
+  if [[ -n ${pid:-} ]]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi
+  if [[ -n $ctr ]]; then buildah rm "$ctr" >/dev/null 2>&1; fi
   rm -f "$log"
 }
 trap cleanup_smoke EXIT
@@ -162,3 +163,4 @@ health=$(build/bin/fetchctl --addr="127.0.0.1:$port" health)
 compute=$(build/bin/fetchctl --addr="127.0.0.1:$port" compute count_primes --limit=1000)
 [[ $compute == *168* ]] || fail "compute count_primes 1000: $compute"
 echo "image smoke: ok ($image, uid $uid:$gid, health SERVING, count_primes(1000) = 168)" >&2
+exit 0

@@ -4,11 +4,11 @@
 #include <httplib.h>
 #include <signal.h>
 
-#include <regex>
 #include <thread>
 
 #include "fetchd/v1/compute.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/support/fetchd_process.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/test_server.h"
 
@@ -24,36 +24,11 @@ using ::testing::HasSubstr;
 
 constexpr absl::Duration kWait = absl::Seconds(30);
 
-// Starts fetchd on an ephemeral port and reads the port from its log.
-class FetchdProcess {
+// fetchd itself, as built.
+class FetchdProcess : public ::fetchd::testing::FetchdProcess {
  public:
-  explicit FetchdProcess(std::vector<std::string> flags) {
-    // Port 0 for both listeners: tests run side by side.
-    std::vector<std::string> argv = {FETCHD_PATH, "--listen=127.0.0.1:0",
-                                     "--metrics_listen=127.0.0.1:0"};
-    argv.insert(argv.end(), flags.begin(), flags.end());
-    auto process = Subprocess::Start(argv);
-    EXPECT_TRUE(process.ok()) << process.status();
-    if (!process.ok()) return;
-    process_ = *std::move(process);
-    auto err = process_->WaitForStderr("\"event\":\"serving\"", kWait);
-    EXPECT_TRUE(err.ok()) << err.status();
-    if (!err.ok()) return;
-    std::smatch m;
-    std::regex port_re("\"port\":([0-9]+)");
-    if (std::regex_search(*err, m, port_re)) port_ = std::stoi(m[1]);
-    std::regex metrics_re("\"metrics_port\":([0-9]+)");
-    if (std::regex_search(*err, m, metrics_re)) metrics_port_ = std::stoi(m[1]);
-  }
-  int metrics_port() const { return metrics_port_; }
-  bool ok() const { return port_ > 0; }
-  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
-  Subprocess& process() { return *process_; }
-
- private:
-  std::unique_ptr<Subprocess> process_;
-  int port_ = 0;
-  int metrics_port_ = 0;
+  explicit FetchdProcess(std::vector<std::string> flags)
+      : ::fetchd::testing::FetchdProcess(FETCHD_PATH, std::move(flags)) {}
 };
 
 // sqrt_sum(n) on the only worker of a fetchd run with --workers=1

@@ -7,6 +7,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/strings/str_split.h"
 
 namespace fetchd::testing {
@@ -273,6 +274,13 @@ Origin::Origin()
   port_ = s.bind_to_any_port("127.0.0.1");
   // bind_to_any_port already listens: connections queue until accepted.
   thread_ = std::thread([this] { server_->listen_after_bind(); });
+  // httplib's stop() does nothing until the accept loop runs, so a test that
+  // ended before the thread got there hung in the destructor's join (seen
+  // under load): wait for the loop first.
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  while (!server_->is_running() && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
 }
 
 Origin::~Origin() {
