@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/log/log.h"
 #include "server/rpc/rpc.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
@@ -32,6 +33,10 @@ ABSL_FLAG(int64_t, max_compute_data_bytes, 1 << 20,
 ABSL_FLAG(int, max_request_bytes, 4 << 20,
           "largest gRPC request message, in bytes (RESOURCE_EXHAUSTED past "
           "it)");
+ABSL_FLAG(std::string, log_level, "info",
+          "debug, info, warn or error: JSON lines on stderr at this level "
+          "and above; info has one line per RPC (method, peer, code, items, "
+          "duration). Start, drain and stop events always print.");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
           "Prometheus metrics (text format) on GET /metrics at this "
           "host:port; empty turns the endpoint off");
@@ -100,30 +105,6 @@ int OrCores(int value) {
   return cores == 0 ? 1 : static_cast<int>(cores);
 }
 
-// The text as a JSON string body (quotes, backslashes, control bytes).
-std::string JsonEscape(absl::string_view text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += absl::StrFormat("\\u%04x", c);
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
-void Log(const std::string& json_fields) {
-  std::fprintf(
-      stderr, "{\"ts\":\"%s\",%s}\n",
-      absl::FormatTime(absl::RFC3339_full, absl::Now(), absl::UTCTimeZone())
-          .c_str(),
-      json_fields.c_str());
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -146,7 +127,30 @@ int main(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 #endif
 
+  // Block the stop signals before any thread starts so every thread
+  // inherits the mask and only sigwait below sees them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  using fetchd::log::JsonEscape;
+  using fetchd::log::Level;
+  const absl::StatusOr<Level> level =
+      fetchd::log::ParseLevel(absl::GetFlag(FLAGS_log_level));
+  if (!level.ok()) {
+    std::fprintf(stderr, "fetchd: %s\n",
+                 std::string(level.status().message()).c_str());
+    return 1;
+  }
+  // Lifecycle events and one line per RPC; written on its own thread, and
+  // flushed when main returns.
+  fetchd::log::Logger logger({.level = *level});
+
   fetchd::rpc::ServerConfig config;
+  config.logger = &logger;
   config.listen = absl::GetFlag(FLAGS_listen);
   config.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   config.cq_threads = OrCores(absl::GetFlag(FLAGS_cq_threads));
@@ -180,43 +184,43 @@ int main(int argc, char** argv) {
       std::max<int64_t>(0, absl::GetFlag(FLAGS_process_inline_max_bytes)));
   const absl::Duration grace = absl::GetFlag(FLAGS_shutdown_grace);
   if (grace < absl::ZeroDuration()) {
-    Log(R"("level":"error","event":"start_failed","error":"--shutdown_grace must be >= 0")");
+    logger.LogAlways(
+        Level::kError,
+        R"("event":"start_failed","error":"--shutdown_grace must be >= 0")");
     return 1;
   }
   const absl::Duration drain = absl::GetFlag(FLAGS_drain_delay);
   if (drain < absl::ZeroDuration()) {
-    Log(R"("level":"error","event":"start_failed","error":"--drain_delay must be >= 0")");
+    logger.LogAlways(
+        Level::kError,
+        R"("event":"start_failed","error":"--drain_delay must be >= 0")");
     return 1;
   }
 
-  // Block the stop signals before any thread starts so every thread
-  // inherits the mask and only sigwait below sees them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
 
   auto server = fetchd::rpc::Server::Start(config);
   if (!server.ok()) {
-    Log(absl::StrFormat(
-        R"("level":"error","event":"start_failed","error":"%s")",
-        JsonEscape(server.status().ToString())));
+    logger.LogAlways(Level::kError,
+                     absl::StrFormat(R"("event":"start_failed","error":"%s")",
+                                     JsonEscape(server.status().ToString())));
     return 1;
   }
-  Log(absl::StrFormat(
-      R"("level":"info","event":"serving","listen":"%s","port":%d,"metrics_port":%d,"cq_threads":%d,"workers":%d)",
-      JsonEscape(config.listen), (*server)->port(), (*server)->metrics_port(),
-      config.cq_threads, config.workers));
+  logger.LogAlways(
+      Level::kInfo,
+      absl::StrFormat(
+          R"("event":"serving","listen":"%s","port":%d,"metrics_port":%d,"cq_threads":%d,"workers":%d)",
+          JsonEscape(config.listen), (*server)->port(),
+          (*server)->metrics_port(), config.cq_threads, config.workers));
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   if (signal_number == SIGTERM && drain > absl::ZeroDuration()) {
     (*server)->StartDraining();
-    Log(absl::StrFormat(
-        R"("level":"info","event":"draining","signal":"SIGTERM","drain_delay":"%s")",
-        absl::FormatDuration(drain)));
+    logger.LogAlways(
+        Level::kInfo,
+        absl::StrFormat(
+            R"("event":"draining","signal":"SIGTERM","drain_delay":"%s")",
+            absl::FormatDuration(drain)));
     // Serve on until the delay ends or another signal cuts it short.
     const absl::Time until = absl::Now() + drain;
     for (absl::Duration left = drain; left > absl::ZeroDuration();
@@ -226,11 +230,12 @@ int main(int argc, char** argv) {
       if (errno != EINTR) break;  // EAGAIN: the delay is over
     }
   }
-  Log(absl::StrFormat(
-      R"("level":"info","event":"shutting_down","signal":"%s","grace":"%s")",
-      signal_number == SIGTERM ? "SIGTERM" : "SIGINT",
-      absl::FormatDuration(grace)));
+  logger.LogAlways(
+      Level::kInfo,
+      absl::StrFormat(R"("event":"shutting_down","signal":"%s","grace":"%s")",
+                      signal_number == SIGTERM ? "SIGTERM" : "SIGINT",
+                      absl::FormatDuration(grace)));
   (*server)->Shutdown(grace);
-  Log(R"("level":"info","event":"stopped")");
+  logger.LogAlways(Level::kInfo, R"("event":"stopped")");
   return 0;
 }

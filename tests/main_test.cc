@@ -79,7 +79,8 @@ TEST(FetchdMainTest, HelpListsEveryFlag) {
   for (const char* flag :
        {"--listen", "--cq_threads", "--workers", "--max_queued_tasks",
         "--max_compute_n", "--max_compute_data_bytes", "--max_request_bytes",
-        "--drain_delay", "--shutdown_grace", "--metrics_listen"}) {
+        "--drain_delay", "--shutdown_grace", "--metrics_listen",
+        "--log_level"}) {
     EXPECT_THAT(r->out, HasSubstr(flag));
   }
 }
@@ -201,6 +202,30 @@ TEST(FetchdMainTest, EmptyMetricsListenTurnsTheEndpointOff) {
   FetchdProcess fetchd({"--metrics_listen="});
   ASSERT_TRUE(fetchd.ok());
   EXPECT_EQ(fetchd.metrics_port(), 0);
+}
+
+TEST(FetchdMainTest, LogsOneJsonLinePerRpc) {
+  FetchdProcess fetchd({});
+  ASSERT_TRUE(fetchd.ok());
+  auto stub = v1::Compute::NewStub(grpc::CreateChannel(
+      fetchd.address(), grpc::InsecureChannelCredentials()));
+  v1::ComputeResponse response;
+  ASSERT_TRUE(
+      stub->Run(ContextWithTimeout(kWait).get(), SqrtSumRequest(10), &response)
+          .ok());
+  auto err = fetchd.process().WaitForStderr(
+      R"("event":"rpc","method":"Compute.Run",)", kWait);
+  ASSERT_TRUE(err.ok()) << err.status();
+  EXPECT_THAT(*err, HasSubstr(R"("code":"OK","items":0,"duration_ms":)"));
+}
+
+TEST(FetchdMainTest, InvalidLogLevelExitsOneNamingTheFlag) {
+  auto r = RunProcess({FETCHD_PATH, "--listen=127.0.0.1:0",
+                       "--metrics_listen=127.0.0.1:0", "--log_level=loud"},
+                      kWait);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 1);
+  EXPECT_THAT(r->err, HasSubstr("--log_level"));
 }
 
 TEST(FetchdMainTest, InvalidFlagValueExitsOneNamingTheFlag) {

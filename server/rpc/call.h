@@ -43,12 +43,20 @@ class Tag {
   ~Tag() = default;
 };
 
-// Told of every RPC the framework ends (metrics). Called on the thread
-// that finishes the call; must not block.
+// One RPC as it ends.
+struct RpcEnd {
+  absl::string_view method;  // e.g. "Fetch.BatchFetch"
+  grpc::StatusCode code;
+  absl::Duration took;  // from its arrival
+  int64_t items;        // fetch items in the request; 0 for other RPCs
+  const grpc::ServerContext* context;  // for peer(), only if needed
+};
+
+// Told of every RPC the framework ends (metrics, logs). Called on the
+// thread that finishes the call; must not block.
 class RpcObserver {
  public:
-  virtual void OnRpcEnd(absl::string_view method, grpc::StatusCode code,
-                        absl::Duration took) = 0;
+  virtual void OnRpcEnd(const RpcEnd& end) = 0;
 
  protected:
   ~RpcObserver() = default;
@@ -133,14 +141,17 @@ class Call {
   virtual void OnStart() = 0;
   // The client cancelled or the deadline passed (after OnStart).
   virtual void OnCancel() {}
-  // The RPC's name for metrics, e.g. "BatchFetch".
+  // The RPC's name for metrics and logs, e.g. "Fetch.BatchFetch".
   virtual absl::string_view method() const = 0;
+  // How many items the request asks for (logs); 0 where that means nothing.
+  virtual int64_t items() const { return 0; }
 
   // Reports the end of the RPC with `code` to the loop's observer; the
   // Finish of UnaryCall and ServerStreamCall call it.
   void Ended(grpc::StatusCode code) {
     if (RpcObserver* observer = loop_->observer()) {
-      observer->OnRpcEnd(method(), code, absl::Now() - started_);
+      observer->OnRpcEnd(
+          {method(), code, absl::Now() - started_, items(), &context_});
     }
   }
 

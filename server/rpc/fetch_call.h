@@ -95,6 +95,7 @@ class FetchCall : public Base {
   const FetchServices services_;
 
  private:
+  int64_t items() const override { return this->request_.items_size(); }
   void OnStart() override;
   void OnCancel() override { driver_.Cancel(); }
   void OnAllDone() ABSL_LOCKS_EXCLUDED(mu_);

@@ -17,6 +17,7 @@
 #include "absl/time/time.h"
 #include "server/compute/compute.h"
 #include "server/fetch/fetch.h"
+#include "server/log/log.h"
 
 namespace fetchd::rpc {
 
@@ -52,6 +53,8 @@ struct ServerConfig {
   // Prometheus text on GET /metrics (host:port; port 0 picks one); empty:
   // no metrics endpoint.
   std::string metrics_listen;
+  // Per-RPC log lines go here (not owned; outlives the server); null: none.
+  log::Logger* logger = nullptr;
 };
 
 // INVALID_ARGUMENT naming the flag when a value is out of range.

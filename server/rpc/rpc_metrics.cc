@@ -1,6 +1,7 @@
 #include "server/rpc/rpc_metrics.h"
 
 #include "absl/status/status.h"
+#include "absl/strings/str_format.h"
 
 namespace fetchd::rpc {
 namespace {
@@ -36,8 +37,8 @@ RpcMetrics::RpcMetrics() {
   }
 }
 
-void RpcMetrics::OnRpcEnd(absl::string_view method, grpc::StatusCode code,
-                          absl::Duration took) {
+void RpcMetrics::Record(absl::string_view method, grpc::StatusCode code,
+                        absl::Duration took) {
   for (size_t m = 0; m < kMethods.size(); ++m) {
     if (kMethods[m] != method) continue;
     const auto c = static_cast<size_t>(code);
@@ -70,9 +71,24 @@ void RpcMetrics::Render(metrics::Exposition& out) const {
   }
 }
 
+void RpcReporter::OnRpcEnd(const RpcEnd& end) {
+  metrics_->Record(end.method, end.code, end.took);
+  if (logger_ == nullptr || !logger_->Enabled(log::Level::kInfo)) return;
+  const auto code = static_cast<size_t>(end.code);
+  // No request contents (URLs, bodies, tokens): what, who, how it ended.
+  logger_->Log(
+      log::Level::kInfo,
+      absl::StrFormat(
+          R"("event":"rpc","method":"%s","peer":"%s","code":"%s","items":%d,"duration_ms":%.3f)",
+          end.method, log::JsonEscape(end.context->peer()),
+          code < kCodeNames.size() ? kCodeNames[code] : "UNKNOWN", end.items,
+          absl::ToDoubleMilliseconds(end.took)));
+}
+
 std::string RenderMetrics(const RpcMetrics& rpcs,
                           const fetch::Engine::Stats& fetch,
-                          const compute::WorkerPool::Stats& pool) {
+                          const compute::WorkerPool::Stats& pool,
+                          const log::Logger* logger) {
   metrics::Exposition out;
   rpcs.Render(out);
 
@@ -126,6 +142,12 @@ std::string RenderMetrics(const RpcMetrics& rpcs,
   out.Family("fetchd_worker_running_tasks", "gauge",
              "Tasks running on the worker pool.");
   out.Sample("fetchd_worker_running_tasks", pool.running);
+  if (logger != nullptr) {
+    out.Family("fetchd_log_dropped_lines_total", "counter",
+               "Log lines dropped because the log writer fell behind.");
+    out.Sample("fetchd_log_dropped_lines_total",
+               static_cast<double>(logger->dropped()));
+  }
   return out.text();
 }
 

@@ -10,12 +10,13 @@
 
 #include "server/compute/compute.h"
 #include "server/fetch/fetch.h"
+#include "server/log/log.h"
 #include "server/metrics/metrics.h"
 #include "server/rpc/call.h"
 
 namespace fetchd::rpc {
 
-class RpcMetrics final : public RpcObserver {
+class RpcMetrics {
  public:
   // The RPCs fetchd serves; others are not counted.
   static constexpr std::array<absl::string_view, 4> kMethods = {
@@ -25,8 +26,9 @@ class RpcMetrics final : public RpcObserver {
 
   RpcMetrics();
 
-  void OnRpcEnd(absl::string_view method, grpc::StatusCode code,
-                absl::Duration took) override;
+  // Thread-safe, lock-free. Methods not in kMethods are not counted.
+  void Record(absl::string_view method, grpc::StatusCode code,
+              absl::Duration took);
 
   void Render(metrics::Exposition& out) const;
 
@@ -36,10 +38,25 @@ class RpcMetrics final : public RpcObserver {
   std::array<std::unique_ptr<metrics::Histogram>, kMethods.size()> latency_;
 };
 
-// The text of /metrics: RPCs, the fetch engine, the worker pool.
+// What the server does as each RPC ends: count it, and (at --log_level
+// info) log one JSON line: method, peer, code, items, duration.
+class RpcReporter final : public RpcObserver {
+ public:
+  RpcReporter(RpcMetrics* metrics, log::Logger* logger)
+      : metrics_(metrics), logger_(logger) {}
+  void OnRpcEnd(const RpcEnd& end) override;
+
+ private:
+  RpcMetrics* const metrics_;
+  log::Logger* const logger_;  // may be null
+};
+
+// The text of /metrics: RPCs, the fetch engine, the worker pool, and the
+// log lines dropped (`logger` may be null).
 std::string RenderMetrics(const RpcMetrics& rpcs,
                           const fetch::Engine::Stats& fetch,
-                          const compute::WorkerPool::Stats& pool);
+                          const compute::WorkerPool::Stats& pool,
+                          const log::Logger* logger);
 
 }  // namespace fetchd::rpc
 

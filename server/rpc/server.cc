@@ -32,6 +32,7 @@ struct Server::State {
   // call state) before the service, runner and pool that calls point at.
   ServerConfig config;
   RpcMetrics rpc_metrics;  // outlives every call that reports to it
+  RpcReporter reporter{&rpc_metrics, config.logger};
   compute::WorkerPool pool;
   compute::KernelRunner runner;
   process::ProcessRunner processor;
@@ -143,7 +144,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
     State* st = state.get();
     auto endpoint = metrics::HttpEndpoint::Start(config.metrics_listen, [st] {
       return RenderMetrics(st->rpc_metrics, st->engine->stats(),
-                           st->pool.stats());
+                           st->pool.stats(), st->config.logger);
     });
     if (!endpoint.ok()) return endpoint.status();
     state->metrics = *std::move(endpoint);
@@ -187,7 +188,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   }
   for (auto& cq : cqs) {
     state->loops.push_back(
-        std::make_unique<CqLoop>(std::move(cq), &state->rpc_metrics));
+        std::make_unique<CqLoop>(std::move(cq), &state->reporter));
   }
   for (auto& loop : state->loops) {
     Call::Arm(new ComputeRunCall(&state->compute_service, &state->runner,

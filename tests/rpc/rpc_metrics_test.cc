@@ -39,13 +39,13 @@ std::string Scrape(int port) {
 
 TEST(RpcMetricsTest, CountsRpcsByMethodAndCodeWithLatency) {
   RpcMetrics metrics;
-  metrics.OnRpcEnd("Fetch.BatchFetch", grpc::StatusCode::OK,
-                   absl::Milliseconds(3));
-  metrics.OnRpcEnd("Fetch.BatchFetch", grpc::StatusCode::OK,
-                   absl::Milliseconds(300));
-  metrics.OnRpcEnd("Compute.Run", grpc::StatusCode::INVALID_ARGUMENT,
-                   absl::Microseconds(10));
-  metrics.OnRpcEnd("Other.Method", grpc::StatusCode::OK, absl::Seconds(1));
+  metrics.Record("Fetch.BatchFetch", grpc::StatusCode::OK,
+                 absl::Milliseconds(3));
+  metrics.Record("Fetch.BatchFetch", grpc::StatusCode::OK,
+                 absl::Milliseconds(300));
+  metrics.Record("Compute.Run", grpc::StatusCode::INVALID_ARGUMENT,
+                 absl::Microseconds(10));
+  metrics.Record("Other.Method", grpc::StatusCode::OK, absl::Seconds(1));
   metrics::Exposition out;
   metrics.Render(out);
   const std::string& text = out.text();
@@ -130,6 +130,50 @@ TEST(RpcMetricsTest, ServerScrapeCountsRpcsAndFetches) {
     if (absl::StartsWith(line, "#")) continue;
     EXPECT_TRUE(absl::StartsWith(line, family)) << line;
   }
+}
+
+// One JSON line per RPC: method, peer, code, items, duration; no URLs.
+TEST(RpcMetricsTest, ReporterLogsOneLinePerRpcWithoutRequestContents) {
+  Origin origin;
+  FILE* out = std::tmpfile();
+  ASSERT_NE(out, nullptr);
+  {
+    log::Logger logger({.level = log::Level::kInfo, .out = out});
+    ServerConfig config = TestConfig();
+    config.logger = &logger;
+    TestServer server(config);
+    ASSERT_TRUE(server.ok());
+    auto fetch = v1::Fetch::NewStub(server.NewChannel());
+    v1::BatchFetchRequest request;
+    request.add_items()->set_url(origin.Url("/json?secret=tok"));
+    request.add_items()->set_url(origin.Url("/status/404"));
+    v1::BatchFetchResponse response;
+    ASSERT_TRUE(
+        fetch->BatchFetch(ContextWithTimeout(kWait).get(), request, &response)
+            .ok());
+    v1::BatchFetchRequest empty;  // INVALID_ARGUMENT: no items
+    EXPECT_FALSE(
+        fetch->BatchFetch(ContextWithTimeout(kWait).get(), empty, &response)
+            .ok());
+  }  // server, then logger: every line is written
+  std::fflush(out);
+  std::rewind(out);
+  std::string text;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), out)) > 0) text.append(buf, n);
+  std::fclose(out);
+  std::vector<std::string> lines =
+      absl::StrSplit(text, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << text;
+  EXPECT_THAT(
+      lines[0],
+      HasSubstr(R"("level":"info","event":"rpc",)"
+                R"("method":"Fetch.BatchFetch","peer":"ipv4:127.0.0.1:)"));
+  EXPECT_THAT(lines[0], HasSubstr(R"("code":"OK","items":2,"duration_ms":)"));
+  EXPECT_THAT(lines[1], HasSubstr(R"("code":"INVALID_ARGUMENT","items":0,)"));
+  EXPECT_THAT(text, Not(HasSubstr("secret")));
+  EXPECT_THAT(text, Not(HasSubstr("/json")));
 }
 
 }  // namespace
