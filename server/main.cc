@@ -197,7 +197,6 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-
   auto server = fetchd::rpc::Server::Start(config);
   if (!server.ok()) {
     logger.LogAlways(Level::kError,

@@ -59,8 +59,11 @@ TEST(LogTest, LinesAreJsonWithTimeAndLevelFilteredByLevel) {
   }  // the destructor writes what is queued
   const std::vector<std::string> lines = out.Lines();
   ASSERT_EQ(lines.size(), 2u);
-  EXPECT_THAT(lines[0], MatchesRegex(R"(\{"ts":"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}[.][0-9]{6}Z","level":"error",)"
-                                     R"("event":"shown","n":1\})"));
+  EXPECT_THAT(
+      lines[0],
+      MatchesRegex(
+          R"(\{"ts":"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}[.][0-9]{6}Z","level":"error",)"
+          R"("event":"shown","n":1\})"));
   EXPECT_THAT(lines[1], HasSubstr(R"("level":"info","event":"always"})"));
 }
 
