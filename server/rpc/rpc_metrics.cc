@@ -108,45 +108,41 @@ std::string RenderMetrics(const RpcMetrics& rpcs,
     out.Sample("fetchd_fetch_items_total", {{"code", kCodeNames[c]}},
                static_cast<double>(fetch.items_by_code[c]));
   }
-  out.Family("fetchd_fetch_retries_total", "counter",
-             "Retries started (attempts after an item's first).");
-  out.Sample("fetchd_fetch_retries_total", static_cast<double>(fetch.retries));
-  out.Family("fetchd_fetch_retry_budget_rejections_total", "counter",
-             "Retries refused because the server-wide retry budget was spent.");
-  out.Sample("fetchd_fetch_retry_budget_rejections_total",
-             static_cast<double>(fetch.retries_denied));
-  out.Family("fetchd_fetch_received_bytes_total", "counter",
-             "Response body bytes received.");
-  out.Sample("fetchd_fetch_received_bytes_total",
-             static_cast<double>(fetch.body_bytes));
-  out.Family("fetchd_fetch_transfers_in_flight", "gauge",
-             "HTTP transfers on the I/O thread's multi handle.");
-  out.Sample("fetchd_fetch_transfers_in_flight", fetch.inflight);
-  out.Family("fetchd_fetch_queued_items", "gauge",
-             "Items waiting in the transfer FIFO (global or per-host limit).");
-  out.Sample("fetchd_fetch_queued_items", fetch.waiting);
-  out.Family("fetchd_fetch_backing_off_items", "gauge",
-             "Items waiting for a retry timer.");
-  out.Sample("fetchd_fetch_backing_off_items", fetch.backing_off);
-  out.Family("fetchd_fetch_active_batches", "gauge",
-             "Batches and page walks the engine is running.");
-  out.Sample("fetchd_fetch_active_batches", fetch.batches);
-  out.Family(
-      "fetchd_fetch_active_hosts", "gauge",
-      "Origin hosts with transfers running (each at most --max_per_host).");
-  out.Sample("fetchd_fetch_active_hosts", fetch.hosts);
-
-  out.Family("fetchd_worker_queued_tasks", "gauge",
-             "Compute and processing tasks waiting for a worker.");
-  out.Sample("fetchd_worker_queued_tasks", pool.queued);
-  out.Family("fetchd_worker_running_tasks", "gauge",
-             "Tasks running on the worker pool.");
-  out.Sample("fetchd_worker_running_tasks", pool.running);
+  // One family, one unlabelled sample.
+  auto single = [&out](absl::string_view name, absl::string_view type,
+                       absl::string_view help, double value) {
+    out.Family(name, type, help);
+    out.Sample(name, value);
+  };
+  single("fetchd_fetch_retries_total", "counter",
+         "Retries started (attempts after an item's first).",
+         static_cast<double>(fetch.retries));
+  single("fetchd_fetch_retry_budget_rejections_total", "counter",
+         "Retries refused because the server-wide retry budget was spent.",
+         static_cast<double>(fetch.retries_denied));
+  single("fetchd_fetch_received_bytes_total", "counter",
+         "Response body bytes received.",
+         static_cast<double>(fetch.body_bytes));
+  single("fetchd_fetch_transfers_in_flight", "gauge",
+         "HTTP transfers on the I/O thread's multi handle.", fetch.inflight);
+  single("fetchd_fetch_queued_items", "gauge",
+         "Items waiting in the transfer FIFO (global or per-host limit).",
+         fetch.waiting);
+  single("fetchd_fetch_backing_off_items", "gauge",
+         "Items waiting for a retry timer.", fetch.backing_off);
+  single("fetchd_fetch_active_batches", "gauge",
+         "Batches and page walks the engine is running.", fetch.batches);
+  single("fetchd_fetch_active_hosts", "gauge",
+         "Origin hosts with transfers running (each at most --max_per_host).",
+         fetch.hosts);
+  single("fetchd_worker_queued_tasks", "gauge",
+         "Compute and processing tasks waiting for a worker.", pool.queued);
+  single("fetchd_worker_running_tasks", "gauge",
+         "Tasks running on the worker pool.", pool.running);
   if (logger != nullptr) {
-    out.Family("fetchd_log_dropped_lines_total", "counter",
-               "Log lines dropped because the log writer fell behind.");
-    out.Sample("fetchd_log_dropped_lines_total",
-               static_cast<double>(logger->dropped()));
+    single("fetchd_log_dropped_lines_total", "counter",
+           "Log lines dropped because the log writer fell behind.",
+           static_cast<double>(logger->dropped()));
   }
   return out.text();
 }
