@@ -216,7 +216,8 @@ TEST(FetchdMainTest, LogsOneJsonLinePerRpc) {
   auto err = fetchd.process().WaitForStderr(
       R"("event":"rpc","method":"Compute.Run",)", kWait);
   ASSERT_TRUE(err.ok()) << err.status();
-  EXPECT_THAT(*err, HasSubstr(R"("code":"OK","items":0,"duration_ms":)"));
+  EXPECT_THAT(*err,
+              HasSubstr(R"("code":"OK","items":0,"retries":0,"duration_ms":)"));
 }
 
 // A bad flag value: exit 1 and a message naming the flag, before serving.

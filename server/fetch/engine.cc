@@ -245,6 +245,12 @@ class Engine::Loop {
   absl::Status AttemptStatus(const Transfer& t, CURLcode rc, long http) const;
   bool Retryable(const RetryPolicy& policy, CURLcode rc, long http) const;
   void PublishStats();
+  void CountItem(absl::StatusCode code) {
+    const auto c = static_cast<size_t>(code);
+    if (c < stat_items_by_code_.size()) {
+      stat_items_by_code_[c].fetch_add(1, std::memory_order_relaxed);
+    }
+  }
 
   static size_t OnBody(char* data, size_t size, size_t n, void* user);
   static size_t OnHeader(char* data, size_t size, size_t n, void* user);
@@ -274,6 +280,7 @@ class Engine::Loop {
   std::vector<std::string> freed_hosts_;  // hosts a transfer just left
   std::vector<uint64_t> outboxes_;        // walks with pages to hand on
   int running_ = 0;
+  int hosts_at_limit_ = 0;  // hosts with --max_per_host transfers running
   int waiting_ = 0;
   int backing_off_ = 0;
   RetryBudget budget_;
@@ -283,7 +290,7 @@ class Engine::Loop {
   std::atomic<int> stat_inflight_{0}, stat_waiting_{0}, stat_backing_off_{0},
       stat_batches_{0};
   std::atomic<int64_t> stat_retries_{0}, stat_retries_denied_{0};
-  std::atomic<int> stat_hosts_{0};
+  std::atomic<int> stat_hosts_{0}, stat_hosts_at_limit_{0};
   // Written by the I/O thread only, read by stats().
   std::array<std::atomic<int64_t>, 6> stat_attempts_by_class_{};
   std::array<std::atomic<int64_t>, 17> stat_items_by_code_{};
@@ -408,6 +415,7 @@ Engine::Stats Engine::Loop::stats() const {
   s.retries = stat_retries_.load(std::memory_order_relaxed);
   s.retries_denied = stat_retries_denied_.load(std::memory_order_relaxed);
   s.hosts = stat_hosts_.load(std::memory_order_relaxed);
+  s.hosts_at_limit = stat_hosts_at_limit_.load(std::memory_order_relaxed);
   for (size_t i = 0; i < s.attempts_by_class.size(); ++i) {
     s.attempts_by_class[i] =
         stat_attempts_by_class_[i].load(std::memory_order_relaxed);
@@ -635,7 +643,7 @@ void Engine::Loop::StartTransfers() {
 
 void Engine::Loop::Started(const Transfer& t) {
   ++running_;
-  ++host_running_[t.host];
+  if (++host_running_[t.host] == options_.max_per_host) ++hosts_at_limit_;
 }
 
 bool Engine::Loop::HostFull(absl::string_view host) const {
@@ -647,8 +655,9 @@ bool Engine::Loop::HostFull(absl::string_view host) const {
 void Engine::Loop::Ended(const Transfer& t) {
   --running_;
   auto running = host_running_.find(t.host);
-  if (running != host_running_.end() && --running->second == 0) {
-    host_running_.erase(running);
+  if (running != host_running_.end()) {
+    if (running->second-- == options_.max_per_host) --hosts_at_limit_;
+    if (running->second == 0) host_running_.erase(running);
   }
   // A slot is free: StartTransfers gives it to a batch waiting for it.
   if (blocked_on_host_.contains(t.host)) freed_hosts_.push_back(t.host);
@@ -947,10 +956,7 @@ void Engine::Loop::Report(Batch& batch, size_t index, FetchResult result) {
   Item& item = *batch.item(index);
   item.state = ItemState::kDone;
   --batch.remaining;
-  const auto code = static_cast<size_t>(result.status.code());
-  if (code < stat_items_by_code_.size()) {
-    stat_items_by_code_[code].fetch_add(1, std::memory_order_relaxed);
-  }
+  CountItem(result.status.code());
   if (batch.walk != nullptr)
     return OnPageResult(batch, index, std::move(result));
   const bool failed = !result.status.ok();
@@ -994,6 +1000,7 @@ void Engine::Loop::EndBatch(uint64_t id, const absl::Status& status) {
     result.final_url = batch.spec(i).url;
     item.state = ItemState::kDone;
     --batch.remaining;
+    CountItem(status.code());
     batch.on_item(i, std::move(result));
   }
   batch.waiting.clear();
@@ -1166,6 +1173,7 @@ void Engine::Loop::PublishStats() {
                       std::memory_order_relaxed);
   stat_hosts_.store(static_cast<int>(host_running_.size()),
                     std::memory_order_relaxed);
+  stat_hosts_at_limit_.store(hosts_at_limit_, std::memory_order_relaxed);
 }
 
 // --- Engine

@@ -350,6 +350,7 @@ class Engine {
     int64_t retries = 0;
     int64_t retries_denied = 0;  // by the retry budget
     int hosts = 0;               // hosts with transfers running
+    int hosts_at_limit = 0;      // of those, hosts at --max_per_host
     // Counters since start (for metrics): attempts (each try of each item)
     // by HTTP status class, [0] for no response and [1..5] for 1xx..5xx;
     // items ended, by their absl::StatusCode; response body bytes received.

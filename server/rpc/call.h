@@ -49,6 +49,7 @@ struct RpcEnd {
   grpc::StatusCode code;
   absl::Duration took;  // from its arrival
   int64_t items;        // fetch items in the request; 0 for other RPCs
+  int64_t retries;      // HTTP retries its items took
   const grpc::ServerContext* context;  // for peer(), only if needed
 };
 
@@ -143,15 +144,17 @@ class Call {
   virtual void OnCancel() {}
   // The RPC's name for metrics and logs, e.g. "Fetch.BatchFetch".
   virtual absl::string_view method() const = 0;
-  // How many items the request asks for (logs); 0 where that means nothing.
+  // How many items the request asks for, and how many retries they took
+  // (logs); 0 where that means nothing.
   virtual int64_t items() const { return 0; }
+  virtual int64_t retries() const { return 0; }
 
   // Reports the end of the RPC with `code` to the loop's observer; the
   // Finish of UnaryCall and ServerStreamCall call it.
   void Ended(grpc::StatusCode code) {
     if (RpcObserver* observer = loop_->observer()) {
-      observer->OnRpcEnd(
-          {method(), code, absl::Now() - started_, items(), &context_});
+      observer->OnRpcEnd({method(), code, absl::Now() - started_, items(),
+                          retries(), &context_});
     }
   }
 

@@ -1,5 +1,6 @@
 #include "server/rpc/fetch_call.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -127,7 +128,12 @@ void FetchCall<Base>::OnStart() {
   drop_body_ = plan->drop_body;
   OnPlanned(*plan);
   driver_.Start(
-      *std::move(plan), [this](ItemOutcome o) { OnResult(std::move(o)); },
+      *std::move(plan),
+      [this](ItemOutcome o) {
+        retries_.fetch_add(std::max(0, o.result.attempts - 1),
+                           std::memory_order_relaxed);
+        OnResult(std::move(o));
+      },
       [this] { OnAllDone(); });
 }
 

@@ -96,12 +96,16 @@ class FetchCall : public Base {
 
  private:
   int64_t items() const override { return this->request_.items_size(); }
+  int64_t retries() const override {
+    return retries_.load(std::memory_order_relaxed);
+  }
   void OnStart() override;
   void OnCancel() override { driver_.Cancel(); }
   void OnAllDone() ABSL_LOCKS_EXCLUDED(mu_);
 
   BatchDriver driver_;
-  bool fail_fast_ = false;  // set in OnStart, before any result
+  std::atomic<int64_t> retries_{0};  // summed over the items' attempts
+  bool fail_fast_ = false;           // set in OnStart, before any result
   bool drop_body_ = false;
   absl::Mutex mu_;
   absl::Status first_failure_ ABSL_GUARDED_BY(mu_);

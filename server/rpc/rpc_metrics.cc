@@ -79,10 +79,10 @@ void RpcReporter::OnRpcEnd(const RpcEnd& end) {
   logger_->Log(
       log::Level::kInfo,
       absl::StrFormat(
-          R"("event":"rpc","method":"%s","peer":"%s","code":"%s","items":%d,"duration_ms":%.3f)",
+          R"("event":"rpc","method":"%s","peer":"%s","code":"%s","items":%d,"retries":%d,"duration_ms":%.3f)",
           end.method, log::JsonEscape(end.context->peer()),
           code < kCodeNames.size() ? kCodeNames[code] : "UNKNOWN", end.items,
-          absl::ToDoubleMilliseconds(end.took)));
+          end.retries, absl::ToDoubleMilliseconds(end.took)));
 }
 
 std::string RenderMetrics(const RpcMetrics& rpcs,
@@ -135,6 +135,10 @@ std::string RenderMetrics(const RpcMetrics& rpcs,
   single("fetchd_fetch_active_hosts", "gauge",
          "Origin hosts with transfers running (each at most --max_per_host).",
          fetch.hosts);
+  single("fetchd_fetch_hosts_at_limit", "gauge",
+         "Origin hosts with --max_per_host transfers running (their next "
+         "items wait in the FIFO).",
+         fetch.hosts_at_limit);
   single("fetchd_worker_queued_tasks", "gauge",
          "Compute and processing tasks waiting for a worker.", pool.queued);
   single("fetchd_worker_running_tasks", "gauge",

@@ -162,6 +162,47 @@ TEST_F(EngineTest, PerHostConnectionLimit) {
   EXPECT_LE(origin_.connections(), 2);
 }
 
+// The counters behind /metrics: attempts by status class, items by code,
+// body bytes, and hosts at their limit while it holds.
+TEST_F(EngineTest, StatsCountAttemptsItemsBytesAndFullHosts) {
+  auto engine = NewEngine({.max_per_host = 2});
+  auto results = RunAll(
+      *engine, {Get(origin_.Url("/json")), Get(origin_.Url("/status/503")),
+                Get(origin_.Url("/status/404"))});
+  Engine::Stats stats = engine->stats();
+  EXPECT_EQ(stats.attempts_by_class[2], 1);
+  EXPECT_EQ(stats.attempts_by_class[4], 1);
+  EXPECT_EQ(stats.attempts_by_class[5], 1);
+  EXPECT_EQ(stats.attempts_by_class[0], 0);
+  EXPECT_EQ(stats.items_by_code[static_cast<int>(absl::StatusCode::kOk)], 1);
+  EXPECT_EQ(stats.items_by_code[static_cast<int>(absl::StatusCode::kNotFound)],
+            1);
+  EXPECT_EQ(
+      stats.items_by_code[static_cast<int>(absl::StatusCode::kUnavailable)], 1);
+  EXPECT_EQ(stats.body_bytes, static_cast<int64_t>(results[0].body.size() +
+                                                   results[1].body.size() +
+                                                   results[2].body.size()));
+
+  std::vector<FetchSpec> slow(4, Get(origin_.Url("/delay/60000")));
+  auto run = Start(*engine, slow, {.max_concurrency = 4});
+  EXPECT_TRUE(WaitFor([&] { return engine->stats().inflight == 2; }, kWait,
+                      "two transfers, the host's limit"));
+  stats = engine->stats();
+  EXPECT_EQ(stats.hosts, 1);
+  EXPECT_EQ(stats.hosts_at_limit, 1);
+  EXPECT_EQ(stats.waiting, 2);
+  run->handle->Cancel();
+  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+  EXPECT_TRUE(WaitFor([&] { return engine->stats().hosts == 0; }, kWait,
+                      "no host with transfers"));
+  EXPECT_EQ(engine->stats().hosts_at_limit, 0);
+  // Cancelled transfers never finished an attempt; their items did end.
+  EXPECT_EQ(engine->stats().attempts_by_class[0], 0);
+  EXPECT_EQ(engine->stats()
+                .items_by_code[static_cast<int>(absl::StatusCode::kCancelled)],
+            4);
+}
+
 // Items for a full host wait in the engine, not in curl, and do not hold
 // up a batch's items for another host.
 TEST_F(EngineTest, AFullHostDoesNotHoldUpOtherHosts) {

@@ -146,7 +146,9 @@ TEST(RpcMetricsTest, ReporterLogsOneLinePerRpcWithoutRequestContents) {
     auto fetch = v1::Fetch::NewStub(server.NewChannel());
     v1::BatchFetchRequest request;
     request.add_items()->set_url(origin.Url("/json?secret=tok"));
-    request.add_items()->set_url(origin.Url("/status/404"));
+    request.add_items()->set_url(origin.Url("/flaky/log/1"));  // 503, then 200
+    request.mutable_retry()->set_max_attempts(2);
+    request.mutable_retry()->mutable_initial_backoff()->set_nanos(1'000'000);
     v1::BatchFetchResponse response;
     ASSERT_TRUE(
         fetch->BatchFetch(ContextWithTimeout(kWait).get(), request, &response)
@@ -170,10 +172,13 @@ TEST(RpcMetricsTest, ReporterLogsOneLinePerRpcWithoutRequestContents) {
       lines[0],
       HasSubstr(R"("level":"info","event":"rpc",)"
                 R"("method":"Fetch.BatchFetch","peer":"ipv4:127.0.0.1:)"));
-  EXPECT_THAT(lines[0], HasSubstr(R"("code":"OK","items":2,"duration_ms":)"));
-  EXPECT_THAT(lines[1], HasSubstr(R"("code":"INVALID_ARGUMENT","items":0,)"));
+  EXPECT_THAT(lines[0],
+              HasSubstr(R"("code":"OK","items":2,"retries":1,"duration_ms":)"));
+  EXPECT_THAT(lines[1],
+              HasSubstr(R"("code":"INVALID_ARGUMENT","items":0,"retries":0,)"));
   EXPECT_THAT(text, Not(HasSubstr("secret")));
   EXPECT_THAT(text, Not(HasSubstr("/json")));
+  EXPECT_THAT(text, Not(HasSubstr("flaky")));
 }
 
 }  // namespace
