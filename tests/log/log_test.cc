@@ -4,10 +4,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <cstdio>
-#include <memory>
-
 #include "absl/strings/str_split.h"
+#include "tests/support/subprocess.h"
 
 namespace fetchd::log {
 namespace {
@@ -15,26 +13,9 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
 
-// A temporary file to log into; Read() returns what was written.
-class TempOut {
- public:
-  TempOut() : file_(std::tmpfile()) {}
-  ~TempOut() { std::fclose(file_); }
-  FILE* get() { return file_; }
-  std::vector<std::string> Lines() {
-    std::fflush(file_);
-    std::rewind(file_);
-    std::string text;
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof(buf), file_)) > 0)
-      text.append(buf, n);
-    return absl::StrSplit(text, '\n', absl::SkipEmpty());
-  }
-
- private:
-  FILE* file_;
-};
+std::vector<std::string> Lines(::fetchd::testing::TempFile& out) {
+  return absl::StrSplit(out.Text(), '\n', absl::SkipEmpty());
+}
 
 TEST(LogTest, ParseLevelNamesTheFlag) {
   EXPECT_EQ(*ParseLevel("warn"), Level::kWarn);
@@ -49,7 +30,7 @@ TEST(LogTest, JsonEscapeQuotesBackslashesAndControlBytes) {
 }
 
 TEST(LogTest, LinesAreJsonWithTimeAndLevelFilteredByLevel) {
-  TempOut out;
+  ::fetchd::testing::TempFile out;
   {
     Logger logger({.level = Level::kWarn, .out = out.get()});
     EXPECT_FALSE(logger.Enabled(Level::kInfo));
@@ -57,7 +38,7 @@ TEST(LogTest, LinesAreJsonWithTimeAndLevelFilteredByLevel) {
     logger.Log(Level::kError, R"("event":"shown","n":1)");
     logger.LogAlways(Level::kInfo, R"("event":"always")");
   }  // the destructor writes what is queued
-  const std::vector<std::string> lines = out.Lines();
+  const std::vector<std::string> lines = Lines(out);
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_THAT(
       lines[0],
@@ -68,7 +49,7 @@ TEST(LogTest, LinesAreJsonWithTimeAndLevelFilteredByLevel) {
 }
 
 TEST(LogTest, AFullQueueDropsAndCountsInsteadOfWaiting) {
-  TempOut out;
+  ::fetchd::testing::TempFile out;
   uint64_t dropped = 0;
   {
     Logger logger({.level = Level::kInfo, .max_queued = 0, .out = out.get()});
@@ -76,7 +57,7 @@ TEST(LogTest, AFullQueueDropsAndCountsInsteadOfWaiting) {
     dropped = logger.dropped();
   }
   EXPECT_EQ(dropped, 5u);
-  EXPECT_TRUE(out.Lines().empty());
+  EXPECT_TRUE(Lines(out).empty());
 }
 
 }  // namespace

@@ -4,14 +4,15 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <httplib.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "fetchd/v1/compute.grpc.pb.h"
 #include "fetchd/v1/fetch.grpc.pb.h"
+#include "tests/support/fetchd_process.h"
 #include "tests/support/origin.h"
+#include "tests/support/subprocess.h"
 #include "tests/support/test_server.h"
 
 namespace fetchd::rpc {
@@ -19,6 +20,7 @@ namespace {
 
 using ::fetchd::testing::ContextWithTimeout;
 using ::fetchd::testing::Origin;
+using ::fetchd::testing::ScrapeMetrics;
 using ::fetchd::testing::SqrtSumRequest;
 using ::fetchd::testing::TestConfig;
 using ::fetchd::testing::TestServer;
@@ -26,16 +28,6 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 
 constexpr absl::Duration kWait = absl::Seconds(20);
-
-std::string Scrape(int port) {
-  httplib::Client client("127.0.0.1", port);
-  client.set_read_timeout(10, 0);
-  auto res = client.Get("/metrics");
-  EXPECT_TRUE(res) << httplib::to_string(res.error());
-  if (!res) return "";
-  EXPECT_EQ(res->status, 200);
-  return res->body;
-}
 
 TEST(RpcMetricsTest, CountsRpcsByMethodAndCodeWithLatency) {
   RpcMetrics metrics;
@@ -95,7 +87,9 @@ TEST(RpcMetricsTest, ServerScrapeCountsRpcsAndFetches) {
           .error_code(),
       grpc::StatusCode::INVALID_ARGUMENT);
 
-  const std::string text = Scrape(port);
+  const absl::StatusOr<std::string> page = ScrapeMetrics(port);
+  ASSERT_TRUE(page.ok()) << page.status();
+  const std::string& text = *page;
   EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Fetch.BatchFetch\","
                               "code=\"OK\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
@@ -135,10 +129,10 @@ TEST(RpcMetricsTest, ServerScrapeCountsRpcsAndFetches) {
 // One JSON line per RPC: method, peer, code, items, duration; no URLs.
 TEST(RpcMetricsTest, ReporterLogsOneLinePerRpcWithoutRequestContents) {
   Origin origin;
-  FILE* out = std::tmpfile();
-  ASSERT_NE(out, nullptr);
+  ::fetchd::testing::TempFile out;
+  ASSERT_NE(out.get(), nullptr);
   {
-    log::Logger logger({.level = log::Level::kInfo, .out = out});
+    log::Logger logger({.level = log::Level::kInfo, .out = out.get()});
     ServerConfig config = TestConfig();
     config.logger = &logger;
     TestServer server(config);
@@ -158,13 +152,7 @@ TEST(RpcMetricsTest, ReporterLogsOneLinePerRpcWithoutRequestContents) {
         fetch->BatchFetch(ContextWithTimeout(kWait).get(), empty, &response)
             .ok());
   }  // server, then logger: every line is written
-  std::fflush(out);
-  std::rewind(out);
-  std::string text;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), out)) > 0) text.append(buf, n);
-  std::fclose(out);
+  const std::string text = out.Text();
   std::vector<std::string> lines =
       absl::StrSplit(text, '\n', absl::SkipEmpty());
   ASSERT_EQ(lines.size(), 2u) << text;

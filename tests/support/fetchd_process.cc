@@ -39,7 +39,7 @@ std::string FetchdProcess::address() const {
   return absl::StrCat("127.0.0.1:", port_);
 }
 
-absl::StatusOr<double> ScrapeSample(int port, const std::string& sample) {
+absl::StatusOr<std::string> ScrapeMetrics(int port) {
   httplib::Client client("127.0.0.1", port);
   client.set_connection_timeout(10, 0);
   client.set_read_timeout(10, 0);
@@ -48,7 +48,17 @@ absl::StatusOr<double> ScrapeSample(int port, const std::string& sample) {
     return absl::UnavailableError(
         absl::StrCat("GET /metrics: ", httplib::to_string(res.error())));
   }
-  for (absl::string_view line : absl::StrSplit(res->body, '\n')) {
+  if (res->status != 200) {
+    return absl::UnavailableError(
+        absl::StrCat("GET /metrics: HTTP ", res->status));
+  }
+  return std::move(res->body);
+}
+
+absl::StatusOr<double> ScrapeSample(int port, const std::string& sample) {
+  absl::StatusOr<std::string> page = ScrapeMetrics(port);
+  if (!page.ok()) return page.status();
+  for (absl::string_view line : absl::StrSplit(*page, '\n')) {
     if (!absl::StartsWith(line, sample) || line.size() <= sample.size() ||
         line[sample.size()] != ' ') {
       continue;

@@ -31,8 +31,11 @@ class FetchdProcess {
   int metrics_port_ = 0;
 };
 
-// The value of one sample (`name{labels}` exactly as exposed) on the
-// /metrics page at 127.0.0.1:`port`; NOT_FOUND if the page lacks it.
+// The /metrics page at 127.0.0.1:`port`; an error unless it answers 200.
+absl::StatusOr<std::string> ScrapeMetrics(int port);
+
+// The value of one sample (`name{labels}` exactly as exposed) on that
+// page; NOT_FOUND if the page lacks it.
 absl::StatusOr<double> ScrapeSample(int port, const std::string& sample);
 
 }  // namespace fetchd::testing

@@ -135,4 +135,21 @@ absl::StatusOr<ProcessResult> RunProcess(const std::vector<std::string>& argv,
   return (*process)->Wait(timeout);
 }
 
+TempFile::TempFile() : file_(std::tmpfile()) {}
+
+TempFile::~TempFile() {
+  if (file_ != nullptr) std::fclose(file_);
+}
+
+std::string TempFile::Text() {
+  std::string text;
+  if (file_ == nullptr) return text;
+  std::fflush(file_);
+  std::rewind(file_);
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), file_)) > 0) text.append(buf, n);
+  return text;
+}
+
 }  // namespace fetchd::testing

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,22 @@ class Subprocess {
   int fds_[2];
   ProcessResult result_;
   bool reaped_ = false;
+};
+
+// A temporary stdio file (std::tmpfile) for code that writes to a FILE*;
+// Text() flushes and returns everything written so far.
+class TempFile {
+ public:
+  TempFile();
+  ~TempFile();
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+
+  FILE* get() const { return file_; }
+  std::string Text();
+
+ private:
+  FILE* file_;
 };
 
 // Start + Wait in one call.
