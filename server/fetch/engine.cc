@@ -180,8 +180,9 @@ class Engine::Loop {
     size_t remaining = 0;       // items not yet reported
     bool runnable = false;      // queued in runnable_
     bool host_blocked = false;  // queued in blocked_on_host_
-    // Set when every item goes to one host (most batches): a full host then
-    // blocks the whole batch, with no scan for another host's item.
+    // Set (by Submit, on the caller's thread) when every valid item goes to
+    // one host, as in most batches: a full host then blocks the whole
+    // batch, with no scan for another host's item.
     std::string one_host;
   };
   struct NewBatch {
@@ -343,9 +344,18 @@ uint64_t Engine::Loop::Submit(std::vector<FetchSpec> items,
   // Validate here, on the caller's thread: parsing thousands of URLs is
   // work the I/O thread should not do.
   batch->invalid.resize(items.size());
+  bool one_host = true;
   for (size_t i = 0; i < items.size(); ++i) {
     batch->invalid[i] = ValidateFetchSpec(items[i], options_.limits);
+    if (!batch->invalid[i].ok()) continue;
+    const absl::string_view host = HostOf(items[i].url);
+    if (one_host && batch->one_host.empty()) {
+      batch->one_host = std::string(host);
+    } else if (host != batch->one_host) {
+      one_host = false;
+    }
   }
+  if (!one_host) batch->one_host.clear();
   batch->specs.assign(std::make_move_iterator(items.begin()),
                       std::make_move_iterator(items.end()));
   batch->options = options;
@@ -513,20 +523,12 @@ void Engine::Loop::AddBatch(std::unique_ptr<Batch> owned) {
   batch.remaining = batch.specs.size();
   // Queue the valid items first, so that ending the batch early (an
   // invalid item with fail_fast) finds every item in a known state.
-  bool one_host = true;
   for (size_t i = 0; i < batch.specs.size(); ++i) {
     if (batch.invalid[i].ok()) {
-      const absl::string_view host = HostOf(batch.specs[i].url);
-      if (batch.waiting.empty()) {
-        batch.one_host = std::string(host);
-      } else if (one_host && host != batch.one_host) {
-        one_host = false;
-      }
       batch.waiting.push_back(i);
       ++waiting_;
     }
   }
-  if (!one_host) batch.one_host.clear();
   for (size_t i = 0; i < batch.specs.size(); ++i) {
     if (batch.invalid[i].ok()) continue;
     FetchResult result;
