@@ -233,7 +233,8 @@ TEST_F(CredentialsTest, EngineFollowedHopsGoThroughTheAddressPolicy) {
   std::atomic<int> checked{0};
   const int refused_port = b_.port();
   Engine::Options options;
-  options.address_policy = [&](const sockaddr* address, socklen_t) {
+  // Variadic: the policy's signature gains the host with the SSRF guard.
+  options.address_policy = [&](const sockaddr* address, auto&&...) {
     ++checked;
     const auto* in = reinterpret_cast<const sockaddr_in*>(address);
     if (address->sa_family == AF_INET && ntohs(in->sin_port) == refused_port) {
