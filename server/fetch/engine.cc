@@ -440,6 +440,12 @@ absl::Status Engine::Loop::LoadCaBundle() {
     written += static_cast<size_t>(n);
   }
   ca_bundle_path_ = absl::StrCat("/proc/self/fd/", ca_bundle_fd_);
+  // curl opens it by that name: make sure it can (e.g. /proc is mounted).
+  if (absl::StatusOr<std::string> check = ReadFile(ca_bundle_path_);
+      !check.ok() || check->size() != bundle.size()) {
+    return bad(absl::StrCat("the combined bundle cannot be read back from ",
+                            ca_bundle_path_));
+  }
   return absl::OkStatus();
 }
 
