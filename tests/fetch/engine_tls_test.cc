@@ -226,6 +226,19 @@ TEST_F(UpstreamTlsTest, Http2MultiplexesOneHostOnOneConnection) {
     EXPECT_EQ(r.http_version, 20);
   }
   EXPECT_EQ(engine->stats().connections - before, 1);
+
+  // The count is real: concurrent items to an HTTP/1.1 origin (cpp-httplib
+  // speaks no h2) need a connection each.
+  RecordingOrigin h1(leaf);
+  ASSERT_TRUE(h1.ok());
+  const int64_t before_h1 = engine->stats().connections;
+  std::vector<FetchSpec> h1_specs(6);  // within the origin's 8 threads
+  for (FetchSpec& spec : h1_specs) spec.url = h1.Url("/ok");
+  for (const FetchResult& r : RunAll(*engine, std::move(h1_specs))) {
+    ASSERT_TRUE(r.status.ok()) << r.status;
+    EXPECT_EQ(r.http_version, 11);
+  }
+  EXPECT_GT(engine->stats().connections - before_h1, 1);
 }
 
 }  // namespace
