@@ -18,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/log/log.h"
+#include "server/rpc/resume_token.h"
 #include "server/rpc/rpc.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
@@ -111,6 +112,15 @@ ABSL_FLAG(std::string, upstream_ca_file, "",
           "PEM bundle of CAs trusted for HTTPS origins on top of the system "
           "bundle (private origins); read once at start. Peer and host-name "
           "verification are always on");
+
+// Resume tokens: FetchPages tokens are signed with this key, shared by
+// every replica.
+ABSL_FLAG(std::string, token_key_file, "",
+          "file holding the key (at least 32 bytes; trailing whitespace "
+          "ignored) that signs FetchPages resume tokens; give every replica "
+          "the same file so any replica resumes any replica's walk. Empty: a "
+          "random key per process, so tokens work only on the fetchd that "
+          "made them and not after a restart");
 
 namespace {
 
@@ -206,6 +216,22 @@ int main(int argc, char** argv) {
     }
   }
   fetch.engine.upstream_ca_file = absl::GetFlag(FLAGS_upstream_ca_file);
+  // Resume tokens
+  if (const std::string path = absl::GetFlag(FLAGS_token_key_file);
+      !path.empty()) {
+    absl::StatusOr<std::string> key = fetchd::rpc::ReadResumeTokenKey(path);
+    if (!key.ok()) {
+      logger.LogAlways(Level::kError,
+                       absl::StrFormat(R"("event":"start_failed","error":"%s")",
+                                       JsonEscape(key.status().message())));
+      return 1;
+    }
+    fetch.resume_token_key = *std::move(key);
+  } else {
+    logger.LogAlways(
+        Level::kWarn,
+        R"("event":"resume_token_key","source":"random","note":"no --token_key_file: FetchPages resume tokens work only on this process, not on other replicas or after a restart")");
+  }
   const absl::Duration grace = absl::GetFlag(FLAGS_shutdown_grace);
   if (grace < absl::ZeroDuration()) {
     logger.LogAlways(
