@@ -193,7 +193,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
     State* st = state.get();
     auto endpoint = metrics::HttpEndpoint::Start(config.metrics_listen, [st] {
       return RenderMetrics(st->rpc_metrics, st->engine->stats(),
-                           st->pool.stats(), st->config.logger);
+                           st->pool.stats(), st->config.logger,
+                           st->guard.get());
     });
     if (!endpoint.ok()) return endpoint.status();
     state->metrics = *std::move(endpoint);
