@@ -1111,6 +1111,11 @@ void Engine::Loop::FillWalk(Batch& batch) {
     }
     FetchSpec spec = walk.first;
     spec.url = *std::move(url);
+    // A next page on an international host: its IDNA ASCII form, as for
+    // the first (the paginator checked that it has one).
+    if (absl::StatusOr<std::string> ascii = AsciiUrl(spec.url); ascii.ok()) {
+      spec.url = *std::move(ascii);
+    }
     batch.specs.push_back(std::move(spec));
     batch.items.emplace_back();
     batch.waiting.push_back(static_cast<size_t>(walk.started - walk.start));

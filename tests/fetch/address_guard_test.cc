@@ -495,6 +495,25 @@ class GuardedEngine {
     return std::move(Run({Get(url, max_attempts)})[0]);
   }
 
+  // The pages of a walk from `first_url` with `strategy`, and how it ended.
+  std::pair<std::vector<Page>, absl::Status> Walk(const std::string& first_url,
+                                                  PageStrategy strategy) {
+    std::vector<Page> pages;
+    absl::Status end = absl::UnknownError("no end");
+    absl::Notification done;
+    if (engine_ == nullptr) return {pages, end};
+    FetchSpec first = Get(first_url, 1);
+    engine_->Walk(
+        first, strategy, Paginator(strategy, first_url).StartPosition(),
+        {.prefetch = 4}, [&](Page page) { pages.push_back(std::move(page)); },
+        [&](absl::Status s) {
+          end = std::move(s);
+          done.Notify();
+        });
+    EXPECT_TRUE(done.WaitForNotificationWithTimeout(kWait));
+    return {std::move(pages), end};
+  }
+
   std::vector<std::string> escapes() {
     absl::MutexLock lock(&mu_);
     return escapes_;
@@ -771,6 +790,49 @@ TEST_F(EngineGuardTest, BehindAProxyTheProxyDoesTheAddressChecks) {
   EXPECT_EQ(r.status.code(), absl::StatusCode::kPermissionDenied);
   EXPECT_THAT(r.status.message(), HasSubstr("loopback"));
   EXPECT_EQ(origin_.requests(), 1);
+}
+
+}  // namespace
+}  // namespace fetchd::fetch
+
+namespace fetchd::fetch {
+namespace {
+
+PageStrategy NextUrlAt(const std::string& pointer) {
+  PageStrategy strategy;
+  strategy.kind = PageStrategy::Kind::kCursor;
+  strategy.param = "";  // the value at the pointer is the next page's URL
+  strategy.cursor_pointer = pointer;
+  return strategy;
+}
+
+// A walk's next page is checked like any connection: a next link to a
+// loopback address is refused and ends the walk with PERMISSION_DENIED,
+// and one on an international host is fetched in its ASCII form.
+TEST_F(EngineGuardTest, WalksAreGuardedPageByPage) {
+  Origin allowed("127.0.0.2");
+  GuardedEngine engine({.allow_cidrs = {"127.0.0.2/32"}},
+                       {.resolve = {Resolve("xn--bcher-kva.test",
+                                            allowed.port(), "127.0.0.2")}});
+  auto [pages, end] =
+      engine.Walk(allowed.Url("/next-to?url=" + Encoded(origin_.Url("/json"))),
+                  NextUrlAt("/next"));
+  EXPECT_EQ(end.code(), absl::StatusCode::kPermissionDenied) << end;
+  EXPECT_THAT(end.message(), HasSubstr("loopback"));
+  EXPECT_EQ(origin_.requests(), 0);
+
+  const std::string idn_next = absl::StrCat(
+      "http://b\xc3\xbc"
+      "cher.test:",
+      allowed.port(), "/json");
+  auto [idn_pages, idn_end] = engine.Walk(
+      allowed.Url("/next-to?url=" + Encoded(idn_next)), NextUrlAt("/next"));
+  EXPECT_TRUE(idn_end.ok()) << idn_end;
+  ASSERT_EQ(idn_pages.size(), 2u);
+  EXPECT_EQ(
+      idn_pages[1].url,
+      absl::StrCat("http://xn--bcher-kva.test:", allowed.port(), "/json"));
+  EXPECT_TRUE(idn_pages[1].result.status.ok()) << idn_pages[1].result.status;
 }
 
 }  // namespace
