@@ -780,8 +780,12 @@ TEST_F(EngineGuardTest, InternationalNamesAreFetchedInTheirAsciiForm) {
 // Behind an explicit proxy (the origin plays it) the proxy's own loopback
 // address is not refused, host rules and literal hosts still are.
 TEST_F(EngineGuardTest, BehindAProxyTheProxyDoesTheAddressChecks) {
-  GuardedEngine engine({.deny_hosts = {"evil.test"}, .behind_proxy = true},
-                       {.proxy = origin_.base()});
+  // The names are mapped to loopback, so that nothing leaves loopback even
+  // if the proxy were bypassed.
+  GuardedEngine engine(
+      {.deny_hosts = {"evil.test"}, .behind_proxy = true},
+      {.proxy = origin_.base(),
+       .resolve = {"api.test:1:127.0.0.1", "evil.test:1:127.0.0.1"}});
   FetchResult r = engine.Fetch("http://api.test:1/json", 1);
   EXPECT_EQ(r.http_status, 404) << r.status;  // the proxy answered
   r = engine.Fetch("http://evil.test:1/json");

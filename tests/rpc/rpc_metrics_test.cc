@@ -133,6 +133,8 @@ TEST(RpcMetricsTest, GuardRefusalsByReason) {
   config.metrics_listen = "127.0.0.1:0";
   config.fetch.address_guard.allow_private_networks = false;
   config.fetch.address_guard.deny_hosts = {"blocked.test"};
+  // Mapped, so no DNS query leaves even if the host rule failed.
+  config.fetch.engine.resolve = {"blocked.test:80:127.0.0.1"};
   TestServer server(config);
   ASSERT_TRUE(server.ok());
   auto fetch = v1::Fetch::NewStub(server.NewChannel());
