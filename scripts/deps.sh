@@ -12,6 +12,7 @@ set -euo pipefail
 build=(cmake ninja-build g++ pkg-config ca-certificates
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libssl-dev nlohmann-json3-dev libsimdjson-dev libcurl4-openssl-dev
+  libidn2-dev
   libgumbo-dev libgoogle-perftools-dev
   libgtest-dev libgmock-dev libcpp-httplib-dev)  # tests are in the default build
 test=(clang libclang-rt-14-dev python3-yaml nghttp2-server)  # nghttpd: the h2 origin

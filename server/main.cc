@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -121,8 +122,43 @@ ABSL_FLAG(std::string, token_key_file, "",
           "the same file so any replica resumes any replica's walk. Empty: a "
           "random key per process, so tokens work only on the fetchd that "
           "made them and not after a restart");
+// --- SSRF guard, international names, upstream proxy (issue #14, item 1) --
+ABSL_FLAG(bool, allow_private_networks, false,
+          "let fetches reach loopback, private, link-local (cloud metadata), "
+          "CGNAT, unique-local and the other special-purpose addresses, "
+          "which are refused by default; for local demos and tests only");
+ABSL_FLAG(std::vector<std::string>, allow_cidrs, {},
+          "comma list of CIDRs fetches may reach even though they are "
+          "special-purpose, e.g. 10.20.0.0/16,fd00:1::/64");
+ABSL_FLAG(std::vector<std::string>, deny_cidrs, {},
+          "comma list of CIDRs fetches may never reach; wins over "
+          "--allow_cidrs and --allow_private_networks");
+ABSL_FLAG(std::vector<std::string>, allow_hosts, {},
+          "comma list of hosts (api.example.com, or *.example.com for the "
+          "names below it); when set, every other host is refused. An "
+          "allowed host still may not reach a special-purpose address");
+ABSL_FLAG(std::vector<std::string>, deny_hosts, {},
+          "comma list of hosts (api.example.com or *.example.com) that are "
+          "refused; wins over --allow_hosts");
+ABSL_FLAG(std::string, upstream_proxy, "",
+          "send every fetch through this HTTP(S) proxy URL, which then does "
+          "the address checks (host rules still apply here). Without it, "
+          "fetchd refuses to start while http_proxy, https_proxy or "
+          "all_proxy is set");
 
 namespace {
+
+// A proxy URL without its user:password@, for the log.
+std::string RedactedUrl(const std::string& url) {
+  const size_t scheme = url.find("://");
+  const size_t start = scheme == std::string::npos ? 0 : scheme + 3;
+  const size_t at = url.find('@', start);
+  const size_t slash = url.find('/', start);
+  if (at == std::string::npos || (slash != std::string::npos && slash < at)) {
+    return url;
+  }
+  return url.substr(0, start) + "***@" + url.substr(at + 1);
+}
 
 int OrCores(int value) {
   if (value > 0) return value;
@@ -231,6 +267,39 @@ int main(int argc, char** argv) {
     logger.LogAlways(
         Level::kWarn,
         R"("event":"resume_token_key","source":"random","note":"no --token_key_file: FetchPages resume tokens work only on this process, not on other replicas or after a restart")");
+  }
+  // The SSRF guard. A proxy taken from the environment would hide the real
+  // address from it, so only an explicit --upstream_proxy is accepted.
+  fetch.address_guard.allow_private_networks =
+      absl::GetFlag(FLAGS_allow_private_networks);
+  fetch.address_guard.allow_cidrs = absl::GetFlag(FLAGS_allow_cidrs);
+  fetch.address_guard.deny_cidrs = absl::GetFlag(FLAGS_deny_cidrs);
+  fetch.address_guard.allow_hosts = absl::GetFlag(FLAGS_allow_hosts);
+  fetch.address_guard.deny_hosts = absl::GetFlag(FLAGS_deny_hosts);
+  fetch.engine.proxy = absl::GetFlag(FLAGS_upstream_proxy);
+  if (fetch.engine.proxy.empty()) {
+    for (const char* name : {"http_proxy", "HTTP_PROXY", "https_proxy",
+                             "HTTPS_PROXY", "all_proxy", "ALL_PROXY"}) {
+      const char* value = std::getenv(name);
+      if (value == nullptr || value[0] == '\0') continue;
+      logger.LogAlways(
+          Level::kError,
+          absl::StrFormat(
+              R"("event":"start_failed","error":"the environment sets %s: fetchd's address guard would see only the proxy's address. Unset it, or pass --upstream_proxy=URL to send every fetch through a proxy that does the address checks")",
+              name));
+      return 1;
+    }
+  } else {
+    logger.LogAlways(
+        Level::kInfo,
+        absl::StrFormat(
+            R"("event":"upstream_proxy","proxy":"%s","note":"every fetch goes through this proxy, which does the address checks; fetchd checks host rules and IP-literal hosts only; proxy variables of the environment are ignored")",
+            JsonEscape(RedactedUrl(fetch.engine.proxy))));
+  }
+  if (fetch.address_guard.allow_private_networks) {
+    logger.LogAlways(
+        Level::kWarn,
+        R"("event":"address_guard","allow_private_networks":true,"note":"fetches may reach loopback, private and link-local (cloud metadata) addresses")");
   }
   const absl::Duration grace = absl::GetFlag(FLAGS_shutdown_grace);
   if (grace < absl::ZeroDuration()) {

@@ -7,10 +7,13 @@
 #include <fstream>
 #include <thread>
 
+#include "absl/strings/str_join.h"
 #include "fetchd/v1/compute.grpc.pb.h"
+#include "fetchd/v1/fetch.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/support/certs.h"
 #include "tests/support/fetchd_process.h"
+#include "tests/support/origin.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/test_server.h"
 
@@ -81,8 +84,9 @@ TEST(FetchdMainTest, HelpListsEveryFlag) {
   for (const char* flag :
        {"--listen", "--cq_threads", "--workers", "--max_queued_tasks",
         "--max_compute_n", "--max_compute_data_bytes", "--max_request_bytes",
-        "--drain_delay", "--shutdown_grace", "--metrics_listen",
-        "--log_level"}) {
+        "--drain_delay", "--shutdown_grace", "--metrics_listen", "--log_level",
+        "--allow_private_networks", "--allow_cidrs", "--deny_cidrs",
+        "--allow_hosts", "--deny_hosts", "--upstream_proxy"}) {
     EXPECT_THAT(r->out, HasSubstr(flag));
   }
 }
@@ -220,8 +224,11 @@ TEST(FetchdMainTest, LogsOneJsonLinePerRpc) {
 
 // A bad flag value: exit 1 and a message naming the flag, before serving.
 TEST(FetchdMainTest, BadFlagValuesExitOneNamingTheFlag) {
-  for (const char* flag : {"--log_level=loud", "--max_queued_tasks=-1",
-                           "--shutdown_grace=-1s", "--drain_delay=-1s"}) {
+  for (const char* flag :
+       {"--log_level=loud", "--max_queued_tasks=-1", "--shutdown_grace=-1s",
+        "--drain_delay=-1s", "--allow_cidrs=10.0.0.0/33",
+        "--deny_cidrs=10.0.0.1,nope", "--allow_hosts=a/b",
+        "--deny_hosts=*.*.example", "--upstream_proxy=proxy:3128"}) {
     auto r = RunProcess({FETCHD_PATH, "--listen=127.0.0.1:0",
                          "--metrics_listen=127.0.0.1:0", flag},
                         kWait);
@@ -301,6 +308,121 @@ TEST(FetchdMainTest, UpstreamCaFileIsCheckedAtStart) {
   FetchdProcess fetchd({"--upstream_ca_file=" + good,
                         "--credential_headers=X-Api-Key,X-Tenant-Token"});
   EXPECT_TRUE(fetchd.ok());
+}
+
+// --- The SSRF guard as fetchd ships it (issue #14, item 1) ----------------
+
+// One item's result from the fetchd at `address`.
+v1::FetchResult FetchOne(const std::string& address, const std::string& url) {
+  auto stub = v1::Fetch::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  v1::BatchFetchRequest request;
+  request.add_items()->set_url(url);
+  request.mutable_retry()->set_max_attempts(3);
+  v1::BatchFetchResponse response;
+  const grpc::Status status =
+      stub->BatchFetch(ContextWithTimeout(kWait).get(), request, &response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return response.results_size() == 1 ? response.results(0) : v1::FetchResult();
+}
+
+constexpr int kDenied = static_cast<int>(absl::StatusCode::kPermissionDenied);
+
+// The binary refuses the loopback origin by default; each flag opens or
+// closes it as documented (comma lists included).
+TEST(FetchdMainTest, TheGuardIsOnByDefaultAndEachFlagWorks) {
+  ::fetchd::testing::Origin origin;
+  struct Case {
+    std::vector<std::string> flags;
+    int code;
+    const char* message;
+  };
+  const Case cases[] = {
+      {{}, kDenied, "a loopback address"},
+      {{"--allow_private_networks"}, 0, ""},
+      {{"--allow_cidrs=10.0.0.0/8,127.0.0.0/8"}, 0, ""},
+      {{"--allow_private_networks", "--deny_cidrs=192.168.0.0/16,127.0.0.1"},
+       kDenied,
+       "--deny_cidrs entry 127.0.0.1"},
+      {{"--allow_private_networks", "--allow_hosts=api.test,*.cdn.test"},
+       kDenied,
+       "not on --allow_hosts"},
+      {{"--allow_private_networks", "--allow_hosts=127.0.0.1,api.test"}, 0, ""},
+      {{"--allow_private_networks", "--deny_hosts=api.test,127.0.0.1"},
+       kDenied,
+       "matches --deny_hosts entry \"127.0.0.1\""},
+  };
+  for (const Case& c : cases) {
+    const std::string flags = absl::StrJoin(c.flags, " ");
+    FetchdProcess fetchd(c.flags);
+    ASSERT_TRUE(fetchd.ok()) << flags;
+    const v1::FetchResult r = FetchOne(fetchd.address(), origin.Url("/json"));
+    EXPECT_EQ(r.error().code(), c.code) << flags << ": " << r.error().message();
+    EXPECT_THAT(r.error().message(), HasSubstr(c.message)) << flags;
+    // Never retried: host rules refuse at once (no attempt), addresses on
+    // the first connection.
+    if (c.code == kDenied) EXPECT_LE(r.attempts(), 1) << flags;
+  }
+  EXPECT_EQ(origin.requests(), 3);
+}
+
+TEST(FetchdMainTest, AllowPrivateNetworksIsLoggedAsAWarning) {
+  FetchdProcess fetchd({"--allow_private_networks"});
+  ASSERT_TRUE(fetchd.ok());
+  auto err =
+      fetchd.process().WaitForStderr("\"allow_private_networks\":true", kWait);
+  ASSERT_TRUE(err.ok()) << err.status();
+  EXPECT_THAT(*err, HasSubstr("\"level\":\"warn\""));
+}
+
+// A proxy variable would send fetches where the guard sees only the
+// proxy's address: fetchd will not start with one, and names it.
+TEST(FetchdMainTest, ProxyVariablesStopTheStartNamingTheVariable) {
+  for (const char* name : {"http_proxy", "HTTPS_PROXY", "all_proxy"}) {
+    ASSERT_EQ(setenv(name, "http://127.0.0.1:9", 1), 0);
+    auto r = RunProcess(
+        {FETCHD_PATH, "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0"},
+        kWait);
+    unsetenv(name);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->exit_code, 1) << name;
+    EXPECT_THAT(r->err, HasSubstr("start_failed")) << name;
+    EXPECT_THAT(r->err, HasSubstr(absl::StrCat("the environment sets ", name)));
+    EXPECT_THAT(r->err, HasSubstr("--upstream_proxy"));
+    EXPECT_THAT(r->err, ::testing::Not(HasSubstr("\"serving\"")));
+  }
+}
+
+// With --upstream_proxy it starts, says the proxy does the address checks
+// (without the proxy's password), and fetches through that proxy, not the
+// one in the environment. The test origin plays the proxy: it answers an
+// absolute URL it has no route for with 404. Targets are loopback
+// literals, so nothing leaves loopback even if the proxy were bypassed.
+TEST(FetchdMainTest, UpstreamProxyIsUsedAndTheEnvironmentIgnored) {
+  ::fetchd::testing::Origin proxy;
+  ::fetchd::testing::Origin other;
+  ASSERT_EQ(setenv("http_proxy", other.base().c_str(), 1), 0);
+  const std::string with_password =
+      absl::StrCat("http://user:secret@127.0.0.1:", proxy.port());
+  FetchdProcess fetchd(
+      {"--upstream_proxy=" + with_password, "--allow_cidrs=127.0.0.2/32"});
+  unsetenv("http_proxy");
+  ASSERT_TRUE(fetchd.ok());
+  auto err =
+      fetchd.process().WaitForStderr("\"event\":\"upstream_proxy\"", kWait);
+  ASSERT_TRUE(err.ok()) << err.status();
+  EXPECT_THAT(*err, HasSubstr("does the address checks"));
+  EXPECT_THAT(*err, ::testing::Not(HasSubstr("secret")));
+  const v1::FetchResult r = FetchOne(fetchd.address(), "http://127.0.0.2:1/");
+  EXPECT_EQ(r.http_status(), 404) << r.error().message();
+  EXPECT_EQ(proxy.requests(), 1);
+  EXPECT_EQ(other.requests(), 0);
+  // A literal special-purpose address is still refused, proxy or not.
+  const v1::FetchResult literal =
+      FetchOne(fetchd.address(), "http://127.0.0.1:1/");
+  EXPECT_EQ(literal.error().code(), kDenied);
+  EXPECT_THAT(literal.error().message(), HasSubstr("a loopback address"));
+  EXPECT_EQ(proxy.requests(), 1);
 }
 
 }  // namespace

@@ -3,16 +3,17 @@
 //   -> curl_multi_poll (timeout = next timer) -> curl_multi_perform
 //   -> finish CURLMSG_DONE transfers (retry or report) -> fire due timers.
 // Everything below Loop's public face runs on that thread only.
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <netinet/in.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <deque>
 #include <fstream>
 #include <iterator>
@@ -170,6 +171,8 @@ class Engine::Loop {
   Stats stats() const;
 
  private:
+  // ValidateFetchSpec, then the URL in ASCII form and the host policy.
+  absl::Status CheckItem(FetchSpec& spec) const;
   // One attempt of one item, alive while its easy handle is on the multi.
   struct Transfer {
     uint64_t batch_id = 0;
@@ -325,6 +328,11 @@ class Engine::Loop {
   static size_t OnHeader(char* data, size_t size, size_t n, void* user);
   static curl_socket_t OnOpenSocket(void* user, curlsocktype purpose,
                                     curl_sockaddr* address);
+  static int OnPrereq(void* user, char* primary_ip, char* local_ip,
+                      int primary_port, int local_port);
+  // Options::address_policy for the transfer's current URL (the redirect
+  // hop's, on a redirect); a refusal is kept in t->refused.
+  static bool Allowed(Transfer* t, const sockaddr* address, socklen_t length);
 
   const Options options_;
   std::unique_ptr<CURLM, MultiDeleter> multi_;
@@ -340,11 +348,11 @@ class Engine::Loop {
   std::deque<uint64_t> runnable_;  // batches with waiting items and room
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
   std::vector<EasyHandle> idle_easy_;
-  bool proxy_env_ = true;  // a proxy variable is set (Init)
   // The system bundle plus --upstream_ca_file, in an in-memory file that
   // curl reads (and caches) like any CA file; empty: curl's default.
   std::string ca_bundle_path_;
   int ca_bundle_fd_ = -1;
+  std::unique_ptr<curl_slist, SlistDeleter> resolve_;  // Options::resolve
   // Transfers per host on the multi handle, never above --max_per_host: the
   // rest wait in our FIFO (round robin) rather than in curl's pending
   // queue, which costs far more per transfer than our own.
@@ -386,15 +394,11 @@ absl::Status Engine::Loop::Init() {
   curl_multi_setopt(m, CURLMOPT_MAXCONNECTS,
                     static_cast<long>(options_.max_inflight));
   curl_multi_setopt(m, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
-  // curl reads these variables on every transfer (five getenv scans of the
-  // environment). Where none is set, handles say "no proxy" once instead;
-  // where one is, curl keeps honouring them as usual.
-  proxy_env_ = false;
-  for (const char* name :
-       {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
-        "ALL_PROXY", "no_proxy", "NO_PROXY"}) {
-    if (std::getenv(name) != nullptr) proxy_env_ = true;
+  curl_slist* resolve = nullptr;
+  for (const std::string& entry : options_.resolve) {
+    resolve = curl_slist_append(resolve, entry.c_str());
   }
+  resolve_.reset(resolve);
   thread_ = std::thread([this] { Run(); });
   return absl::OkStatus();
 }
@@ -470,7 +474,7 @@ uint64_t Engine::Loop::Submit(std::vector<FetchSpec> items,
   batch->invalid.resize(items.size());
   bool one_host = true;
   for (size_t i = 0; i < items.size(); ++i) {
-    batch->invalid[i] = ValidateFetchSpec(items[i], options_.limits);
+    batch->invalid[i] = CheckItem(items[i]);
     if (!batch->invalid[i].ok()) continue;
     const absl::string_view host = HostOf(items[i].url);
     if (one_host && batch->one_host.empty()) {
@@ -489,11 +493,32 @@ uint64_t Engine::Loop::Submit(std::vector<FetchSpec> items,
   return Enqueue(std::move(batch));
 }
 
+absl::Status Engine::Loop::CheckItem(FetchSpec& spec) const {
+  if (absl::Status s = ValidateFetchSpec(spec, options_.limits); !s.ok()) {
+    return s;
+  }
+  // Fetched, counted per host and checked in its ASCII form.
+  absl::StatusOr<std::string> ascii = AsciiUrl(spec.url);
+  if (!ascii.ok()) return ascii.status();
+  spec.url = *std::move(ascii);
+  if (options_.host_policy) {
+    absl::StatusOr<std::string> host = UrlHost(spec.url);
+    if (!host.ok()) return host.status();
+    return options_.host_policy(*host);
+  }
+  return absl::OkStatus();
+}
+
 uint64_t Engine::Loop::SubmitWalk(FetchSpec first, const PageStrategy& strategy,
                                   WalkPosition from, WalkOptions options,
                                   std::shared_ptr<WalkWindow> window,
                                   PageCallback on_page,
                                   WalkDoneCallback on_done) {
+  // The caller validated it; only the host's IDNA form is ours to make
+  // (next pages' URLs are checked at connect time like any other).
+  if (absl::StatusOr<std::string> ascii = AsciiUrl(first.url); ascii.ok()) {
+    first.url = *std::move(ascii);
+  }
   // The link_header strategy reads Link whether or not the caller asked
   // for it; pages carry it only if asked.
   const bool borrow_link =
@@ -818,12 +843,20 @@ EasyHandle Engine::Loop::AcquireEasy() {
   if (!ca_bundle_path_.empty()) {
     curl_easy_setopt(e, CURLOPT_CAINFO, ca_bundle_path_.c_str());
   }
-  if (!proxy_env_) {
-    curl_easy_setopt(e, CURLOPT_PROXY, "");
-    curl_easy_setopt(e, CURLOPT_NOPROXY, "");
-  }
+  // Set explicitly, so curl never reads the proxy variables of the
+  // environment ("" = no proxy): the proxy is either ours or none (and the
+  // five getenv scans per transfer are saved).
+  curl_easy_setopt(e, CURLOPT_PROXY, options_.proxy.c_str());
+  curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+  if (resolve_ != nullptr) curl_easy_setopt(e, CURLOPT_RESOLVE, resolve_.get());
   if (options_.address_policy) {
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &Loop::OnOpenSocket);
+    // Through a proxy, one connection carries requests for many hosts:
+    // the host is checked per request instead (once the connection is up,
+    // before the request goes out, on every redirect hop too).
+    if (!options_.proxy.empty()) {
+      curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, &Loop::OnPrereq);
+    }
   }
   return easy;
 }
@@ -853,6 +886,7 @@ void Engine::Loop::StartAttempt(Batch& batch, size_t index) {
   curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get());
   curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
   curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t.get());
+  curl_easy_setopt(e, CURLOPT_PREREQDATA, t.get());
   // The attempt may not outlive the batch's deadline.
   const absl::Duration timeout = std::min(spec.timeout, left);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
@@ -1056,16 +1090,50 @@ size_t Engine::Loop::OnHeader(char* data, size_t size, size_t n, void* user) {
   return len;
 }
 
+bool Engine::Loop::Allowed(Transfer* t, const sockaddr* address,
+                           socklen_t length) {
+  // The URL this connection is for: after a redirect, curl has already
+  // moved the effective URL to the new hop when it connects for it.
+  char* url = nullptr;
+  curl_easy_getinfo(t->easy.get(), CURLINFO_EFFECTIVE_URL, &url);
+  absl::StatusOr<std::string> host =
+      UrlHost(url != nullptr ? url : t->spec->url);
+  absl::Status allowed =
+      host.ok() ? t->options->address_policy(address, length, *host)
+                : absl::PermissionDeniedError(absl::StrCat(
+                      "refused to connect: no host in the URL being fetched (",
+                      host.status().message(), ")"));
+  if (allowed.ok()) return true;
+  t->refused = std::move(allowed);
+  return false;
+}
+
 curl_socket_t Engine::Loop::OnOpenSocket(void* user, curlsocktype /*purpose*/,
                                          curl_sockaddr* address) {
   auto* t = static_cast<Transfer*>(user);
-  absl::Status allowed =
-      t->options->address_policy(&address->addr, address->addrlen);
-  if (!allowed.ok()) {
-    t->refused = std::move(allowed);
-    return CURL_SOCKET_BAD;
-  }
+  if (!Allowed(t, &address->addr, address->addrlen)) return CURL_SOCKET_BAD;
   return socket(address->family, address->socktype, address->protocol);
+}
+
+int Engine::Loop::OnPrereq(void* user, char* primary_ip, char* /*local_ip*/,
+                           int primary_port, int /*local_port*/) {
+  auto* t = static_cast<Transfer*>(user);
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+  auto* in = reinterpret_cast<sockaddr_in*>(&storage);
+  auto* in6 = reinterpret_cast<sockaddr_in6*>(&storage);
+  if (inet_pton(AF_INET, primary_ip, &in->sin_addr) == 1) {
+    in->sin_family = AF_INET;
+    in->sin_port = htons(static_cast<uint16_t>(primary_port));
+    length = sizeof(sockaddr_in);
+  } else if (inet_pton(AF_INET6, primary_ip, &in6->sin6_addr) == 1) {
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(static_cast<uint16_t>(primary_port));
+    length = sizeof(sockaddr_in6);
+  }
+  return Allowed(t, reinterpret_cast<const sockaddr*>(&storage), length)
+             ? CURL_PREREQFUNC_OK
+             : CURL_PREREQFUNC_ABORT;
 }
 
 void Engine::Loop::CollectDone() {
@@ -1082,7 +1150,9 @@ void Engine::Loop::CollectDone() {
 
 absl::Status Engine::Loop::AttemptStatus(const Transfer& t, CURLcode rc,
                                          long http) const {
-  if (!t.refused.ok()) return t.refused;
+  // A refusal decides unless another address of the host was allowed and
+  // answered (curl tries each address in turn).
+  if (!t.refused.ok() && rc != CURLE_OK) return t.refused;
   if (!t.redirect_error.ok()) return t.redirect_error;
   if (t.body_too_large || rc == CURLE_FILESIZE_EXCEEDED) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -1192,7 +1262,8 @@ void Engine::Loop::FinishAttempt(Transfer* raw, CURLcode rc) {
                            FromMicros(first), FromMicros(total)};
   const bool retry_wanted =
       !result.status.ok() && item.attempts < spec.retry.max_attempts &&
-      t->refused.ok() && t->redirect_error.ok() && !t->body_too_large &&
+      result.status.code() != absl::StatusCode::kPermissionDenied &&
+      t->redirect_error.ok() && !t->body_too_large &&
       Retryable(spec.retry, rc, http);
   ReleaseEasy(std::move(t->easy));
 
@@ -1324,6 +1395,11 @@ void Engine::Loop::FillWalk(Batch& batch) {
     }
     FetchSpec spec = walk.first;
     spec.url = *std::move(url);
+    // A next page on an international host: its IDNA ASCII form, as for
+    // the first (the paginator checked that it has one).
+    if (absl::StatusOr<std::string> ascii = AsciiUrl(spec.url); ascii.ok()) {
+      spec.url = *std::move(ascii);
+    }
     if (walk.credentials) {
       // A next link, cursor URL or resume token on another origin.
       absl::StatusOr<std::string> origin = OriginOf(spec.url);

@@ -12,6 +12,8 @@
 //                                            Walk(first page, strategy) ->
 //                                            pages in order, within a window
 //   PageStrategy / Paginator                 how a walk finds its next page
+//   AddressGuard (address_guard.h)           the SSRF guard: which addresses
+//                                            and hosts a connection may reach
 //
 // No gRPC in here: tested with a real local HTTP origin, without a server.
 #ifndef FETCHD_SERVER_FETCH_FETCH_H_
@@ -36,6 +38,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/fetch/address_guard.h"
 
 namespace fetchd::fetch {
 
@@ -110,8 +113,19 @@ bool IsCredentialHeader(absl::string_view name,
 absl::StatusOr<std::string> OriginOf(const std::string& url);
 
 // The URL part of ValidateFetchSpec: http(s), a host, no credentials, at
-// most max_url_bytes. INVALID_ARGUMENT naming "url".
+// most max_url_bytes, an international host name valid IDNA.
+// INVALID_ARGUMENT naming "url".
 absl::Status ValidateUrl(const std::string& url, const FetchLimits& limits);
+
+// A valid URL with its host in IDNA ASCII form ("http://bücher.example/" ->
+// "http://xn--bcher-kva.example/"): what the engine fetches, counts per host
+// and checks. A URL that is all ASCII comes back unchanged, unparsed.
+absl::StatusOr<std::string> AsciiUrl(const std::string& url);
+
+// The host of an absolute URL as the address guard sees it (NormalizeHost:
+// lower case, no trailing dot, no IPv6 brackets, IDNA ASCII; IPv4 written
+// as a number or in octal/hex comes back dotted).
+absl::StatusOr<std::string> UrlHost(const std::string& url);
 
 // The request-level part of ValidateFetchSpec: the retry policy alone,
 // with field names prefixed "retry.".
@@ -344,6 +358,14 @@ class WalkHandle {
   const std::shared_ptr<WalkWindow> window_;
 };
 
+// Asked once per new connection, on the I/O thread, with the address curl
+// is about to connect to and the normalized host (UrlHost) of the URL being
+// fetched (the redirect hop's, on a redirect). Non-OK refuses it.
+using AddressPolicy = std::function<absl::Status(
+    const sockaddr* address, socklen_t length, absl::string_view host)>;
+// Asked on the submitting thread with each item's normalized host.
+using HostPolicy = std::function<absl::Status(absl::string_view host)>;
+
 class Engine {
  public:
   struct Options {
@@ -355,10 +377,23 @@ class Engine {
     FetchLimits limits;
     // The one place where an address policy is checked: called on the I/O
     // thread with the address curl is about to connect to (after DNS, and
-    // for every redirect's connection). A non-OK status refuses it and
-    // fails the item with that status (PERMISSION_DENIED). Empty = allow.
-    std::function<absl::Status(const sockaddr* address, socklen_t length)>
-        address_policy;
+    // for every redirect's connection), once per connection (a reused
+    // connection is not asked again). A non-OK status refuses it before any
+    // socket exists and fails the item with that status (PERMISSION_DENIED),
+    // never retried. Empty = allow.
+    AddressPolicy address_policy;
+    // Checked at Submit for each valid item, on the caller's thread: an
+    // early, clear refusal for a host the address policy would refuse
+    // anyway (host allow/deny lists). Empty = none.
+    HostPolicy host_policy;
+    // Upstream HTTP(S) proxy URL for every transfer; empty = none. The
+    // proxy variables of the environment (http_proxy, ...) are ignored
+    // either way: a proxy the engine does not know of would hide the real
+    // address from address_policy.
+    std::string proxy;
+    // Tests: CURLOPT_RESOLVE entries ("host:port:address"), so that names
+    // resolve to loopback without DNS.
+    std::vector<std::string> resolve;
     // Upstream credentials and TLS.
     // Request headers that stay on their origin besides Authorization,
     // Cookie and Proxy-Authorization (lower-case; --credential_headers).

@@ -24,7 +24,65 @@ absl::Status Invalid(absl::string_view field, absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat(field, " ", problem));
 }
 
+bool IsAscii(absl::string_view s) {
+  for (char c : s) {
+    if (static_cast<unsigned char>(c) >= 0x80) return false;
+  }
+  return true;
+}
+
+std::unique_ptr<CURLU, UrlDeleter> ParseUrl(const std::string& url) {
+  std::unique_ptr<CURLU, UrlDeleter> parsed(curl_url());
+  if (parsed == nullptr ||
+      curl_url_set(parsed.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) {
+    return nullptr;
+  }
+  return parsed;
+}
+
+absl::StatusOr<std::string> RawHost(CURLU* parsed) {
+  char* raw = nullptr;
+  if (curl_url_get(parsed, CURLUPART_HOST, &raw, 0) != CURLUE_OK) {
+    return absl::InvalidArgumentError("url has no host");
+  }
+  CurlString host(raw);
+  return std::string(host.get());
+}
+
 }  // namespace
+
+absl::StatusOr<std::string> UrlHost(const std::string& url) {
+  std::unique_ptr<CURLU, UrlDeleter> parsed = ParseUrl(url);
+  if (parsed == nullptr) {
+    return absl::InvalidArgumentError("url is not a valid absolute URL");
+  }
+  absl::StatusOr<std::string> host = RawHost(parsed.get());
+  if (!host.ok()) return host.status();
+  absl::StatusOr<std::string> normal = NormalizeHost(*host);
+  if (!normal.ok()) return Invalid("url", normal.status().message());
+  return normal;
+}
+
+absl::StatusOr<std::string> AsciiUrl(const std::string& url) {
+  if (IsAscii(url)) return url;
+  std::unique_ptr<CURLU, UrlDeleter> parsed = ParseUrl(url);
+  if (parsed == nullptr) {
+    return absl::InvalidArgumentError("url is not a valid absolute URL");
+  }
+  absl::StatusOr<std::string> host = RawHost(parsed.get());
+  if (!host.ok()) return host.status();
+  if (IsAscii(*host)) return url;  // non-ASCII elsewhere: curl's business
+  absl::StatusOr<std::string> ascii = NormalizeHost(*host);
+  if (!ascii.ok()) return Invalid("url", ascii.status().message());
+  char* raw = nullptr;
+  if (curl_url_set(parsed.get(), CURLUPART_HOST, ascii->c_str(), 0) !=
+          CURLUE_OK ||
+      curl_url_get(parsed.get(), CURLUPART_URL, &raw, 0) != CURLUE_OK) {
+    return Invalid("url", "has a host curl does not accept in ASCII form");
+  }
+  CurlString out(raw);
+  return std::string(out.get());
+}
 
 absl::Status ValidateUrl(const std::string& url, const FetchLimits& limits) {
   if (url.empty()) return Invalid("url", "is empty");
@@ -53,6 +111,14 @@ absl::Status ValidateUrl(const std::string& url, const FetchLimits& limits) {
   CurlString host(raw);
   if (host == nullptr || host.get()[0] == '\0') {
     return Invalid("url", "has no host");
+  }
+  // An international name is fetched in its IDNA ASCII form (AsciiUrl);
+  // one that has none is refused here, not at connect time.
+  if (!IsAscii(host.get())) {
+    if (absl::StatusOr<std::string> ascii = NormalizeHost(host.get());
+        !ascii.ok()) {
+      return Invalid("url", ascii.status().message());
+    }
   }
   raw = nullptr;
   // Credentials in a URL end up in logs and results; send a header.

@@ -8,6 +8,7 @@
 #ifndef FETCHD_SERVER_RPC_RPC_H_
 #define FETCHD_SERVER_RPC_RPC_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -42,6 +43,16 @@ struct FetchConfig {
   // Signs FetchPages resume tokens (--token_key_file; at least 32 bytes).
   // Empty: Server::Start makes a random one, good for this process only.
   std::string resume_token_key;
+  // The SSRF guard (--allow_private_networks, --allow_cidrs, --deny_cidrs,
+  // --allow_hosts, --deny_hosts), on by default: only public addresses.
+  // Server::Start installs it as engine.address_policy and
+  // engine.host_policy (whatever those held). With engine.proxy set (the
+  // --upstream_proxy) the proxy checks addresses; host rules still apply.
+  fetch::AddressGuardOptions address_guard;
+  // Tests only: wraps the guard's address policy, e.g. in a harness that
+  // refuses every non-loopback address whatever the guard says.
+  std::function<fetch::AddressPolicy(fetch::AddressPolicy guard)>
+      wrap_address_policy;
 };
 
 struct ServerConfig {

@@ -88,7 +88,8 @@ void RpcReporter::OnRpcEnd(const RpcEnd& end) {
 std::string RenderMetrics(const RpcMetrics& rpcs,
                           const fetch::Engine::Stats& fetch,
                           const compute::WorkerPool::Stats& pool,
-                          const log::Logger* logger) {
+                          const log::Logger* logger,
+                          const fetch::AddressGuard* guard) {
   metrics::Exposition out;
   rpcs.Render(out);
 
@@ -147,6 +148,22 @@ std::string RenderMetrics(const RpcMetrics& rpcs,
     single("fetchd_log_dropped_lines_total", "counter",
            "Log lines dropped because the log writer fell behind.",
            static_cast<double>(logger->dropped()));
+  }
+  if (guard != nullptr) {
+    out.Family("fetchd_fetch_refusals_total", "counter",
+               "Connections (or items) the SSRF guard refused, by reason: the "
+               "address class, deny_cidrs, or host_rule (--allow_hosts, "
+               "--deny_hosts).");
+    for (int c = 1; c < fetch::kAddressClassCount; ++c) {
+      const auto cls = static_cast<fetch::AddressClass>(c);
+      out.Sample("fetchd_fetch_refusals_total",
+                 {{"reason", std::string(fetch::AddressClassName(cls))}},
+                 static_cast<double>(guard->refusals(cls)));
+    }
+    out.Sample("fetchd_fetch_refusals_total", {{"reason", "deny_cidrs"}},
+               static_cast<double>(guard->cidr_refusals()));
+    out.Sample("fetchd_fetch_refusals_total", {{"reason", "host_rule"}},
+               static_cast<double>(guard->host_refusals()));
   }
   return out.text();
 }

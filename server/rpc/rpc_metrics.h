@@ -51,12 +51,14 @@ class RpcReporter final : public RpcObserver {
   log::Logger* const logger_;  // may be null
 };
 
-// The text of /metrics: RPCs, the fetch engine, the worker pool, and the
-// log lines dropped (`logger` may be null).
+// The text of /metrics: RPCs, the fetch engine, the worker pool, the log
+// lines dropped (`logger` may be null) and the SSRF guard's refusals
+// (`guard` may be null).
 std::string RenderMetrics(const RpcMetrics& rpcs,
                           const fetch::Engine::Stats& fetch,
                           const compute::WorkerPool::Stats& pool,
-                          const log::Logger* logger);
+                          const log::Logger* logger,
+                          const fetch::AddressGuard* guard = nullptr);
 
 }  // namespace fetchd::rpc
 

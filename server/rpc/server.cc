@@ -6,6 +6,7 @@
 
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "fetchd/v1/compute.grpc.pb.h"
 #include "server/rpc/call.h"
@@ -37,6 +38,7 @@ struct Server::State {
   compute::WorkerPool pool;
   compute::KernelRunner runner;
   process::ProcessRunner processor;
+  std::unique_ptr<fetch::AddressGuard> guard;  // the engine's policies use it
   std::unique_ptr<fetch::Engine> engine;
   v1::Compute::AsyncService compute_service;
   v1::Fetch::AsyncService fetch_service;
@@ -132,11 +134,52 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
         "--token_key_file holds ", f.resume_token_key.size(),
         " bytes of key; at least ", kMinResumeTokenKeyBytes, " are needed"));
   }
+  if (!f.engine.proxy.empty() && !absl::StrContains(f.engine.proxy, "://")) {
+    return absl::InvalidArgumentError(
+        "--upstream_proxy must be a URL, e.g. http://proxy.internal:3128");
+  }
   if (c.max_request_bytes < 1024) {
     return bad("max_request_bytes", c.max_request_bytes, "must be >= 1024");
   }
   return absl::OkStatus();
 }
+
+namespace {
+
+// The SSRF guard as the engine's address and host policy. With nothing it
+// could refuse (--allow_private_networks and no deny or host rule), no
+// policy runs at all.
+template <typename State>
+absl::Status InstallAddressGuard(const FetchConfig& config, State& state,
+                                 fetch::Engine::Options& engine) {
+  fetch::AddressGuardOptions options = config.address_guard;
+  options.behind_proxy = !engine.proxy.empty();
+  absl::StatusOr<std::unique_ptr<fetch::AddressGuard>> guard =
+      fetch::AddressGuard::Create(options);
+  if (!guard.ok()) return guard.status();
+  state.guard = *std::move(guard);
+  const fetch::AddressGuard* g = state.guard.get();
+  engine.address_policy = nullptr;
+  engine.host_policy = nullptr;
+  if (g->refuses_anything() || config.wrap_address_policy) {
+    fetch::AddressPolicy policy = [g](const sockaddr* address, socklen_t length,
+                                      absl::string_view host) {
+      return g->CheckConnection(address, length, host);
+    };
+    if (config.wrap_address_policy) {
+      policy = config.wrap_address_policy(std::move(policy));
+    }
+    engine.address_policy = std::move(policy);
+  }
+  if (g->has_host_rules()) {
+    engine.host_policy = [g](absl::string_view host) {
+      return g->CheckHost(host);
+    };
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   if (absl::Status valid = ValidateServerConfig(config); !valid.ok()) {
@@ -148,15 +191,22 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
     config.fetch.resume_token_key = *std::move(key);
   }
   auto state = std::make_unique<State>(config);
+  fetch::Engine::Options engine_options = config.fetch.engine;
+  if (absl::Status s =
+          InstallAddressGuard(config.fetch, *state, engine_options);
+      !s.ok()) {
+    return s;
+  }
   absl::StatusOr<std::unique_ptr<fetch::Engine>> engine =
-      fetch::Engine::Start(config.fetch.engine);
+      fetch::Engine::Start(std::move(engine_options));
   if (!engine.ok()) return engine.status();
   state->engine = *std::move(engine);
   if (!config.metrics_listen.empty()) {
     State* st = state.get();
     auto endpoint = metrics::HttpEndpoint::Start(config.metrics_listen, [st] {
       return RenderMetrics(st->rpc_metrics, st->engine->stats(),
-                           st->pool.stats(), st->config.logger);
+                           st->pool.stats(), st->config.logger,
+                           st->guard.get());
     });
     if (!endpoint.ok()) return endpoint.status();
     state->metrics = *std::move(endpoint);

@@ -467,9 +467,11 @@ TEST_F(EngineTest, FailFastOnAnInvalidItemFetchesNothing) {
 
 TEST_F(EngineTest, AddressPolicyRefusesTheConnection) {
   int checked = 0;  // written on the I/O thread, read after done
-  auto engine = NewEngine({.address_policy = [&](const sockaddr* a, socklen_t) {
+  auto engine = NewEngine({.address_policy = [&](const sockaddr* a, socklen_t,
+                                                 absl::string_view host) {
     ++checked;
     EXPECT_EQ(a->sa_family, AF_INET);
+    EXPECT_EQ(host, "127.0.0.1");
     return absl::PermissionDeniedError("loopback is not allowed");
   }});
   auto results = RunAll(
@@ -497,20 +499,28 @@ TEST_F(EngineTest, PostSendsHeadersAndBody) {
   EXPECT_EQ(results[1].body, "");
 }
 
-// Handles skip curl's per-transfer proxy lookups only where no proxy
-// variable is set: with http_proxy set, requests still go to the proxy.
-// Here the proxy is the origin, which answers a request for another
-// address (an absolute URL it has no route for) with 404; without the proxy
-// the connection to port 1 would be refused.
-TEST(EngineProxyTest, ProxyVariablesAreHonoured) {
+// The proxy variables of the environment are ignored (a proxy the engine
+// does not know of would hide the real address from the address policy);
+// Options::proxy is used. Here the proxy is the origin, which answers a
+// request for another address (an absolute URL it has no route for) with
+// 404; without the proxy the connection to port 1 is refused.
+TEST(EngineProxyTest, OnlyTheConfiguredProxyIsUsed) {
   Origin proxy;
   ASSERT_EQ(setenv("http_proxy", proxy.Url("").c_str(), 1), 0);
-  std::unique_ptr<Engine> engine = NewEngine();
-  ASSERT_NE(engine, nullptr);
-  // curl reads the variable per transfer: keep it until the result is in.
-  auto results = RunAll(*engine, {Get("http://127.0.0.2:1/json")});
+  std::unique_ptr<Engine> direct = NewEngine();
+  ASSERT_NE(direct, nullptr);
+  auto results = RunAll(*direct, {Get("http://127.0.0.2:1/json")});
   unsetenv("http_proxy");
+  EXPECT_EQ(results[0].http_status, 0);
+  EXPECT_EQ(results[0].status.code(), absl::StatusCode::kUnavailable)
+      << results[0].status;
+  EXPECT_EQ(proxy.requests(), 0);
+
+  std::unique_ptr<Engine> proxied = NewEngine({.proxy = proxy.Url("")});
+  ASSERT_NE(proxied, nullptr);
+  results = RunAll(*proxied, {Get("http://127.0.0.2:1/json")});
   EXPECT_EQ(results[0].http_status, 404) << results[0].status;
+  EXPECT_EQ(proxy.requests(), 1);
 }
 
 TEST_F(EngineTest, ReusedHandlesCarryNothingOver) {

@@ -43,6 +43,44 @@ TEST(ValidateFetchSpecTest, RejectsBadUrls) {
   ExpectInvalid(spec, "carries credentials");
 }
 
+// International names are valid and fetched in their IDNA ASCII form;
+// a name with no such form is INVALID_ARGUMENT naming url.
+TEST(ValidateFetchSpecTest, InternationalHostsAndTheirAsciiForm) {
+  FetchSpec spec = Valid();
+  spec.url =
+      "http://b\xc3\xbc"
+      "cher.example/s\xc3\xa4tze?q=1";  // bücher
+  EXPECT_TRUE(ValidateFetchSpec(spec, {}).ok());
+  EXPECT_EQ(*AsciiUrl(spec.url),
+            "http://xn--bcher-kva.example/s\xc3\xa4tze?q=1");
+  EXPECT_EQ(*AsciiUrl("https://B\xc3\x9c"
+                      "CHER.example:8443/"),
+            "https://xn--bcher-kva.example:8443/");
+  EXPECT_EQ(*AsciiUrl("http://example.test/x"), "http://example.test/x");
+  for (const char* url : {"http://\xe2\x98\x83.example/",  // a snowman
+                          "http://a\xc3\xbc.-x.example/"}) {
+    spec.url = url;
+    ExpectInvalid(spec, "url host is not a valid international domain name");
+    EXPECT_EQ(AsciiUrl(url).status().code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+}
+
+// The host the address guard sees: numeric IPv4 spellings come back
+// dotted, names lower case without a trailing dot, IPv6 without brackets.
+TEST(ValidateFetchSpecTest, UrlHostIsNormalized) {
+  EXPECT_EQ(*UrlHost("http://2130706433:8080/"), "127.0.0.1");
+  EXPECT_EQ(*UrlHost("http://0177.0.0.1/"), "127.0.0.1");
+  EXPECT_EQ(*UrlHost("http://0x7f.0.0.1/"), "127.0.0.1");
+  EXPECT_EQ(*UrlHost("http://127.1/"), "127.0.0.1");
+  EXPECT_EQ(*UrlHost("http://[::FFFF:127.0.0.1]:80/"), "::ffff:127.0.0.1");
+  EXPECT_EQ(*UrlHost("http://API.Example.COM./x"), "api.example.com");
+  EXPECT_EQ(*UrlHost("http://b\xc3\xbc"
+                     "cher.example/"),
+            "xn--bcher-kva.example");
+  EXPECT_FALSE(UrlHost("not a url").ok());
+}
+
 TEST(ValidateFetchSpecTest, RejectsBadHeadersAndBodies) {
   FetchSpec spec = Valid();
   spec.headers = {{"Bad Name", "v"}};

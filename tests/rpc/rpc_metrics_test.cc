@@ -126,6 +126,42 @@ TEST(RpcMetricsTest, ServerScrapeCountsRpcsAndFetches) {
   }
 }
 
+// The SSRF guard's refusals, by reason (a bounded label set).
+TEST(RpcMetricsTest, GuardRefusalsByReason) {
+  Origin origin;
+  ServerConfig config = TestConfig();
+  config.metrics_listen = "127.0.0.1:0";
+  config.fetch.address_guard.allow_private_networks = false;
+  config.fetch.address_guard.deny_hosts = {"blocked.test"};
+  // Mapped, so no DNS query leaves even if the host rule failed.
+  config.fetch.engine.resolve = {"blocked.test:80:127.0.0.1"};
+  TestServer server(config);
+  ASSERT_TRUE(server.ok());
+  auto fetch = v1::Fetch::NewStub(server.NewChannel());
+  v1::BatchFetchRequest request;
+  request.add_items()->set_url(origin.Url("/json"));
+  request.add_items()->set_url(origin.Url("/status/200"));
+  request.add_items()->set_url("http://blocked.test/");
+  v1::BatchFetchResponse response;
+  ASSERT_TRUE(
+      fetch->BatchFetch(ContextWithTimeout(kWait).get(), request, &response)
+          .ok());
+  const absl::StatusOr<std::string> page =
+      ScrapeMetrics(server.server().metrics_port());
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(*page, HasSubstr("# TYPE fetchd_fetch_refusals_total counter\n"));
+  EXPECT_THAT(
+      *page, HasSubstr("fetchd_fetch_refusals_total{reason=\"loopback\"} 2\n"));
+  EXPECT_THAT(
+      *page,
+      HasSubstr("fetchd_fetch_refusals_total{reason=\"host_rule\"} 1\n"));
+  EXPECT_THAT(
+      *page,
+      HasSubstr("fetchd_fetch_refusals_total{reason=\"link_local\"} 0\n"));
+  EXPECT_THAT(*page, Not(HasSubstr("reason=\"public\"")));
+  EXPECT_EQ(origin.requests(), 0);
+}
+
 // One JSON line per RPC: method, peer, code, items, duration; no URLs.
 TEST(RpcMetricsTest, ReporterLogsOneLinePerRpcWithoutRequestContents) {
   Origin origin;

@@ -46,8 +46,11 @@ int64_t Int(const httplib::Request& req, size_t i) {
 
 }  // namespace
 
-Origin::Origin()
-    : server_(std::make_unique<httplib::Server>()),
+Origin::Origin() : Origin("127.0.0.1") {}
+
+Origin::Origin(const std::string& address)
+    : address_(address),
+      server_(std::make_unique<httplib::Server>()),
       tracker_(std::make_unique<Tracker>()) {
   httplib::Server& s = *server_;
   Tracker* t = tracker_.get();
@@ -271,7 +274,7 @@ Origin::Origin()
     res.set_content(absl::StrCat("page ", n), "text/plain");
   });
 
-  port_ = s.bind_to_any_port("127.0.0.1");
+  port_ = s.bind_to_any_port(address_);
   // bind_to_any_port already listens: connections queue until accepted.
   thread_ = std::thread([this] { server_->listen_after_bind(); });
   // httplib's stop() does nothing until the accept loop runs, so a test that
@@ -293,7 +296,7 @@ Origin::~Origin() {
 }
 
 std::string Origin::base() const {
-  return absl::StrCat("http://127.0.0.1:", port_);
+  return absl::StrCat("http://", address_, ":", port_);
 }
 
 int Origin::requests() const {

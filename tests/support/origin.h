@@ -49,10 +49,13 @@ namespace fetchd::testing {
 
 class Origin {
  public:
-  Origin();   // starts listening on 127.0.0.1:<ephemeral>
+  Origin();  // starts listening on 127.0.0.1:<ephemeral>
+  // On another loopback address (127.0.0.2, ...): a second origin the
+  // address guard can tell apart from the first.
+  explicit Origin(const std::string& address);
   ~Origin();  // stops and joins
 
-  std::string base() const;  // "http://127.0.0.1:PORT"
+  std::string base() const;  // "http://127.0.0.1:PORT" (the address)
   std::string Url(const std::string& path) const { return base() + path; }
   int port() const { return port_; }
 
@@ -65,6 +68,7 @@ class Origin {
 
  private:
   struct Tracker;
+  const std::string address_;
   std::unique_ptr<httplib::Server> server_;
   std::unique_ptr<Tracker> tracker_;
   std::thread thread_;

@@ -1,6 +1,7 @@
 #include "tests/support/test_server.h"
 
 #include "absl/strings/str_cat.h"
+#include "tests/support/loopback_harness.h"
 
 namespace fetchd::testing {
 
@@ -27,6 +28,12 @@ rpc::ServerConfig TestConfig() {
   config.max_queued_tasks = 64;
   // Lets tests run kernels that only a stop ends (1e13 terms: hours).
   config.kernel_limits.max_n = 1'000'000'000'000'000;
+  // The test origin is on loopback: open the guard, and keep every
+  // connection on loopback whatever it says (the traffic rule).
+  config.fetch.address_guard.allow_private_networks = true;
+  config.fetch.wrap_address_policy = [](fetch::AddressPolicy guard) {
+    return LoopbackOnly(std::move(guard));
+  };
   return config;
 }
 

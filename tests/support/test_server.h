@@ -22,7 +22,9 @@ namespace fetchd::testing {
                                    absl::Duration timeout,
                                    const std::string& what);
 
-// A config for tests: 127.0.0.1:0, two CQ threads, two workers.
+// A config for tests: 127.0.0.1:0, two CQ threads, two workers, the
+// address guard open (--allow_private_networks: the test origin is on
+// loopback) inside a LoopbackOnly harness.
 rpc::ServerConfig TestConfig();
 
 // Starts fetchd in-process; shut down (grace 0) on destruction.
