@@ -14,7 +14,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -37,6 +39,11 @@ ABSL_FLAG(int, cancel_probes, 0,
           "RPC once every request has arrived, and report how long fetchd "
           "takes to close all of those connections");
 ABSL_FLAG(int, cancel_items, 50, "transfers in flight per cancel probe");
+ABSL_FLAG(std::string, token, "",
+          "bearer token sent with every RPC (fetchd --auth_tokens_file)");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM file of the CA that signed fetchd's certificate: TLS to the "
+          "gRPC port instead of plaintext");
 
 namespace {
 
@@ -80,8 +87,24 @@ int main(int argc, char** argv) {
   const std::string base = absl::GetFlag(FLAGS_base);
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
+  std::shared_ptr<grpc::ChannelCredentials> credentials =
+      grpc::InsecureChannelCredentials();
+  if (const std::string ca = absl::GetFlag(FLAGS_tls_ca); !ca.empty()) {
+    std::ifstream in(ca);
+    std::stringstream pem;
+    pem << in.rdbuf();
+    if (!in) {
+      std::fprintf(stderr, "fetch_load: cannot read --tls_ca=%s\n", ca.c_str());
+      return 2;
+    }
+    credentials = grpc::SslCredentials({.pem_root_certs = pem.str()});
+  }
   auto stub = fetchd::v1::Fetch::NewStub(grpc::CreateCustomChannel(
-      absl::GetFlag(FLAGS_target), grpc::InsecureChannelCredentials(), args));
+      absl::GetFlag(FLAGS_target), credentials, args));
+  const std::string authorization =
+      absl::GetFlag(FLAGS_token).empty()
+          ? ""
+          : absl::StrCat("Bearer ", absl::GetFlag(FLAGS_token));
   if (const int probes = absl::GetFlag(FLAGS_cancel_probes); probes > 0) {
     return CancelProbes(stub.get(), probes,
                         std::max(1, absl::GetFlag(FLAGS_cancel_items)));
@@ -105,6 +128,9 @@ int main(int argc, char** argv) {
     auto call = std::make_unique<Call>();
     call->context.set_deadline(std::chrono::system_clock::now() +
                                std::chrono::minutes(5));
+    if (!authorization.empty()) {
+      call->context.AddMetadata("authorization", authorization);
+    }
     call->reader = stub->AsyncBatchFetch(&call->context, r, &cq);
     call->reader->Finish(&call->response, &call->status, call.get());
     calls.push_back(std::move(call));
