@@ -193,7 +193,8 @@ TEST(FetchdMainTest, MetricsEndpointServesPrometheusText) {
   ASSERT_TRUE(RunSqrtSum10(fetchd.address()).ok());
   const absl::StatusOr<double> ok = ::fetchd::testing::ScrapeSample(
       fetchd.metrics_port(),
-      "fetchd_rpcs_total{method=\"Compute.Run\",code=\"OK\"}");
+      "fetchd_rpcs_total{method=\"Compute.Run\",code=\"OK\",identity="
+      "\"anonymous\"}");
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(*ok, 1);
 }

@@ -43,12 +43,13 @@ TEST(RpcMetricsTest, CountsRpcsByMethodAndCodeWithLatency) {
   const std::string& text = out.text();
   EXPECT_THAT(text, HasSubstr("# TYPE fetchd_rpcs_total counter\n"));
   EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Fetch.BatchFetch\","
-                              "code=\"OK\"} 2\n"));
-  EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
-                              "code=\"INVALID_ARGUMENT\"} 1\n"));
+                              "code=\"OK\",identity=\"anonymous\"} 2\n"));
+  EXPECT_THAT(
+      text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
+                      "code=\"INVALID_ARGUMENT\",identity=\"anonymous\"} 1\n"));
   // OK shows at zero; codes never seen do not show.
   EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Fetch.FetchPages\","
-                              "code=\"OK\"} 0\n"));
+                              "code=\"OK\",identity=\"anonymous\"} 0\n"));
   EXPECT_THAT(text, Not(HasSubstr("code=\"DATA_LOSS\"")));
   EXPECT_THAT(text, Not(HasSubstr("Other.Method")));
   EXPECT_THAT(text, HasSubstr("fetchd_rpc_duration_seconds_bucket{method="
@@ -91,11 +92,12 @@ TEST(RpcMetricsTest, ServerScrapeCountsRpcsAndFetches) {
   ASSERT_TRUE(page.ok()) << page.status();
   const std::string& text = *page;
   EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Fetch.BatchFetch\","
-                              "code=\"OK\"} 1\n"));
+                              "code=\"OK\",identity=\"anonymous\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
-                              "code=\"OK\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
-                              "code=\"INVALID_ARGUMENT\"} 1\n"));
+                              "code=\"OK\",identity=\"anonymous\"} 1\n"));
+  EXPECT_THAT(
+      text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
+                      "code=\"INVALID_ARGUMENT\",identity=\"anonymous\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("fetchd_rpc_duration_seconds_count{method="
                               "\"Fetch.BatchFetch\"} 1\n"));
   EXPECT_THAT(
