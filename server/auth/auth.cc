@@ -236,11 +236,11 @@ void Authenticator::Watch() {
       changed = !(now == stamp_);
     }
     // Reload logs the outcome; a bad file is reported once per change.
-    if (changed) Reload().IgnoreError();
+    if (changed) Reload("file_change").IgnoreError();
   }
 }
 
-absl::Status Authenticator::Reload() {
+absl::Status Authenticator::Reload(absl::string_view trigger) {
   if (!tokens_required()) return absl::OkStatus();
   const std::string& path = options_.tokens_file;
   const FileStamp stamp = Stamp(path);
@@ -268,14 +268,15 @@ absl::Status Authenticator::Reload() {
       options_.logger->LogAlways(
           log::Level::kInfo,
           absl::StrFormat(
-              R"("event":"auth_tokens_loaded","file":"%s","tokens":%d)",
-              log::JsonEscape(path), in_force));
+              R"("event":"auth_tokens_loaded","trigger":"%s","file":"%s","tokens":%d)",
+              log::JsonEscape(trigger), log::JsonEscape(path), in_force));
     } else {
       options_.logger->LogAlways(
           log::Level::kError,
           absl::StrFormat(
-              R"("event":"auth_tokens_reload_failed","error":"%s","tokens_kept":%d)",
-              log::JsonEscape(tokens.status().ToString()), in_force));
+              R"("event":"auth_tokens_reload_failed","trigger":"%s","error":"%s","tokens_kept":%d)",
+              log::JsonEscape(trigger), log::JsonEscape(tokens.status().ToString()),
+              in_force));
     }
   }
   return tokens.status();

@@ -145,8 +145,11 @@ class Authenticator {
       absl::string_view mtls_subject) const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Reads the tokens file again now. On an error the tokens in force stay
-  // and the error is returned (and logged). OK without a tokens file.
-  absl::Status Reload() ABSL_LOCKS_EXCLUDED(mu_);
+  // and the error is returned. Either way it is logged, with `trigger`
+  // (e.g. "SIGHUP"; the watcher says "file_change"). OK without a tokens
+  // file.
+  absl::Status Reload(absl::string_view trigger = "reload")
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // How many tokens are in force.
   size_t token_count() const ABSL_LOCKS_EXCLUDED(mu_);

@@ -97,8 +97,9 @@ class Server {
   // Thread-safe; later calls return at once.
   void Shutdown(absl::Duration grace) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Reads --auth_tokens_file again (SIGHUP); on an error the tokens in
-  // force stay. TLS files are re-read on their own interval. Thread-safe.
+  // Reads --auth_tokens_file again (on SIGHUP; logged with "trigger":
+  // "SIGHUP"); on an error the tokens in force stay. TLS files are re-read
+  // on their own interval. Thread-safe.
   absl::Status Reload();
 
   compute::WorkerPool::Stats worker_stats() const;

@@ -254,7 +254,9 @@ fetch::Engine::Stats Server::fetch_stats() const {
   return state_->engine->stats();
 }
 
-absl::Status Server::Reload() { return state_->authenticator->Reload(); }
+absl::Status Server::Reload() {
+  return state_->authenticator->Reload("SIGHUP");
+}
 
 void Server::StartDraining() {
   // Leaves the overall and every per-service status NOT_SERVING; Shutdown

@@ -29,6 +29,29 @@ using ::testing::Not;
 
 constexpr absl::Duration kWait = absl::Seconds(20);
 
+TEST(RpcMetricsTest, CountsRpcsByIdentityWithABoundedLabelSet) {
+  auth::IdentityLabels labels;
+  RpcMetrics metrics(&labels);
+  const int alice = labels.Slot("alice");
+  metrics.Record("Compute.Run", grpc::StatusCode::OK, absl::Milliseconds(1),
+                 alice);
+  metrics.Record("Compute.Run", grpc::StatusCode::UNAUTHENTICATED,
+                 absl::Milliseconds(1));
+  for (int i = 0; i < 100; ++i) labels.Slot(absl::StrCat("subject-", i));
+  metrics.Record("Compute.Run", grpc::StatusCode::OK, absl::Milliseconds(1),
+                 labels.Slot("subject-99"));
+  metrics::Exposition out;
+  metrics.Render(out);
+  const std::string& text = out.text();
+  EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
+                              "code=\"OK\",identity=\"alice\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
+                              "code=\"UNAUTHENTICATED\",identity=\"anonymous\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
+                              "code=\"OK\",identity=\"other\"} 1\n"));
+  EXPECT_THAT(text, Not(HasSubstr("subject-99")));
+}
+
 TEST(RpcMetricsTest, CountsRpcsByMethodAndCodeWithLatency) {
   RpcMetrics metrics;
   metrics.Record("Fetch.BatchFetch", grpc::StatusCode::OK,
