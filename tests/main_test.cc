@@ -294,8 +294,7 @@ TEST(FetchdMainTest, SighupReloadsTheTokensFileAlsoWhileDraining) {
   ASSERT_TRUE(::fetchd::testing::WriteFileAtomically(
                   tokens, std::string("alice ") + kAliceToken + "\n")
                   .ok());
-  FetchdProcess fetchd(
-      {"--auth_tokens_file=" + tokens, "--drain_delay=10m"});
+  FetchdProcess fetchd({"--auth_tokens_file=" + tokens, "--drain_delay=10m"});
   ASSERT_TRUE(fetchd.ok());
   // Tokens over plaintext: a warning at start.
   auto err = fetchd.process().WaitForStderr("\"tokens_without_tls\"", kWait);

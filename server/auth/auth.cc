@@ -275,8 +275,8 @@ absl::Status Authenticator::Reload(absl::string_view trigger) {
           log::Level::kError,
           absl::StrFormat(
               R"("event":"auth_tokens_reload_failed","trigger":"%s","error":"%s","tokens_kept":%d)",
-              log::JsonEscape(trigger), log::JsonEscape(tokens.status().ToString()),
-              in_force));
+              log::JsonEscape(trigger),
+              log::JsonEscape(tokens.status().ToString()), in_force));
     }
   }
   return tokens.status();

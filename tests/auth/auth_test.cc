@@ -4,14 +4,12 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <stdlib.h>
-#include <unistd.h>
 
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "tests/support/certs.h"
 #include "tests/support/test_server.h"
 
 namespace fetchd::auth {
@@ -26,25 +24,15 @@ constexpr char kTokenA[] = "aaaaaaaaaaaaaaaaaaaaaaaa";
 constexpr char kTokenB[] = "bbbbbbbbbbbbbbbbbbbbbbbb";
 constexpr char kTokenC[] = "cccccccccccccccccccccccc";
 
-// A directory removed with everything in it at the end of the test.
-class TempDir {
+// A temporary directory (tests/support) whose files are written atomically,
+// as a Kubernetes Secret's are.
+class TempDir : public ::fetchd::testing::TempDir {
  public:
-  TempDir() {
-    std::string pattern = ::testing::TempDir() + "/auth_test.XXXXXX";
-    path_ = mkdtemp(pattern.data());
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
   std::string Write(const std::string& name, const std::string& text) const {
-    const std::string tmp = path_ + "/." + name + ".tmp";
-    std::ofstream(tmp) << text;
-    const std::string path = path_ + "/" + name;
-    std::rename(tmp.c_str(), path.c_str());  // atomically, as a Secret does
+    const std::string path = File(name);
+    EXPECT_TRUE(::fetchd::testing::WriteFileAtomically(path, text).ok());
     return path;
   }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
 };
 
 TEST(TokenSetTest, ParsesNamedAndBareTokensCommentsAndBlankLines) {

@@ -267,8 +267,8 @@ class FetchctlSecurityTest : public ::testing::Test {
     config.auth_tokens_file =
         Write("tokens", absl::StrCat("ops ", kToken, "\n"));
     if (tls) {
-      const auto server_cert = ca_.Issue({.common_name = "fetchd",
-                                          .ip_addresses = {"127.0.0.1"}});
+      const auto server_cert =
+          ca_.Issue({.common_name = "fetchd", .ip_addresses = {"127.0.0.1"}});
       config.tls = {.cert = Write("server.pem", server_cert.cert_pem),
                     .key = Write("server.key", server_cert.key_pem),
                     .client_ca = Write("clients.pem", client_ca_.cert_pem())};
@@ -295,11 +295,11 @@ TEST_F(FetchctlSecurityTest, TokenFromAFileOrTheEnvironment) {
                          "compute", "sqrt_sum", "--n=4"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("sqrt_sum(n=4)"));
-  r = Run({"/usr/bin/env", absl::StrCat("FETCHD_TOKEN=", kToken),
-           FETCHCTL_PATH, addr, "compute", "sqrt_sum", "--n=4"});
+  r = Run({"/usr/bin/env", absl::StrCat("FETCHD_TOKEN=", kToken), FETCHCTL_PATH,
+           addr, "compute", "sqrt_sum", "--n=4"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  r = Run({"/usr/bin/env", "-u", "FETCHD_TOKEN", FETCHCTL_PATH, addr,
-           "compute", "sqrt_sum", "--n=4"});
+  r = Run({"/usr/bin/env", "-u", "FETCHD_TOKEN", FETCHCTL_PATH, addr, "compute",
+           "sqrt_sum", "--n=4"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("UNAUTHENTICATED"));
   r = Run({"/usr/bin/env", "FETCHD_TOKEN=wrong-token-0123456789", FETCHCTL_PATH,
@@ -307,12 +307,12 @@ TEST_F(FetchctlSecurityTest, TokenFromAFileOrTheEnvironment) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("UNAUTHENTICATED"));
   // Health needs no token.
-  r = Run({"/usr/bin/env", "-u", "FETCHD_TOKEN", FETCHCTL_PATH, addr,
-           "health"});
+  r = Run(
+      {"/usr/bin/env", "-u", "FETCHD_TOKEN", FETCHCTL_PATH, addr, "health"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("SERVING"));
-  r = Run({FETCHCTL_PATH, addr, "--token_file=" + dir_.File("missing"),
-           "health"});
+  r = Run(
+      {FETCHCTL_PATH, addr, "--token_file=" + dir_.File("missing"), "health"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("--token_file"));
 }
@@ -320,10 +320,10 @@ TEST_F(FetchctlSecurityTest, TokenFromAFileOrTheEnvironment) {
 TEST_F(FetchctlSecurityTest, MutualTls) {
   TestServer server(Config(/*tls=*/true));
   ASSERT_TRUE(server.ok());
-  const auto client = client_ca_.Issue({.common_name = "fetchctl", .client = true});
+  const auto client =
+      client_ca_.Issue({.common_name = "fetchctl", .client = true});
   const std::vector<std::string> base = {
-      FETCHCTL_PATH,
-      "--addr=" + server.address(),
+      FETCHCTL_PATH, "--addr=" + server.address(),
       "--tls_ca=" + Write("ca.pem", ca_.cert_pem()),
       "--token_file=" + Write("my-token", kToken)};
   const std::string cert = "--tls_cert=" + Write("client.pem", client.cert_pem);

@@ -45,8 +45,9 @@ TEST(RpcMetricsTest, CountsRpcsByIdentityWithABoundedLabelSet) {
   const std::string& text = out.text();
   EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
                               "code=\"OK\",identity=\"alice\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
-                              "code=\"UNAUTHENTICATED\",identity=\"anonymous\"} 1\n"));
+  EXPECT_THAT(
+      text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
+                      "code=\"UNAUTHENTICATED\",identity=\"anonymous\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
                               "code=\"OK\",identity=\"other\"} 1\n"));
   EXPECT_THAT(text, Not(HasSubstr("subject-99")));

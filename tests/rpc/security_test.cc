@@ -49,8 +49,9 @@ std::string Write(const TempDir& dir, const std::string& name,
 }
 
 CertAndKey ServerCert(const TestCa& ca, const std::string& cn = "localhost") {
-  return ca.Issue(
-      {.common_name = cn, .dns_names = {"localhost"}, .ip_addresses = {"127.0.0.1"}});
+  return ca.Issue({.common_name = cn,
+                   .dns_names = {"localhost"},
+                   .ip_addresses = {"127.0.0.1"}});
 }
 
 std::shared_ptr<grpc::Channel> TlsChannel(const std::string& address,
@@ -118,9 +119,9 @@ TEST_F(TlsTest, AWrongCaOrPlaintextFails) {
   TestServer server(TlsConfig(ServerCert(ca_)));
   ASSERT_TRUE(server.ok());
   TestCa other("another CA");
-  EXPECT_EQ(RunSqrtSum(TlsChannel(server.address(), other.cert_pem()))
-                .error_code(),
-            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(
+      RunSqrtSum(TlsChannel(server.address(), other.cert_pem())).error_code(),
+      grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(RunSqrtSum(server.NewChannel()).error_code(),
             grpc::StatusCode::UNAVAILABLE);
 }
@@ -144,8 +145,8 @@ TEST_F(TlsTest, ACertificateReplacedOnDiskIsServedToNewConnections) {
   TestServer server(config);
   ASSERT_TRUE(server.ok());
   std::string cn;
-  ASSERT_TRUE(RunSqrtSum(TlsChannel(server.address(), ca_.cert_pem()), "", &cn)
-                  .ok());
+  ASSERT_TRUE(
+      RunSqrtSum(TlsChannel(server.address(), ca_.cert_pem()), "", &cn).ok());
   EXPECT_EQ(cn, "first");
   // A rotation as cert-manager does it: a new key and certificate, here
   // even from a new CA, each file replaced atomically.
@@ -159,8 +160,8 @@ TEST_F(TlsTest, ACertificateReplacedOnDiskIsServedToNewConnections) {
         // A handshake every 50 ms, not every poll: each failure logs.
         if (absl::Now() < next_try) return false;
         next_try = absl::Now() + absl::Milliseconds(50);
-        return RunSqrtSum(TlsChannel(server.address(), next_ca.cert_pem()),
-                          "", &cn)
+        return RunSqrtSum(TlsChannel(server.address(), next_ca.cert_pem()), "",
+                          &cn)
                    .ok() &&
                cn == "second";
       },
@@ -216,9 +217,9 @@ class TokenTest : public ::testing::Test {
  protected:
   rpc::ServerConfig TokenConfig() {
     rpc::ServerConfig config = TestConfig();
-    config.auth_tokens_file = Write(
-        dir_, "tokens",
-        absl::StrCat("# test tokens\nalice ", kAliceToken, "\n"));
+    config.auth_tokens_file =
+        Write(dir_, "tokens",
+              absl::StrCat("# test tokens\nalice ", kAliceToken, "\n"));
     config.auth_tokens_poll_interval = absl::Milliseconds(20);
     config.logger = &logger_;
     return config;
@@ -275,8 +276,9 @@ TEST_F(TokenTest, NothingRunsWithoutAToken) {
   v1::BatchFetchRequest batch;
   batch.add_items()->set_url(origin.Url("/"));
   v1::BatchFetchResponse batch_response;
-  EXPECT_EQ(fetch->BatchFetch(ContextWithTimeout(absl::Seconds(5)).get(), batch,
-                              &batch_response)
+  EXPECT_EQ(fetch
+                ->BatchFetch(ContextWithTimeout(absl::Seconds(5)).get(), batch,
+                             &batch_response)
                 .error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
   {
@@ -378,7 +380,8 @@ TEST_F(TokenTest, ReflectionOnlyForAuthenticatedCallers) {
             2);
   request.set_file_containing_symbol("fetchd.v1.NoSuchThing");
   ASSERT_TRUE(AskReflection(channel, kAliceToken, request, &response).ok());
-  EXPECT_EQ(response.error_response().error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(response.error_response().error_code(),
+            grpc::StatusCode::NOT_FOUND);
 }
 
 TEST(ReflectionFlagTest, FalseTurnsReflectionOff) {

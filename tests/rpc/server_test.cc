@@ -8,8 +8,8 @@
 
 #include "fetchd/v1/compute.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
-#include "server/rpc/rpc.h"
 #include "grpc/reflection/v1alpha/reflection.pb.h"
+#include "server/rpc/rpc.h"
 #include "tests/support/test_server.h"
 
 namespace fetchd::rpc {
