@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/log/log.h"
+#include "server/rpc/resume_token.h"
 #include "server/rpc/rpc.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
@@ -96,6 +97,15 @@ ABSL_FLAG(absl::Duration, deadline_reserve, absl::Milliseconds(50),
 ABSL_FLAG(int64_t, process_inline_max_bytes, 64 << 10,
           "bodies up to this size are processed on the I/O thread, bigger "
           "ones on the worker pool");
+
+// Resume tokens: FetchPages tokens are signed with this key, shared by
+// every replica.
+ABSL_FLAG(std::string, token_key_file, "",
+          "file holding the key (at least 32 bytes; trailing whitespace "
+          "ignored) that signs FetchPages resume tokens; give every replica "
+          "the same file so any replica resumes any replica's walk. Empty: a "
+          "random key per process, so tokens work only on the fetchd that "
+          "made them and not after a restart");
 
 // Transport security and authentication (server/auth, docs: security).
 ABSL_FLAG(std::string, tls_cert, "",
@@ -207,6 +217,22 @@ int main(int argc, char** argv) {
   fetch.deadline_reserve = absl::GetFlag(FLAGS_deadline_reserve);
   fetch.process_inline_max_bytes = static_cast<size_t>(
       std::max<int64_t>(0, absl::GetFlag(FLAGS_process_inline_max_bytes)));
+  // Resume tokens
+  if (const std::string path = absl::GetFlag(FLAGS_token_key_file);
+      !path.empty()) {
+    absl::StatusOr<std::string> key = fetchd::rpc::ReadResumeTokenKey(path);
+    if (!key.ok()) {
+      logger.LogAlways(Level::kError,
+                       absl::StrFormat(R"("event":"start_failed","error":"%s")",
+                                       JsonEscape(key.status().message())));
+      return 1;
+    }
+    fetch.resume_token_key = *std::move(key);
+  } else {
+    logger.LogAlways(
+        Level::kWarn,
+        R"("event":"resume_token_key","source":"random","note":"no --token_key_file: FetchPages resume tokens work only on this process, not on other replicas or after a restart")");
+  }
   config.tls = {.cert = absl::GetFlag(FLAGS_tls_cert),
                 .key = absl::GetFlag(FLAGS_tls_key),
                 .client_ca = absl::GetFlag(FLAGS_tls_client_ca)};

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <cstdio>
+#include <fstream>
 #include <thread>
 
 #include "fetchd/v1/compute.grpc.pb.h"
@@ -231,6 +233,39 @@ TEST(FetchdMainTest, BadFlagValuesExitOneNamingTheFlag) {
     EXPECT_THAT(r->err, HasSubstr(name)) << flag;
     EXPECT_THAT(r->err, ::testing::Not(HasSubstr("\"serving\""))) << flag;
   }
+}
+
+// Resume tokens: a short or unreadable --token_key_file stops the start;
+// without the flag the log says the key is random.
+TEST(FetchdMainTest, TokenKeyFileIsCheckedAndItsAbsenceLogged) {
+  const std::string short_key = ::testing::TempDir() + "/short_token.key";
+  std::ofstream(short_key, std::ios::trunc) << "too short\n";
+  for (const std::string& path :
+       {short_key, ::testing::TempDir() + "/absent_token.key"}) {
+    auto r =
+        RunProcess({FETCHD_PATH, "--listen=127.0.0.1:0",
+                    "--metrics_listen=127.0.0.1:0", "--token_key_file=" + path},
+                   kWait);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->exit_code, 1) << path;
+    EXPECT_THAT(r->err, HasSubstr("--token_key_file=" + path)) << path;
+    EXPECT_THAT(r->err, ::testing::Not(HasSubstr("\"serving\""))) << path;
+  }
+  std::remove(short_key.c_str());
+
+  FetchdProcess random({});
+  ASSERT_TRUE(random.ok());
+  auto line = random.process().WaitForStderr(
+      R"("event":"resume_token_key","source":"random")", kWait);
+  EXPECT_TRUE(line.ok()) << line.status();
+
+  const std::string key = ::testing::TempDir() + "/good_token.key";
+  std::ofstream(key, std::ios::trunc) << std::string(44, 'k') << "\n";
+  FetchdProcess keyed({"--token_key_file=" + key});
+  EXPECT_TRUE(keyed.ok());
+  EXPECT_THAT(keyed.process().WaitForStderr("\"serving\"", kWait).value_or(""),
+              ::testing::Not(HasSubstr("resume_token_key")));
+  std::remove(key.c_str());
 }
 
 TEST(FetchdMainTest, PortInUseExitsOne) {

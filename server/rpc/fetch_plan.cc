@@ -1,11 +1,9 @@
 #include "server/rpc/fetch_plan.h"
 
 #include "absl/strings/ascii.h"
-#include "absl/strings/escaping.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "server/rpc/convert.h"
+#include "server/rpc/resume_token.h"
 
 namespace fetchd::rpc {
 namespace {
@@ -226,29 +224,24 @@ std::string Fingerprint(absl::string_view text) {
   return absl::StrCat(absl::Hex(h, absl::kZeroPad16));
 }
 
-constexpr absl::string_view kTokenVersion = "p1";
-
+// The walk a signed token resumes: its fingerprint and strategy must be
+// this request's.
 absl::StatusOr<fetch::WalkPosition> PositionFromToken(
-    const std::string& token, const std::string& fingerprint) {
-  std::string text;
-  const absl::Status bad = absl::InvalidArgumentError(
-      "resume_token is not a token from a FetchPages Page");
-  if (!absl::WebSafeBase64Unescape(token, &text)) return bad;
-  std::vector<std::string> parts =
-      absl::StrSplit(text, absl::MaxSplits(':', 3));
-  fetch::WalkPosition position;
-  if (parts.size() != 4 || parts[0] != kTokenVersion ||
-      !absl::SimpleAtoi(parts[2], &position.next_index) ||
-      position.next_index < 0 || position.next_index > (int64_t{1} << 62)) {
-    return bad;
+    const std::string& key, const std::string& token,
+    const std::string& fingerprint, fetch::PageStrategy::Kind strategy) {
+  absl::StatusOr<ResumeTokenContents> contents = OpenResumeToken(key, token);
+  if (!contents.ok()) return contents.status();
+  if (contents->strategy != strategy) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "resume_token belongs to a ", PageStrategyName(contents->strategy),
+        " walk; this call asks for ", PageStrategyName(strategy)));
   }
-  if (parts[1] != fingerprint) {
+  if (contents->fingerprint != fingerprint) {
     return absl::InvalidArgumentError(
         "resume_token belongs to another walk: first.url, the strategy and "
         "items_pointer must be the same as in the call that made it");
   }
-  position.next_url = std::move(parts[3]);
-  return position;
+  return std::move(contents->next);
 }
 
 absl::StatusOr<fetch::PageStrategy> StrategyFromProto(
@@ -365,16 +358,17 @@ absl::StatusOr<WalkPlan> PlanWalk(const v1::FetchPagesRequest& request,
   plan.drop_body = request.drop_body();
   const fetch::PageStrategy& s = plan.strategy;
   plan.fingerprint =
-      Fingerprint(absl::StrCat(plan.first.url, "\n", static_cast<int>(s.kind),
+      Fingerprint(absl::StrCat(plan.first.url, "\n", PageStrategyName(s.kind),
                                "\n", s.param, "\n", s.first_page, "\n", s.step,
                                "\n", s.cursor_pointer, "\n", s.items_pointer));
   if (request.resume_token().empty()) {
     plan.from = fetch::Paginator(s, plan.first.url).StartPosition();
   } else {
     absl::StatusOr<fetch::WalkPosition> from =
-        PositionFromToken(request.resume_token(), plan.fingerprint);
+        PositionFromToken(config.resume_token_key, request.resume_token(),
+                          plan.fingerprint, s.kind);
     if (!from.ok()) return from.status();
-    if (!from->done()) {  // tokens are readable text: check like any URL
+    if (!from->done()) {  // signed, but checked like any URL all the same
       fetch::FetchSpec next = plan.first;
       next.url = from->next_url;
       if (absl::Status s = fetch::ValidateFetchSpec(next, config.engine.limits);
@@ -388,11 +382,12 @@ absl::StatusOr<WalkPlan> PlanWalk(const v1::FetchPagesRequest& request,
   return plan;
 }
 
-std::string ResumeToken(const std::string& fingerprint,
+std::string ResumeToken(const FetchConfig& config, const WalkPlan& plan,
                         const fetch::WalkPosition& next) {
-  return absl::WebSafeBase64Escape(absl::StrCat(kTokenVersion, ":", fingerprint,
-                                                ":", next.next_index, ":",
-                                                next.next_url));
+  return SignResumeToken(config.resume_token_key,
+                         {.fingerprint = plan.fingerprint,
+                          .strategy = plan.strategy.kind,
+                          .next = next});
 }
 
 void ToProtoResult(uint32_t index, const std::string& url,

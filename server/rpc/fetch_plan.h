@@ -55,8 +55,9 @@ absl::StatusOr<WalkPlan> PlanWalk(const v1::FetchPagesRequest& request,
                                   const FetchConfig& config,
                                   absl::Time rpc_deadline);
 
-// The opaque token that resumes a walk at `next`.
-std::string ResumeToken(const std::string& fingerprint,
+// The signed, opaque token that resumes `plan`'s walk at `next`
+// (server/rpc/resume_token.h), with config.resume_token_key.
+std::string ResumeToken(const FetchConfig& config, const WalkPlan& plan,
                         const fetch::WalkPosition& next);
 
 // Fills `out` for item `index`; `processed` is the processor's output (or

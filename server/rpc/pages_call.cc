@@ -46,7 +46,8 @@ void FetchPagesCall::Convert(Slot& slot,
   ToProtoResult(0, page.url, std::move(page.result), processed, drop_body,
                 slot.message.mutable_result());
   for (std::string& item : page.items) slot.message.add_items(std::move(item));
-  slot.message.set_resume_token(ResumeToken(plan_.fingerprint, page.next));
+  slot.message.set_resume_token(
+      ResumeToken(*services_.config, plan_, page.next));
 }
 
 void FetchPagesCall::OnPage(fetch::Page page) {

@@ -40,6 +40,9 @@ struct FetchConfig {
   int default_prefetch = 2;                    // FetchPages
   int max_prefetch = 16;                       // --max_prefetch
   int64_t max_walk_pages = 1'000'000;          // --max_walk_pages
+  // Signs FetchPages resume tokens (--token_key_file; at least 32 bytes).
+  // Empty: Server::Start makes a random one, good for this process only.
+  std::string resume_token_key;
 };
 
 struct ServerConfig {

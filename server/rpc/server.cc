@@ -12,6 +12,7 @@
 #include "server/rpc/fetch_call.h"
 #include "server/rpc/pages_call.h"
 #include "server/rpc/reflection.h"
+#include "server/rpc/resume_token.h"
 #include "server/rpc/rpc.h"
 #include "server/rpc/rpc_metrics.h"
 #include "server/rpc/security.h"
@@ -132,6 +133,12 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (f.max_walk_pages < 1) {
     return bad("max_walk_pages", f.max_walk_pages, "must be >= 1");
   }
+  if (!f.resume_token_key.empty() &&
+      f.resume_token_key.size() < kMinResumeTokenKeyBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--token_key_file holds ", f.resume_token_key.size(),
+        " bytes of key; at least ", kMinResumeTokenKeyBytes, " are needed"));
+  }
   if (c.max_request_bytes < 1024) {
     return bad("max_request_bytes", c.max_request_bytes, "must be >= 1024");
   }
@@ -148,6 +155,11 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   if (absl::Status valid = ValidateServerConfig(config); !valid.ok()) {
     return valid;
+  }
+  if (config.fetch.resume_token_key.empty()) {  // no --token_key_file
+    absl::StatusOr<std::string> key = RandomResumeTokenKey();
+    if (!key.ok()) return key.status();
+    config.fetch.resume_token_key = *std::move(key);
   }
   absl::StatusOr<std::unique_ptr<auth::Authenticator>> authenticator =
       auth::Authenticator::Start(

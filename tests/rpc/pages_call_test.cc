@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "absl/strings/escaping.h"
 #include "fetchd/v1/fetch.grpc.pb.h"
 #include "tests/support/origin.h"
@@ -254,30 +256,127 @@ TEST_F(FetchPagesTest, ResumeTokenOfAnotherWalkIsRefused) {
   grpc::Status status = Walk(other, &none);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("resume_token"));
-  // A token is readable: its URL is checked like any item's.
-  std::string text;
-  ASSERT_TRUE(absl::WebSafeBase64Unescape(pages[0].resume_token(), &text));
-  const size_t url_at = text.find("http://");
+  // Any changed byte breaks the signature; no page is fetched for it.
+  std::string data;
+  ASSERT_TRUE(absl::WebSafeBase64Unescape(pages[0].resume_token(), &data));
+  const size_t url_at = data.find("http://");
   ASSERT_NE(url_at, std::string::npos);
+  std::string altered = data;
+  altered[url_at + 7] ^= 1;  // the next URL's host
   v1::FetchPagesRequest forged = req;
-  forged.set_resume_token(absl::WebSafeBase64Escape(
-      text.substr(0, url_at) + "http://u:p@127.0.0.1:1/x"));
+  forged.set_resume_token(absl::WebSafeBase64Escape(altered));
+  origin_.ResetCounters();
   status = Walk(forged, &none);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_THAT(status.error_message(), HasSubstr("resume_token: "));
-  // An index past 2^62 is refused rather than overflowing later.
-  const size_t index_at = text.find(':', text.find(':') + 1) + 1;
-  forged.set_resume_token(absl::WebSafeBase64Escape(
-      text.substr(0, index_at) + "9223372036854775807" +
-      text.substr(text.find(':', index_at))));
-  status = Walk(forged, &none);
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("resume_token: signature does not match"));
+  EXPECT_TRUE(origin_.arrivals("i").empty());
+  // The same walk with another strategy is another walk.
+  v1::FetchPagesRequest link = req;
+  link.mutable_link_header();
+  link.set_resume_token(pages[0].resume_token());
+  status = Walk(link, &none);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_THAT(status.error_message(), HasSubstr("resume_token"));
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("resume_token belongs to a cursor walk; this call "
+                        "asks for link_header"));
   other.set_resume_token("bm90IGEgdG9rZW4");
   status = Walk(other, &none);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("resume_token"));
   EXPECT_TRUE(none.empty());
+}
+
+// Replicas: a token signed by one fetchd resumes on another that holds the
+// same --token_key_file key, and is refused by one with another key.
+class ResumeAcrossServersTest : public FetchPagesTest {
+ protected:
+  static rpc::ServerConfig WithKey(const std::string& key) {
+    rpc::ServerConfig config = ::fetchd::testing::TestConfig();
+    config.fetch.resume_token_key = key;
+    return config;
+  }
+  grpc::Status WalkOn(TestServer& server, const v1::FetchPagesRequest& req,
+                      std::vector<v1::Page>* out) {
+    auto stub = v1::Fetch::NewStub(server.NewChannel());
+    auto context = ContextWithTimeout(kWait);
+    auto reader = stub->FetchPages(context.get(), req);
+    v1::Page page;
+    while (reader->Read(&page)) out->push_back(page);
+    return reader->Finish();
+  }
+
+  const std::string key_ = std::string(40, 'r');
+  TestServer first_{WithKey(key_)};
+  TestServer second_{WithKey(key_)};
+  TestServer other_key_{WithKey(std::string(40, 'x'))};
+};
+
+TEST_F(ResumeAcrossServersTest, ATokenResumesOnAReplicaWithTheSameKey) {
+  ASSERT_TRUE(first_.ok() && second_.ok() && other_key_.ok());
+  for (bool cursor : {false, true}) {
+    origin_.ResetCounters();
+    v1::FetchPagesRequest req = cursor ? Cursor("/cursor/x?last=6", "cursor")
+                                       : PageNumber("/pn/x?last=6");
+    if (!cursor) req.set_items_pointer("/items");
+    req.set_max_pages(2);
+    std::vector<v1::Page> pages;
+    ASSERT_TRUE(WalkOn(first_, req, &pages).ok());
+    ASSERT_EQ(pages.size(), 2u);
+    // Pages 2.. on the second replica, from the first one's last token.
+    req.set_max_pages(0);
+    req.set_resume_token(pages.back().resume_token());
+    std::vector<v1::Page> rest;
+    grpc::Status status = WalkOn(second_, req, &rest);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    pages.insert(pages.end(), rest.begin(), rest.end());
+    // Every page exactly once, in order, and each fetched once.
+    std::vector<std::string> urls;
+    for (size_t i = 0; i < pages.size(); ++i) {
+      EXPECT_EQ(pages[i].index(), static_cast<int64_t>(i));
+      urls.push_back(pages[i].result().url());
+    }
+    EXPECT_EQ(pages.size(), 6u);
+    std::sort(urls.begin(), urls.end());
+    EXPECT_EQ(std::unique(urls.begin(), urls.end()), urls.end());
+    if (cursor) {
+      EXPECT_EQ(origin_.arrivals("x").size(), 6u);
+    } else {  // the empty page 7 ends it; prefetch may ask for 2 more
+      EXPECT_GE(origin_.arrivals("x").size(), 7u);
+      EXPECT_LE(origin_.arrivals("x").size(), 9u);
+    }
+
+    // The same token on a fetchd with another key: refused, nothing fetched.
+    origin_.ResetCounters();
+    std::vector<v1::Page> none;
+    status = WalkOn(other_key_, req, &none);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(status.error_message(),
+              "resume_token: signature does not match (signed with another "
+              "--token_key_file?)");
+    EXPECT_TRUE(none.empty());
+    EXPECT_TRUE(origin_.arrivals("x").empty());
+  }
+}
+
+// Without --token_key_file each server makes its own random key.
+TEST_F(ResumeAcrossServersTest, WithoutAKeyTokensStayOnTheirServer) {
+  TestServer a;
+  TestServer b;
+  ASSERT_TRUE(a.ok() && b.ok());
+  v1::FetchPagesRequest req = Cursor("/cursor/y?last=3", "cursor");
+  req.set_max_pages(1);
+  std::vector<v1::Page> pages;
+  ASSERT_TRUE(WalkOn(a, req, &pages).ok());
+  ASSERT_EQ(pages.size(), 1u);
+  req.set_resume_token(pages[0].resume_token());
+  std::vector<v1::Page> rest;
+  EXPECT_TRUE(WalkOn(a, req, &rest).ok());
+  EXPECT_EQ(rest.size(), 1u);
+  rest.clear();
+  EXPECT_EQ(WalkOn(b, req, &rest).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(rest.empty());
 }
 
 TEST_F(FetchPagesTest, AFailingPageEndsTheStreamAfterEveryEarlierPage) {
