@@ -378,6 +378,16 @@ TEST_F(TokenTest, ReflectionOnlyForAuthenticatedCallers) {
   ASSERT_TRUE(AskReflection(channel, kAliceToken, request, &response).ok());
   EXPECT_GE(response.file_descriptor_response().file_descriptor_proto_size(),
             2);
+  // Every listed service can be described (grpcurl describe).
+  for (const char* service :
+       {"fetchd.v1.Compute", "fetchd.v1.Fetch", "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection"}) {
+    request.set_file_containing_symbol(service);
+    ASSERT_TRUE(AskReflection(channel, kAliceToken, request, &response).ok());
+    EXPECT_GE(response.file_descriptor_response().file_descriptor_proto_size(),
+              1)
+        << service;
+  }
   request.set_file_containing_symbol("fetchd.v1.NoSuchThing");
   ASSERT_TRUE(AskReflection(channel, kAliceToken, request, &response).ok());
   EXPECT_EQ(response.error_response().error_code(),
