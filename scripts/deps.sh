@@ -4,7 +4,7 @@
 #                           gumbo, JSON (nlohmann, simdjson), tcmalloc, GoogleTest,
 #                           cpp-httplib (the test origin)
 #   scripts/deps.sh test    build + clang's sanitizer runtime, PyYAML and kubectl
-#                           (the k8s/ manifest test)
+#                           (the k8s/ manifest test), nghttpd (the h2 test origin)
 #   scripts/deps.sh bench   build + what bench/ drives: nginx (origin), wrk, Python
 #                           aiohttp (seed peer), Go and Node (peers)
 set -euo pipefail
@@ -14,7 +14,7 @@ build=(cmake ninja-build g++ pkg-config ca-certificates
   libabsl-dev libssl-dev nlohmann-json3-dev libsimdjson-dev libcurl4-openssl-dev
   libgumbo-dev libgoogle-perftools-dev
   libgtest-dev libgmock-dev libcpp-httplib-dev)  # tests are in the default build
-test=(clang libclang-rt-14-dev python3-yaml)
+test=(clang libclang-rt-14-dev python3-yaml nghttp2-server)  # nghttpd: the h2 origin
 bench=(python3 python3-aiohttp nginx wrk curl bc golang-go nodejs)
 
 wanted=("${build[@]}")

@@ -4,12 +4,15 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
@@ -97,6 +100,18 @@ ABSL_FLAG(absl::Duration, deadline_reserve, absl::Milliseconds(50),
 ABSL_FLAG(int64_t, process_inline_max_bytes, 64 << 10,
           "bodies up to this size are processed on the I/O thread, bigger "
           "ones on the worker pool");
+
+// Upstream credentials and TLS
+ABSL_FLAG(std::vector<std::string>, credential_headers, {"X-Api-Key"},
+          "request headers (comma list, case-insensitive) that, like "
+          "Authorization, Cookie and Proxy-Authorization, never go to "
+          "another origin than the item's: a redirect or next page there "
+          "fails FAILED_PRECONDITION unless the request sets "
+          "allow_cross_origin, which leaves them out instead");
+ABSL_FLAG(std::string, upstream_ca_file, "",
+          "PEM bundle of CAs trusted for HTTPS origins on top of the system "
+          "bundle (private origins); read once at start. Peer and host-name "
+          "verification are always on");
 
 // Resume tokens: FetchPages tokens are signed with this key, shared by
 // every replica.
@@ -217,6 +232,15 @@ int main(int argc, char** argv) {
   fetch.deadline_reserve = absl::GetFlag(FLAGS_deadline_reserve);
   fetch.process_inline_max_bytes = static_cast<size_t>(
       std::max<int64_t>(0, absl::GetFlag(FLAGS_process_inline_max_bytes)));
+  // Upstream credentials and TLS
+  fetch.engine.credential_headers.clear();
+  for (const std::string& name : absl::GetFlag(FLAGS_credential_headers)) {
+    const std::string trimmed(absl::StripAsciiWhitespace(name));
+    if (!trimmed.empty()) {
+      fetch.engine.credential_headers.push_back(absl::AsciiStrToLower(trimmed));
+    }
+  }
+  fetch.engine.upstream_ca_file = absl::GetFlag(FLAGS_upstream_ca_file);
   // Resume tokens
   if (const std::string path = absl::GetFlag(FLAGS_token_key_file);
       !path.empty()) {

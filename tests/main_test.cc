@@ -369,5 +369,29 @@ TEST(FetchdMainTest, SighupReloadsTheTokensFileAlsoWhileDraining) {
   EXPECT_EQ(exit->exit_code, 0) << exit->err;
 }
 
+// Upstream credentials and TLS: the CA bundle is read at start (a bad one
+// is a start error naming the flag); the credential header list parses.
+TEST(FetchdMainTest, UpstreamCaFileIsCheckedAtStart) {
+  ::fetchd::testing::TempDir dir;
+  const std::string bad = dir.File("bad.pem");
+  ASSERT_TRUE(::fetchd::testing::WriteFileAtomically(bad, "no PEM here").ok());
+  for (const std::string& path : {bad, dir.File("missing.pem")}) {
+    auto r = RunProcess({FETCHD_PATH, "--listen=127.0.0.1:0",
+                         "--metrics_listen=", "--upstream_ca_file=" + path},
+                        kWait);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->exit_code, 1) << path;
+    EXPECT_THAT(r->err, HasSubstr("--upstream_ca_file=" + path));
+    EXPECT_THAT(r->err, ::testing::Not(HasSubstr("\"serving\"")));
+  }
+  const std::string good = dir.File("ca.pem");
+  ASSERT_TRUE(::fetchd::testing::WriteFileAtomically(
+                  good, ::fetchd::testing::TestCa().cert_pem())
+                  .ok());
+  FetchdProcess fetchd({"--upstream_ca_file=" + good,
+                        "--credential_headers=X-Api-Key,X-Tenant-Token"});
+  EXPECT_TRUE(fetchd.ok());
+}
+
 }  // namespace
 }  // namespace fetchd

@@ -4,13 +4,20 @@
 //   -> finish CURLMSG_DONE transfers (retry or report) -> fire due timers.
 // Everything below Loop's public face runs on that thread only.
 #include <curl/curl.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <deque>
+#include <fstream>
 #include <iterator>
 #include <queue>
+#include <sstream>
 #include <thread>
 #include <variant>
 
@@ -19,6 +26,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "server/fetch/fetch.h"
 
 namespace fetchd::fetch {
@@ -64,6 +72,43 @@ absl::string_view HostOf(absl::string_view url) {
                     end == absl::string_view::npos ? url.npos : end - start);
 }
 
+// The whole file, or why not.
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError("cannot be opened");
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return absl::DataLossError("cannot be read");
+  return text.str();
+}
+
+// The number of PEM certificates in `pem`, or why it is not a bundle.
+absl::StatusOr<int> CountCertificates(const std::string& pem) {
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(
+      BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), &BIO_free);
+  if (bio == nullptr) return absl::InternalError("BIO_new_mem_buf failed");
+  ERR_clear_error();
+  int count = 0;
+  while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
+    X509_free(cert);
+    ++count;
+  }
+  // The loop ends on "no start line" at the end of the text; anything else
+  // is a broken certificate.
+  const unsigned long error = ERR_peek_last_error();
+  ERR_clear_error();
+  if (error != 0 && !(ERR_GET_LIB(error) == ERR_LIB_PEM &&
+                      ERR_GET_REASON(error) == PEM_R_NO_START_LINE)) {
+    char text[256];
+    ERR_error_string_n(error, text, sizeof(text));
+    return absl::InvalidArgumentError(
+        absl::StrCat("a certificate in it cannot be parsed: ", text));
+  }
+  if (count == 0)
+    return absl::InvalidArgumentError("it holds no PEM certificate");
+  return count;
+}
+
 }  // namespace
 
 absl::StatusCode StatusCodeForHttp(int http_status) {
@@ -105,7 +150,10 @@ class Engine::Loop {
   explicit Loop(Options options)
       : options_(std::move(options)),
         budget_(options_.retry_budget_ratio, options_.retry_budget_tokens) {}
-  ~Loop() { Stop(); }
+  ~Loop() {
+    Stop();
+    if (ca_bundle_fd_ >= 0) close(ca_bundle_fd_);
+  }
 
   absl::Status Init();
   void Stop();
@@ -134,6 +182,12 @@ class Engine::Loop {
     std::vector<std::pair<std::string, std::string>> headers;
     bool body_too_large = false;
     absl::Status refused;  // set by the address policy
+    // Items that carry credential headers: redirects are followed here,
+    // not by curl, so that no hop takes them to another origin.
+    bool manage_redirects = false;
+    int redirects = 0;   // hops followed so far
+    absl::Time started;  // the attempt's start (hops share its timeout)
+    absl::Status redirect_error;  // a hop that may not be followed
     const Options* options = nullptr;
     char error[CURL_ERROR_SIZE] = {};
   };
@@ -157,6 +211,10 @@ class Engine::Loop {
     int64_t processed = 0;  // pages handed to the paginator, in order
     std::shared_ptr<WalkWindow> window;  // the reader's side of the window
     bool strip_link = false;             // Link was kept for the paginator only
+    // With credential headers in `first`, pages stay on its origin (or, with
+    // allow_cross_origin, go elsewhere without those headers).
+    bool credentials = false;
+    std::string origin;  // of first.url, when `credentials`
     absl::flat_hash_map<size_t, FetchResult> arrived;  // ahead of order
     PageCallback on_page;
     WalkDoneCallback on_done;
@@ -225,6 +283,16 @@ class Engine::Loop {
   void StartAttempt(Batch& batch, size_t index);
   void CollectDone();
   void FinishAttempt(Transfer* transfer, CURLcode rc);
+  // An engine-followed redirect (Transfer::manage_redirects): true when the
+  // next hop is on the multi handle; false when the attempt ends here (no
+  // redirect, or t.redirect_error says why it may not be followed).
+  bool FollowRedirect(Transfer& t, long http);
+  bool CarriesCredentials(const FetchSpec& spec) const;
+  // The spec's request headers, less the credential ones when `strip`.
+  curl_slist* HeaderList(const FetchSpec& spec, bool strip) const;
+  std::string CredentialNames(const FetchSpec& spec) const;
+  // Reads --upstream_ca_file once and makes the bundle every handle uses.
+  absl::Status LoadCaBundle();
   void FireTimers();
   absl::Duration UntilNextTimer() const;
   void MakeRunnable(Batch& batch);
@@ -273,6 +341,10 @@ class Engine::Loop {
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
   std::vector<EasyHandle> idle_easy_;
   bool proxy_env_ = true;  // a proxy variable is set (Init)
+  // The system bundle plus --upstream_ca_file, in an in-memory file that
+  // curl reads (and caches) like any CA file; empty: curl's default.
+  std::string ca_bundle_path_;
+  int ca_bundle_fd_ = -1;
   // Transfers per host on the multi handle, never above --max_per_host: the
   // rest wait in our FIFO (round robin) rather than in curl's pending
   // queue, which costs far more per transfer than our own.
@@ -296,6 +368,7 @@ class Engine::Loop {
   std::array<std::atomic<int64_t>, 6> stat_attempts_by_class_{};
   std::array<std::atomic<int64_t>, 17> stat_items_by_code_{};
   std::atomic<int64_t> stat_body_bytes_{0};
+  std::atomic<int64_t> stat_connections_{0};
 };
 
 absl::Status Engine::Loop::Init() {
@@ -304,6 +377,7 @@ absl::Status Engine::Loop::Init() {
     return absl::InternalError(
         absl::StrCat("curl_global_init: ", curl_easy_strerror(global)));
   }
+  if (absl::Status s = LoadCaBundle(); !s.ok()) return s;
   multi_.reset(curl_multi_init());
   if (multi_ == nullptr) return absl::InternalError("curl_multi_init failed");
   CURLM* m = multi_.get();
@@ -322,6 +396,56 @@ absl::Status Engine::Loop::Init() {
     if (std::getenv(name) != nullptr) proxy_env_ = true;
   }
   thread_ = std::thread([this] { Run(); });
+  return absl::OkStatus();
+}
+
+absl::Status Engine::Loop::LoadCaBundle() {
+  const std::string& path = options_.upstream_ca_file;
+  if (path.empty()) return absl::OkStatus();
+  auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--upstream_ca_file=", path, ": ", why));
+  };
+  absl::StatusOr<std::string> extra = ReadFile(path);
+  if (!extra.ok()) return bad(extra.status().message());
+  if (absl::StatusOr<int> n = CountCertificates(*extra); !n.ok()) {
+    return bad(n.status().message());
+  }
+  // CURLOPT_CAINFO replaces the default bundle: start from it. curl names
+  // the bundle it was built with (Debian: ca-certificates.crt).
+  std::string bundle;
+  {
+    EasyHandle probe(curl_easy_init());
+    char* system_path = nullptr;
+    if (probe != nullptr &&
+        curl_easy_getinfo(probe.get(), CURLINFO_CAINFO, &system_path) ==
+            CURLE_OK &&
+        system_path != nullptr) {
+      absl::StatusOr<std::string> system = ReadFile(system_path);
+      if (system.ok()) bundle = *std::move(system);
+    }
+  }
+  if (!bundle.empty() && bundle.back() != '\n') bundle.push_back('\n');
+  bundle += *extra;
+  // An in-memory file: nothing on disk to clean up or go stale, and curl
+  // builds its X509 store from it once and caches it across connections
+  // (CURLOPT_CA_CACHE_TIMEOUT), as it does for the default bundle.
+  ca_bundle_fd_ = memfd_create("fetchd-upstream-ca", MFD_CLOEXEC);
+  if (ca_bundle_fd_ < 0) return bad("memfd_create failed");
+  size_t written = 0;
+  while (written < bundle.size()) {
+    const ssize_t n =
+        write(ca_bundle_fd_, bundle.data() + written, bundle.size() - written);
+    if (n <= 0) return bad("writing the combined bundle failed");
+    written += static_cast<size_t>(n);
+  }
+  ca_bundle_path_ = absl::StrCat("/proc/self/fd/", ca_bundle_fd_);
+  // curl opens it by that name: make sure it can (e.g. /proc is mounted).
+  if (absl::StatusOr<std::string> check = ReadFile(ca_bundle_path_);
+      !check.ok() || check->size() != bundle.size()) {
+    return bad(absl::StrCat("the combined bundle cannot be read back from ",
+                            ca_bundle_path_));
+  }
   return absl::OkStatus();
 }
 
@@ -377,6 +501,9 @@ uint64_t Engine::Loop::SubmitWalk(FetchSpec first, const PageStrategy& strategy,
       std::find(first.keep_headers.begin(), first.keep_headers.end(), "link") ==
           first.keep_headers.end();
   if (borrow_link) first.keep_headers.push_back("link");
+  const bool credentials = CarriesCredentials(first);
+  std::string origin;
+  if (credentials) origin = OriginOf(first.url).value_or(first.url);
   auto batch = std::make_unique<Batch>();
   batch->walk =
       std::make_unique<WalkState>(strategy, std::move(first), options_.limits);
@@ -385,6 +512,8 @@ uint64_t Engine::Loop::SubmitWalk(FetchSpec first, const PageStrategy& strategy,
   walk.start = walk.started = walk.processed = from.next_index;
   walk.window = std::move(window);
   walk.strip_link = borrow_link;
+  walk.credentials = credentials;
+  walk.origin = std::move(origin);
   walk.on_page = std::move(on_page);
   walk.on_done = std::move(on_done);
   batch->options.deadline = options.deadline;
@@ -434,6 +563,7 @@ Engine::Stats Engine::Loop::stats() const {
     s.items_by_code[i] = stat_items_by_code_[i].load(std::memory_order_relaxed);
   }
   s.body_bytes = stat_body_bytes_.load(std::memory_order_relaxed);
+  s.connections = stat_connections_.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -682,6 +812,12 @@ EasyHandle Engine::Loop::AcquireEasy() {
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_USERAGENT, options_.user_agent.c_str());
+  // curl's defaults, stated: upstream TLS is always verified.
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+  if (!ca_bundle_path_.empty()) {
+    curl_easy_setopt(e, CURLOPT_CAINFO, ca_bundle_path_.c_str());
+  }
   if (!proxy_env_) {
     curl_easy_setopt(e, CURLOPT_PROXY, "");
     curl_easy_setopt(e, CURLOPT_NOPROXY, "");
@@ -722,7 +858,12 @@ void Engine::Loop::StartAttempt(Batch& batch, size_t index) {
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
                    static_cast<long>(std::max<int64_t>(
                        1, absl::ToInt64Milliseconds(timeout))));
-  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, spec.max_redirects > 0 ? 1L : 0L);
+  // Credential headers: the engine follows redirects itself (checking each
+  // hop's origin); every other item keeps curl's own, cheaper following.
+  t->manage_redirects = spec.max_redirects > 0 && CarriesCredentials(spec);
+  t->started = now;
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION,
+                   spec.max_redirects > 0 && !t->manage_redirects ? 1L : 0L);
   curl_easy_setopt(e, CURLOPT_MAXREDIRS, static_cast<long>(spec.max_redirects));
   curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
                    static_cast<curl_off_t>(spec.max_body_bytes));
@@ -741,10 +882,7 @@ void Engine::Loop::StartAttempt(Batch& batch, size_t index) {
       curl_easy_setopt(e, CURLOPT_POSTFIELDS, spec.body.data());
       break;
   }
-  curl_slist* list = nullptr;
-  for (const auto& [name, value] : spec.headers) {
-    list = curl_slist_append(list, absl::StrCat(name, ": ", value).c_str());
-  }
+  curl_slist* list = HeaderList(spec, /*strip=*/false);
   t->request_headers.reset(list);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, list);
   // Over TLS, wait for a connection that may multiplex (h2) rather than
@@ -771,6 +909,116 @@ void Engine::Loop::StartAttempt(Batch& batch, size_t index) {
     result.attempts = item.attempts;
     Report(batch, index, std::move(result));
   }
+}
+
+bool Engine::Loop::CarriesCredentials(const FetchSpec& spec) const {
+  for (const auto& header : spec.headers) {
+    if (IsCredentialHeader(header.first, options_.credential_headers)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+curl_slist* Engine::Loop::HeaderList(const FetchSpec& spec, bool strip) const {
+  curl_slist* list = nullptr;
+  for (const auto& [name, value] : spec.headers) {
+    if (strip && IsCredentialHeader(name, options_.credential_headers)) {
+      continue;
+    }
+    list = curl_slist_append(list, absl::StrCat(name, ": ", value).c_str());
+  }
+  return list;
+}
+
+std::string Engine::Loop::CredentialNames(const FetchSpec& spec) const {
+  std::vector<std::string> names;
+  for (const auto& header : spec.headers) {
+    if (IsCredentialHeader(header.first, options_.credential_headers)) {
+      names.push_back(absl::AsciiStrToLower(header.first));
+    }
+  }
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  return absl::StrJoin(names, ", ");
+}
+
+bool Engine::Loop::FollowRedirect(Transfer& t, long http) {
+  const FetchSpec& spec = *t.spec;
+  CURL* e = t.easy.get();
+  char* location = nullptr;
+  // As curl: any 3xx with a Location but 304.
+  if (http < 300 || http >= 400 || http == 304 ||
+      curl_easy_getinfo(e, CURLINFO_REDIRECT_URL, &location) != CURLE_OK ||
+      location == nullptr) {
+    return false;
+  }
+  if (t.redirects >= spec.max_redirects) {
+    t.redirect_error = absl::ResourceExhaustedError(absl::StrCat(
+        "more than max_redirects=", spec.max_redirects, " redirects"));
+    return false;
+  }
+  const std::string next = location;
+  absl::StatusOr<std::string> from = OriginOf(spec.url);
+  absl::StatusOr<std::string> to = OriginOf(next);
+  if (!to.ok()) {
+    t.redirect_error = absl::InvalidArgumentError(
+        absl::StrCat("redirect to an invalid URL: ", to.status().message()));
+    return false;
+  }
+  const bool cross_origin = !from.ok() || *from != *to;
+  if (cross_origin && !spec.allow_cross_origin) {
+    // Names the origins and the headers, never their values.
+    t.redirect_error = absl::FailedPreconditionError(absl::StrCat(
+        "redirect from origin ", from.value_or(spec.url), " to origin ", *to,
+        " refused: the item's credential headers (", CredentialNames(spec),
+        ") stay on their origin; set allow_cross_origin to follow it without "
+        "them"));
+    return false;
+  }
+  curl_off_t connects = 0;
+  curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects);
+  stat_connections_.fetch_add(connects, std::memory_order_relaxed);
+  const absl::Duration left =
+      std::min(t.started + spec.timeout,
+               batches_.at(t.batch_id)->options.deadline) -
+      absl::Now();
+  if (left <= absl::ZeroDuration()) {
+    t.redirect_error = absl::DeadlineExceededError(
+        absl::StrCat("timed out: after ", t.redirects + 1, " redirects"));
+    return false;
+  }
+  // curl's method rules: 301, 302 and 303 turn a POST into a GET.
+  if (spec.method == Method::kPost &&
+      (http == 301 || http == 302 || http == 303)) {
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, nullptr);
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+  }
+  // Credentials go only to the item's own origin (again, if a later hop
+  // comes back to it).
+  std::unique_ptr<curl_slist, SlistDeleter> list(
+      HeaderList(spec, /*strip=*/cross_origin));
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, list.get());
+  t.request_headers = std::move(list);
+  curl_easy_setopt(e, CURLOPT_URL, next.c_str());
+  curl_easy_setopt(
+      e, CURLOPT_TIMEOUT_MS,
+      static_cast<long>(std::max<int64_t>(1, absl::ToInt64Milliseconds(left))));
+  curl_easy_setopt(e, CURLOPT_PIPEWAIT,
+                   absl::StartsWithIgnoreCase(next, "https:") ? 1L : 0L);
+  t.body.clear();
+  t.headers.clear();
+  t.error[0] = '\0';
+  ++t.redirects;
+  // The hop connects through OnOpenSocket like any transfer: the address
+  // policy sees it.
+  const CURLMcode added = curl_multi_add_handle(multi_.get(), e);
+  if (added != CURLM_OK) {
+    t.redirect_error = absl::InternalError(
+        absl::StrCat("curl_multi_add_handle: ", curl_multi_strerror(added)));
+    return false;
+  }
+  return true;
 }
 
 size_t Engine::Loop::OnBody(char* data, size_t size, size_t n, void* user) {
@@ -835,6 +1083,7 @@ void Engine::Loop::CollectDone() {
 absl::Status Engine::Loop::AttemptStatus(const Transfer& t, CURLcode rc,
                                          long http) const {
   if (!t.refused.ok()) return t.refused;
+  if (!t.redirect_error.ok()) return t.redirect_error;
   if (t.body_too_large || rc == CURLE_FILESIZE_EXCEEDED) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "response body exceeds max_body_bytes=", t.spec->max_body_bytes));
@@ -857,7 +1106,15 @@ absl::Status Engine::Loop::AttemptStatus(const Transfer& t, CURLcode rc,
     case CURLE_URL_MALFORMAT:
       return absl::InvalidArgumentError(detail);
     case CURLE_PEER_FAILED_VERIFICATION:
-      return absl::FailedPreconditionError(detail);
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+      // The origin's TLS cannot be trusted (or spoken): the message is
+      // curl's, e.g. "SSL certificate problem: certificate has expired".
+      return absl::UnavailableError(absl::StrCat("TLS: ", detail));
     default:
       return absl::UnavailableError(detail);
   }
@@ -875,6 +1132,11 @@ bool Engine::Loop::Retryable(const RetryPolicy& policy, CURLcode rc,
 }
 
 void Engine::Loop::FinishAttempt(Transfer* raw, CURLcode rc) {
+  if (raw->manage_redirects && rc == CURLE_OK) {
+    long code = 0;
+    curl_easy_getinfo(raw->easy.get(), CURLINFO_RESPONSE_CODE, &code);
+    if (FollowRedirect(*raw, code)) return;  // the next hop is running
+  }
   Batch& batch = *batches_.at(raw->batch_id);
   Item& item = *batch.item(raw->index);
   std::unique_ptr<Transfer> t = std::move(item.transfer);
@@ -892,6 +1154,27 @@ void Engine::Loop::FinishAttempt(Transfer* raw, CURLcode rc) {
   stat_attempts_by_class_[status_class].fetch_add(1, std::memory_order_relaxed);
   stat_body_bytes_.fetch_add(static_cast<int64_t>(t->body.size()),
                              std::memory_order_relaxed);
+  curl_off_t connects = 0;
+  curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects);
+  stat_connections_.fetch_add(connects, std::memory_order_relaxed);
+  long version = 0;
+  curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &version);
+  switch (version) {
+    case CURL_HTTP_VERSION_1_0:
+      result.http_version = 10;
+      break;
+    case CURL_HTTP_VERSION_1_1:
+      result.http_version = 11;
+      break;
+    case CURL_HTTP_VERSION_2_0:
+      result.http_version = 20;
+      break;
+    case CURL_HTTP_VERSION_3:
+      result.http_version = 30;
+      break;
+    default:
+      break;
+  }
   result.attempts = item.attempts;
   char* effective = nullptr;
   curl_easy_getinfo(e, CURLINFO_EFFECTIVE_URL, &effective);
@@ -909,7 +1192,8 @@ void Engine::Loop::FinishAttempt(Transfer* raw, CURLcode rc) {
                            FromMicros(first), FromMicros(total)};
   const bool retry_wanted =
       !result.status.ok() && item.attempts < spec.retry.max_attempts &&
-      t->refused.ok() && !t->body_too_large && Retryable(spec.retry, rc, http);
+      t->refused.ok() && t->redirect_error.ok() && !t->body_too_large &&
+      Retryable(spec.retry, rc, http);
   ReleaseEasy(std::move(t->easy));
 
   if (retry_wanted) {
@@ -1040,6 +1324,30 @@ void Engine::Loop::FillWalk(Batch& batch) {
     }
     FetchSpec spec = walk.first;
     spec.url = *std::move(url);
+    if (walk.credentials) {
+      // A next link, cursor URL or resume token on another origin.
+      absl::StatusOr<std::string> origin = OriginOf(spec.url);
+      if (!origin.ok() || *origin != walk.origin) {
+        if (!walk.first.allow_cross_origin) {
+          return EndWalk(
+              batch.id,
+              absl::FailedPreconditionError(absl::StrCat(
+                  "page ", walk.started, " (", spec.url, ") is on origin ",
+                  origin.value_or(spec.url), ", not the first page's origin ",
+                  walk.origin, ": the request's credential headers (",
+                  CredentialNames(walk.first),
+                  ") stay on their origin; set allow_cross_origin to follow "
+                  "it without them")));
+        }
+        spec.headers.erase(
+            std::remove_if(spec.headers.begin(), spec.headers.end(),
+                           [this](const auto& h) {
+                             return IsCredentialHeader(
+                                 h.first, options_.credential_headers);
+                           }),
+            spec.headers.end());
+      }
+    }
     batch.specs.push_back(std::move(spec));
     batch.items.emplace_back();
     batch.waiting.push_back(static_cast<size_t>(walk.started - walk.start));

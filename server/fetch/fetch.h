@@ -72,6 +72,11 @@ struct FetchSpec {
   // Response headers to return (lower-case names); others are dropped as
   // they arrive.
   std::vector<std::string> keep_headers;
+  // Credential headers (IsCredentialHeader) never leave the item's origin.
+  // false: a redirect to another origin fails the item FAILED_PRECONDITION
+  // (a walk: a next page on another origin ends it so); true: it is
+  // followed with the credential headers left out.
+  bool allow_cross_origin = false;
 };
 
 // Server-side bounds each item is validated against.
@@ -92,6 +97,17 @@ struct FetchLimits {
 // with curl's own parser: http or https, a host, no credentials.
 absl::Status ValidateFetchSpec(const FetchSpec& spec,
                                const FetchLimits& limits);
+
+// Whether a request header carries credentials that must stay on their
+// origin: Authorization, Cookie, Proxy-Authorization, or one of `extra`
+// (lower-case names, --credential_headers). Case-insensitive.
+bool IsCredentialHeader(absl::string_view name,
+                        const std::vector<std::string>& extra);
+
+// The origin of an absolute URL as "scheme://host:port", normalized: lower
+// case, the default port written out, no trailing dot, IDNA hosts in their
+// punycode form. INVALID_ARGUMENT for a URL curl cannot parse.
+absl::StatusOr<std::string> OriginOf(const std::string& url);
 
 // The URL part of ValidateFetchSpec: http(s), a host, no credentials, at
 // most max_url_bytes. INVALID_ARGUMENT naming "url".
@@ -118,6 +134,8 @@ struct FetchResult {
   std::string body;
   Timings timings;
   int attempts = 0;
+  // The HTTP version of the last response: 10, 11, 20 or 30; 0 for none.
+  int http_version = 0;
 };
 
 // The gRPC-style code for an HTTP status (OK below 400).
@@ -341,6 +359,14 @@ class Engine {
     // fails the item with that status (PERMISSION_DENIED). Empty = allow.
     std::function<absl::Status(const sockaddr* address, socklen_t length)>
         address_policy;
+    // Upstream credentials and TLS.
+    // Request headers that stay on their origin besides Authorization,
+    // Cookie and Proxy-Authorization (lower-case; --credential_headers).
+    std::vector<std::string> credential_headers = {"x-api-key"};
+    // A PEM bundle of CAs trusted for upstream TLS on top of the system
+    // bundle (--upstream_ca_file); empty = the system bundle only. Read
+    // once, at Start. Peer and host-name verification are always on.
+    std::string upstream_ca_file;
   };
   struct Stats {
     int inflight = 0;     // transfers on the multi handle
@@ -357,9 +383,14 @@ class Engine {
     std::array<int64_t, 6> attempts_by_class{};
     std::array<int64_t, 17> items_by_code{};
     int64_t body_bytes = 0;
+    // Connections opened since start (CURLINFO_NUM_CONNECTS summed over
+    // every transfer and redirect hop): h2 multiplexing keeps it low.
+    int64_t connections = 0;
   };
 
-  // Starts the I/O thread. INTERNAL if libcurl cannot be set up.
+  // Starts the I/O thread. INTERNAL if libcurl cannot be set up,
+  // INVALID_ARGUMENT naming --upstream_ca_file if that file cannot be read
+  // or holds no PEM certificate.
   static absl::StatusOr<std::unique_ptr<Engine>> Start(Options options);
   ~Engine();  // cancels every batch (callbacks still run), joins the thread
   Engine(const Engine&) = delete;

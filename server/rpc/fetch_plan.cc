@@ -96,6 +96,7 @@ struct Shared {
   int redirects = 0;
   fetch::RetryPolicy retry;
   std::vector<std::string> keep_headers;
+  bool allow_cross_origin = false;
 };
 
 template <typename Request>
@@ -125,6 +126,7 @@ absl::StatusOr<Shared> SharedFromProto(const Request& request,
   for (const std::string& name : request.response_headers()) {
     shared.keep_headers.push_back(absl::AsciiStrToLower(name));
   }
+  shared.allow_cross_origin = request.allow_cross_origin();
   return shared;
 }
 
@@ -152,6 +154,7 @@ absl::StatusOr<fetch::FetchSpec> SpecFromItem(const v1::FetchItem& item,
   spec.max_redirects = shared.redirects;
   spec.retry = shared.retry;
   spec.keep_headers = shared.keep_headers;
+  spec.allow_cross_origin = shared.allow_cross_origin;
   return spec;
 }
 
