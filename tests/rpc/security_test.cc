@@ -298,6 +298,13 @@ TEST_F(TokenTest, NothingRunsWithoutAToken) {
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
   }
   EXPECT_EQ(origin.requests(), 0);
+  // The control: with the token the same batch does reach the origin.
+  auto context = ContextWithTimeout(absl::Seconds(5));
+  context->AddMetadata("authorization", absl::StrCat("Bearer ", kAliceToken));
+  grpc::Status status =
+      fetch->BatchFetch(context.get(), batch, &batch_response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(origin.requests(), 1);
   // The calls re-armed: an authenticated one still works on every CQ.
   for (int i = 0; i < 4; ++i) {
     EXPECT_TRUE(RunSqrtSum(channel, kAliceToken).ok());
