@@ -2,8 +2,12 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <fstream>
+#include <sstream>
 #include <thread>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 
 namespace fetchd::client {
@@ -15,8 +19,26 @@ absl::Status ToAbslStatus(const grpc::Status& status) {
                       status.error_message());
 }
 
-void SetDeadline(grpc::ClientContext* context, absl::Duration timeout) {
-  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+absl::StatusOr<std::string> ReadFile(const std::string& path,
+                                     const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read ", what, "=", path, ": ", strerror(errno)));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::shared_ptr<grpc::ChannelCredentials> Credentials(
+    const ClientOptions& options) {
+  if (!options.tls) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = options.tls_ca_pem;
+  ssl.pem_cert_chain = options.tls_cert_pem;
+  ssl.pem_private_key = options.tls_key_pem;
+  return grpc::SslCredentials(ssl);
 }
 
 // The client's own service config (DNS supplies none). gRPC retries an
@@ -49,10 +71,54 @@ grpc::ChannelArguments ClientChannelArguments(const ClientOptions& options) {
   return args;
 }
 
+absl::Status LoadTlsFiles(const std::string& ca_file,
+                          const std::string& cert_file,
+                          const std::string& key_file, ClientOptions* options) {
+  if (cert_file.empty() != key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_cert and --tls_key go together: give both or neither");
+  }
+  for (auto [file, flag, pem] :
+       {std::tuple{&ca_file, "--tls_ca", &options->tls_ca_pem},
+        std::tuple{&cert_file, "--tls_cert", &options->tls_cert_pem},
+        std::tuple{&key_file, "--tls_key", &options->tls_key_pem}}) {
+    if (file->empty()) continue;
+    absl::StatusOr<std::string> text = ReadFile(*file, flag);
+    if (!text.ok()) return text.status();
+    *pem = *std::move(text);
+    options->tls = true;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFile(path, "--token_file");
+  if (!text.ok()) return text.status();
+  std::string token(absl::StripAsciiWhitespace(*text));
+  if (token.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--token_file=", path, " holds no token"));
+  }
+  return token;
+}
+
+// NOTE: the token goes in as plain metadata, not call credentials: gRPC
+// sends call credentials only over a secure channel, and a plaintext
+// fetchd with tokens (behind a TLS-terminating mesh) must work too.
+std::unique_ptr<grpc::ClientContext> Client::NewContext(absl::Duration timeout,
+                                                        bool with_token) const {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  if (with_token && !options_.token.empty()) {
+    context->AddMetadata("authorization",
+                         absl::StrCat("Bearer ", options_.token));
+  }
+  return context;
+}
+
 Client::Client(ClientOptions options)
     : options_(std::move(options)),
-      channel_(grpc::CreateCustomChannel(options_.target,
-                                         grpc::InsecureChannelCredentials(),
+      channel_(grpc::CreateCustomChannel(options_.target, Credentials(options_),
                                          ClientChannelArguments(options_))),
       compute_(v1::Compute::NewStub(channel_)),
       fetch_(v1::Fetch::NewStub(channel_)),
@@ -60,10 +126,9 @@ Client::Client(ClientOptions options)
 
 absl::StatusOr<v1::ComputeResponse> Client::Compute(
     const v1::ComputeRequest& request) const {
-  grpc::ClientContext context;
-  SetDeadline(&context, options_.timeout);
+  auto context = NewContext(options_.timeout);
   v1::ComputeResponse response;
-  grpc::Status status = compute_->Run(&context, request, &response);
+  grpc::Status status = compute_->Run(context.get(), request, &response);
   if (!status.ok()) return ToAbslStatus(status);
   return response;
 }
@@ -71,9 +136,8 @@ absl::StatusOr<v1::ComputeResponse> Client::Compute(
 absl::Status Client::StreamBatchFetch(
     const v1::BatchFetchRequest& request, absl::Duration timeout,
     absl::FunctionRef<void(const v1::FetchResult&)> on_result) const {
-  grpc::ClientContext context;
-  SetDeadline(&context, timeout);
-  auto reader = fetch_->StreamBatchFetch(&context, request);
+  auto context = NewContext(timeout);
+  auto reader = fetch_->StreamBatchFetch(context.get(), request);
   v1::FetchResult result;
   while (reader->Read(&result)) on_result(result);
   return ToAbslStatus(reader->Finish());
@@ -83,8 +147,8 @@ absl::Status Client::FetchPages(
     const v1::FetchPagesRequest& request, absl::Duration timeout,
     absl::FunctionRef<void(const v1::Page&)> on_page,
     const std::function<bool()>& stop) const {
-  grpc::ClientContext context;
-  SetDeadline(&context, timeout);
+  auto context_holder = NewContext(timeout);
+  grpc::ClientContext& context = *context_holder;
   absl::Notification done;
   // Read() blocks, so a watcher turns `stop` into a cancel.
   std::thread watcher([&] {
@@ -106,12 +170,12 @@ absl::Status Client::FetchPages(
 
 absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus>
 Client::Health(const std::string& service) const {
-  grpc::ClientContext context;
-  SetDeadline(&context, options_.timeout);
+  // Health needs no token (probes have none), so none is sent.
+  auto context = NewContext(options_.timeout, /*with_token=*/false);
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(service);
   grpc::health::v1::HealthCheckResponse response;
-  grpc::Status status = health_->Check(&context, request, &response);
+  grpc::Status status = health_->Check(context.get(), request, &response);
   if (!status.ok()) return ToAbslStatus(status);
   return response.status();
 }

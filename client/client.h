@@ -32,7 +32,30 @@ struct ClientOptions {
   // is sent again, to another replica, up to 4 attempts in all. A batch
   // whose items POST may then run twice: turn it off for those.
   bool retry_unavailable = true;
+
+  // TLS to fetchd (fetchd --tls_cert): on when `tls` is set. PEM contents;
+  // LoadTlsFiles fills them from files.
+  bool tls = false;
+  std::string tls_ca_pem;    // roots fetchd's certificate must chain to;
+                             // empty: the system's roots
+  std::string tls_cert_pem;  // mTLS (fetchd --tls_client_ca): the client's
+  std::string tls_key_pem;   // certificate chain and its private key
+  // Sent as "authorization: Bearer TOKEN" with every RPC but Health (fetchd
+  // --auth_tokens_file), over TLS or plaintext alike; empty: none.
+  std::string token;
 };
+
+// Reads the PEM files named by fetchctl's --tls_ca, --tls_cert and
+// --tls_key into `options` and turns TLS on when any is given; "" skips
+// one. INVALID_ARGUMENT naming the flag for an unreadable file, or for one
+// of --tls_cert and --tls_key without the other.
+absl::Status LoadTlsFiles(const std::string& ca_file,
+                          const std::string& cert_file,
+                          const std::string& key_file, ClientOptions* options);
+
+// The token in `path` (surrounding whitespace removed); INVALID_ARGUMENT
+// naming the file when it cannot be read or holds no token.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 
 // The channel arguments the client uses: round_robin over every address
 // the target resolves to, the UNAVAILABLE retry policy when asked, and no
@@ -62,6 +85,10 @@ class Client {
       const std::string& service) const;
 
  private:
+  // A context with the deadline, and the token when there is one.
+  std::unique_ptr<grpc::ClientContext> NewContext(absl::Duration timeout,
+                                                  bool with_token = true) const;
+
   ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Compute::Stub> compute_;

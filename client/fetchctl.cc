@@ -4,12 +4,15 @@
 //   fetchctl [--addr=HOST:PORT] [--timeout=5s] [--json] health [--service=S]
 //   fetchctl [--addr=HOST:PORT] [--json] fetch URL... | --urls_file=F [...]
 //   fetchctl [--addr=HOST:PORT] [--json] pages URL [--strategy=...] [...]
+//   with [--tls_ca=F] [--tls_cert=F --tls_key=F] [--token_file=F] for TLS,
+//   mTLS and a bearer token ($FETCHD_TOKEN works as well as --token_file).
 //
 // Exit codes: 0 success, 1 the RPC failed (or health is not SERVING),
 // 2 usage error. Failures print "CODE: message" on stderr.
 #include "client/fetchctl.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <vector>
@@ -41,6 +44,16 @@ ABSL_FLAG(std::string, data, "", "sha256_chain: the bytes to hash (text)");
 ABSL_FLAG(std::string, data_hex, "",
           "sha256_chain: the bytes to hash, hex-encoded (instead of --data)");
 ABSL_FLAG(std::string, service, "", "health: the service name (\"\" = server)");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM roots fetchd's certificate must chain to; turns TLS on (so do "
+          "--tls_cert/--tls_key, with the system's roots)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM client certificate for mTLS (fetchd --tls_client_ca), with "
+          "--tls_key");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, token_file, "",
+          "file holding the bearer token sent with every RPC but health "
+          "(fetchd --auth_tokens_file); default: $FETCHD_TOKEN, if set");
 
 namespace {
 
@@ -48,6 +61,8 @@ constexpr char kUsage[] =
     "call fetchd.\n"
     "Usage:\n"
     "  fetchctl [--addr=127.0.0.1:50051] [--timeout=5s] [--json] COMMAND\n"
+    "    [--tls_ca=CA.pem] [--tls_cert=C.pem --tls_key=K.pem] TLS / mTLS\n"
+    "    [--token_file=F]  bearer token (or the FETCHD_TOKEN variable)\n"
     "Commands:\n"
     "  compute sqrt_sum --n=N            sum of sqrt(i) for 0 <= i < N\n"
     "  compute sha256_chain --data=S|--data_hex=H [--rounds=R]\n"
@@ -174,9 +189,24 @@ int main(int argc, char** argv) {
   absl::SetFlagsUsageConfig(usage);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) return UsageError("no command given");
-  fetchd::client::Client client(
-      {.target = absl::GetFlag(FLAGS_addr),
-       .timeout = absl::GetFlag(FLAGS_timeout).value_or(absl::Seconds(5))});
+  fetchd::client::ClientOptions options{
+      .target = absl::GetFlag(FLAGS_addr),
+      .timeout = absl::GetFlag(FLAGS_timeout).value_or(absl::Seconds(5))};
+  if (absl::Status tls = fetchd::client::LoadTlsFiles(
+          absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
+          absl::GetFlag(FLAGS_tls_key), &options);
+      !tls.ok()) {
+    return UsageError(std::string(tls.message()));
+  }
+  if (const std::string file = absl::GetFlag(FLAGS_token_file); !file.empty()) {
+    absl::StatusOr<std::string> token = fetchd::client::ReadTokenFile(file);
+    if (!token.ok()) return UsageError(std::string(token.status().message()));
+    options.token = *std::move(token);
+  } else if (const char* env = std::getenv("FETCHD_TOKEN");
+             env != nullptr && *env != '\0') {
+    options.token = std::string(absl::StripAsciiWhitespace(env));
+  }
+  fetchd::client::Client client(options);
   const std::string command = args[1];
   if (command == "compute") return RunCompute(client, args);
   if (command == "health") return RunHealth(client, args);

@@ -146,6 +146,30 @@ ABSL_FLAG(std::string, upstream_proxy, "",
           "fetchd refuses to start while http_proxy, https_proxy or "
           "all_proxy is set");
 
+// Transport security and authentication (server/auth, docs: security).
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain for TLS on the gRPC port (with --tls_key); "
+          "empty: plaintext. Re-read every --tls_reload_interval");
+ABSL_FLAG(std::string, tls_key, "",
+          "PEM private key of --tls_cert (unencrypted)");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle: with it every client must present a certificate "
+          "signed by it (mTLS), and its subject (CN, else first SAN) names "
+          "the caller when there is no tokens file");
+ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Seconds(60),
+          "how often the TLS files are re-read, so a rotated certificate "
+          "(e.g. a cert-manager Secret) is served to new connections "
+          "without a restart; >= 1s");
+ABSL_FLAG(std::string, auth_tokens_file, "",
+          "bearer tokens, one per line: \"IDENTITY TOKEN\" or \"TOKEN\" "
+          "(identity token-N, N its index from 0); '#' comments. With it "
+          "every RPC but grpc.health.v1.Health needs \"authorization: "
+          "Bearer TOKEN\", else UNAUTHENTICATED. Re-read on SIGHUP and when "
+          "the file changes");
+ABSL_FLAG(bool, reflection, true,
+          "serve gRPC server reflection (grpcurl), to authenticated callers "
+          "only");
+
 namespace {
 
 // A proxy URL without its user:password@, for the log.
@@ -188,12 +212,13 @@ int main(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 #endif
 
-  // Block the stop signals before any thread starts so every thread
-  // inherits the mask and only sigwait below sees them.
+  // Block the stop signals (and SIGHUP, reload) before any thread starts so
+  // every thread inherits the mask and only sigwait below sees them.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -301,6 +326,12 @@ int main(int argc, char** argv) {
         Level::kWarn,
         R"("event":"address_guard","allow_private_networks":true,"note":"fetches may reach loopback, private and link-local (cloud metadata) addresses")");
   }
+  config.tls = {.cert = absl::GetFlag(FLAGS_tls_cert),
+                .key = absl::GetFlag(FLAGS_tls_key),
+                .client_ca = absl::GetFlag(FLAGS_tls_client_ca)};
+  config.tls_reload_interval = absl::GetFlag(FLAGS_tls_reload_interval);
+  config.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
+  config.reflection = absl::GetFlag(FLAGS_reflection);
   const absl::Duration grace = absl::GetFlag(FLAGS_shutdown_grace);
   if (grace < absl::ZeroDuration()) {
     logger.LogAlways(
@@ -329,9 +360,32 @@ int main(int argc, char** argv) {
           R"("event":"serving","listen":"%s","port":%d,"metrics_port":%d,"cq_threads":%d,"workers":%d)",
           JsonEscape(config.listen), (*server)->port(),
           (*server)->metrics_port(), config.cq_threads, config.workers));
+  logger.LogAlways(
+      Level::kInfo,
+      absl::StrFormat(
+          R"("event":"security","tls":%s,"mtls":%s,"tokens":%s,"reflection":%s)",
+          config.tls.cert.empty() ? "false" : "true",
+          config.tls.client_ca.empty() ? "false" : "true",
+          config.auth_tokens_file.empty() ? "false" : "true",
+          config.reflection ? "true" : "false"));
+  if (!config.auth_tokens_file.empty() && config.tls.cert.empty()) {
+    logger.LogAlways(
+        Level::kWarn,
+        R"("event":"tokens_without_tls","message":"--auth_tokens_file without --tls_cert: bearer tokens cross the network in plaintext")");
+  }
 
+  // SIGHUP reloads (the tokens file; TLS files reload on their interval)
+  // and keeps serving; SIGTERM or SIGINT stop.
+  auto reload = [&] {
+    logger.LogAlways(Level::kInfo, R"("event":"reload","signal":"SIGHUP")");
+    // The outcome is logged by the reload itself.
+    (*server)->Reload().IgnoreError();
+  };
   int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  while (sigwait(&stop_signals, &signal_number) == 0 &&
+         signal_number == SIGHUP) {
+    reload();
+  }
   if (signal_number == SIGTERM && drain > absl::ZeroDuration()) {
     (*server)->StartDraining();
     logger.LogAlways(
@@ -344,7 +398,12 @@ int main(int argc, char** argv) {
     for (absl::Duration left = drain; left > absl::ZeroDuration();
          left = until - absl::Now()) {
       const timespec wait = absl::ToTimespec(left);
-      if (sigtimedwait(&stop_signals, nullptr, &wait) >= 0) break;
+      const int got = sigtimedwait(&stop_signals, nullptr, &wait);
+      if (got == SIGHUP) {
+        reload();
+        continue;
+      }
+      if (got >= 0) break;
       if (errno != EINTR) break;  // EAGAIN: the delay is over
     }
   }

@@ -200,7 +200,8 @@ TEST(FetchdMainTest, MetricsEndpointServesPrometheusText) {
   ASSERT_TRUE(RunSqrtSum10(fetchd.address()).ok());
   const absl::StatusOr<double> ok = ::fetchd::testing::ScrapeSample(
       fetchd.metrics_port(),
-      "fetchd_rpcs_total{method=\"Compute.Run\",code=\"OK\"}");
+      "fetchd_rpcs_total{method=\"Compute.Run\",code=\"OK\",identity="
+      "\"anonymous\"}");
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(*ok, 1);
 }
@@ -284,6 +285,95 @@ TEST(FetchdMainTest, PortInUseExitsOne) {
   EXPECT_EQ(r->exit_code, 1);
   EXPECT_THAT(r->err, HasSubstr("start_failed"));
   EXPECT_THAT(r->err, HasSubstr(other.address()));
+}
+
+// Transport security and authentication (server/auth) through the binary.
+constexpr char kAliceToken[] = "alice-token-0123456789abcdef";
+constexpr char kBobToken[] = "bob-token-0123456789abcdef";
+
+grpc::Status RunSqrtSumWithToken(const std::string& address,
+                                 const std::string& token) {
+  auto stub = v1::Compute::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  auto context = ContextWithTimeout(kWait);
+  context->AddMetadata("authorization", "Bearer " + token);
+  v1::ComputeResponse response;
+  return stub->Run(context.get(), SqrtSumRequest(10), &response);
+}
+
+TEST(FetchdMainTest, SecurityFlagErrorsExitOne) {
+  ::fetchd::testing::TempDir dir;
+  const std::string bad_tokens = dir.File("tokens");
+  ASSERT_TRUE(::fetchd::testing::WriteFileAtomically(
+                  bad_tokens, std::string("# ok\nalice ") + kAliceToken +
+                                  "\nnot a valid line\n")
+                  .ok());
+  struct Case {
+    std::string flag;
+    std::string error;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"--tls_cert=/nonexistent/c.pem", "--tls_cert and --tls_key"},
+           {"--tls_reload_interval=0s", "--tls_reload_interval"},
+           {"--auth_tokens_file=/nonexistent/tokens",
+            "--auth_tokens_file /nonexistent/tokens"},
+           {"--auth_tokens_file=" + bad_tokens, bad_tokens + ":3: expected"},
+       }) {
+    auto r = RunProcess({FETCHD_PATH, "--listen=127.0.0.1:0",
+                         "--metrics_listen=127.0.0.1:0", c.flag},
+                        kWait);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->exit_code, 1) << c.flag;
+    EXPECT_THAT(r->err, HasSubstr(c.error)) << c.flag;
+    EXPECT_THAT(r->err, ::testing::Not(HasSubstr(kAliceToken)));
+    EXPECT_THAT(r->err, ::testing::Not(HasSubstr("\"serving\""))) << c.flag;
+  }
+}
+
+TEST(FetchdMainTest, SighupReloadsTheTokensFileAlsoWhileDraining) {
+  ::fetchd::testing::TempDir dir;
+  const std::string tokens = dir.File("tokens");
+  ASSERT_TRUE(::fetchd::testing::WriteFileAtomically(
+                  tokens, std::string("alice ") + kAliceToken + "\n")
+                  .ok());
+  FetchdProcess fetchd({"--auth_tokens_file=" + tokens, "--drain_delay=10m"});
+  ASSERT_TRUE(fetchd.ok());
+  // Tokens over plaintext: a warning at start.
+  auto err = fetchd.process().WaitForStderr("\"tokens_without_tls\"", kWait);
+  ASSERT_TRUE(err.ok()) << err.status();
+  EXPECT_TRUE(RunSqrtSumWithToken(fetchd.address(), kAliceToken).ok());
+  EXPECT_EQ(RunSqrtSumWithToken(fetchd.address(), kBobToken).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+
+  ASSERT_TRUE(::fetchd::testing::WriteFileAtomically(
+                  tokens, std::string("bob ") + kBobToken + "\n")
+                  .ok());
+  fetchd.process().Signal(SIGHUP);
+  err = fetchd.process().WaitForStderr(
+      R"("event":"auth_tokens_loaded","trigger":"SIGHUP")", kWait);
+  ASSERT_TRUE(err.ok()) << err.status();
+  EXPECT_TRUE(RunSqrtSumWithToken(fetchd.address(), kBobToken).ok());
+  EXPECT_EQ(RunSqrtSumWithToken(fetchd.address(), kAliceToken).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+
+  // During the drain SIGHUP reloads too, and does not end the drain; a bad
+  // file keeps bob's token.
+  fetchd.process().Signal(SIGTERM);
+  ASSERT_TRUE(
+      fetchd.process().WaitForStderr("\"event\":\"draining\"", kWait).ok());
+  ASSERT_TRUE(
+      ::fetchd::testing::WriteFileAtomically(tokens, "bob tooshort\n").ok());
+  fetchd.process().Signal(SIGHUP);
+  err = fetchd.process().WaitForStderr(
+      R"("event":"auth_tokens_reload_failed","trigger":"SIGHUP")", kWait);
+  ASSERT_TRUE(err.ok()) << err.status();
+  EXPECT_THAT(*err, HasSubstr(":1: the token is shorter"));
+  EXPECT_THAT(*err, ::testing::Not(HasSubstr("shutting_down")));
+  EXPECT_TRUE(RunSqrtSumWithToken(fetchd.address(), kBobToken).ok());
+  fetchd.process().Signal(SIGINT);
+  auto exit = fetchd.process().Wait(kWait);
+  ASSERT_TRUE(exit.ok()) << exit.status();
+  EXPECT_EQ(exit->exit_code, 0) << exit->err;
 }
 
 // Upstream credentials and TLS: the CA bundle is read at start (a bad one

@@ -4,8 +4,8 @@
 namespace fetchd::rpc {
 
 CqLoop::CqLoop(std::unique_ptr<grpc::ServerCompletionQueue> cq,
-               RpcObserver* observer)
-    : cq_(std::move(cq)), observer_(observer) {}
+               RpcObserver* observer, const CallAuthenticator* authenticator)
+    : cq_(std::move(cq)), observer_(observer), authenticator_(authenticator) {}
 
 CqLoop::~CqLoop() { Shutdown(); }
 
@@ -73,6 +73,16 @@ void Call::OnRequested(bool ok) {
   started_ = absl::Now();
   Ref();  // for done_, which now will come
   Spawn();
+  // Before any work: an unauthenticated call runs nothing.
+  if (const CallAuthenticator* authenticator = loop_->authenticator()) {
+    absl::StatusOr<auth::Caller> caller = authenticator->Authenticate(context_);
+    if (!caller.ok()) {
+      Reject(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                          std::string(caller.status().message())));
+      return;
+    }
+    caller_ = *std::move(caller);
+  }
   OnStart();
 }
 

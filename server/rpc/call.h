@@ -30,6 +30,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "server/auth/auth.h"
+#include "server/rpc/security.h"
 
 namespace fetchd::rpc {
 
@@ -51,6 +53,7 @@ struct RpcEnd {
   int64_t items;        // fetch items in the request; 0 for other RPCs
   int64_t retries;      // HTTP retries its items took
   const grpc::ServerContext* context;  // for peer(), only if needed
+  const auth::Caller* caller;          // who called ("anonymous" if unknown)
 };
 
 // Told of every RPC the framework ends (metrics, logs). Called on the
@@ -67,12 +70,16 @@ class RpcObserver {
 // it accepts: once Shutdown() starts, nothing new is requested on it.
 class CqLoop {
  public:
+  // `authenticator` (not owned; may be null: every caller is anonymous)
+  // names the caller of each call before it runs.
   explicit CqLoop(std::unique_ptr<grpc::ServerCompletionQueue> cq,
-                  RpcObserver* observer = nullptr);
+                  RpcObserver* observer = nullptr,
+                  const CallAuthenticator* authenticator = nullptr);
   ~CqLoop();  // Shutdown()
 
   grpc::ServerCompletionQueue* cq() const { return cq_.get(); }
   RpcObserver* observer() const { return observer_; }
+  const CallAuthenticator* authenticator() const { return authenticator_; }
 
   // Starts the draining thread.
   void Start();
@@ -106,8 +113,9 @@ class CqLoop {
   }
 
   std::unique_ptr<grpc::ServerCompletionQueue> cq_;
-  RpcObserver* const observer_;  // may be null
-  std::thread thread_;           // joinable once Start() ran
+  RpcObserver* const observer_;                   // may be null
+  const CallAuthenticator* const authenticator_;  // may be null
+  std::thread thread_;                            // joinable once Start() ran
   absl::once_flag stop_once_;
   absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
@@ -138,8 +146,12 @@ class Call {
   virtual void RequestCall(grpc::ServerCompletionQueue* cq, Tag* tag) = 0;
   // Create and Arm() the next instance (re-arm before doing the work).
   virtual void Spawn() = 0;
-  // The RPC arrived: do the work, or hand it off; eventually finish.
+  // The RPC arrived and its caller is authenticated: do the work, or hand
+  // it off; eventually finish.
   virtual void OnStart() = 0;
+  // The RPC arrived but its caller is not authenticated: finish it with
+  // `status` and do nothing else (UnaryCall and ServerStreamCall do).
+  virtual void Reject(const grpc::Status& status) = 0;
   // The client cancelled or the deadline passed (after OnStart).
   virtual void OnCancel() {}
   // The RPC's name for metrics and logs, e.g. "Fetch.BatchFetch".
@@ -154,12 +166,15 @@ class Call {
   void Ended(grpc::StatusCode code) {
     if (RpcObserver* observer = loop_->observer()) {
       observer->OnRpcEnd({method(), code, absl::Now() - started_, items(),
-                          retries(), &context_});
+                          retries(), &context_, &caller_});
     }
   }
 
   CqLoop* loop() const { return loop_; }
   grpc::ServerContext& context() { return context_; }
+  // Who called: set before OnStart, constant after (a later issue keys
+  // fairness on it).
+  const auth::Caller& caller() const { return caller_; }
 
   // Holds the call alive across one more event (e.g. the final op).
   void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
@@ -186,6 +201,7 @@ class Call {
   CqLoop* const loop_;
   bool counted_ = false;  // armed on the loop, which counts it as live
   absl::Time started_;    // when the RPC arrived (OnRequested)
+  auth::Caller caller_;   // set in OnRequested, before OnStart
   grpc::ServerContext context_;
   // 1 for the request; the request's reference then passes to whoever
   // finishes the call, and the done notification adds one.
@@ -219,6 +235,8 @@ class UnaryCall : public Call {
     // An alarm in the past fires at once, on this call's CQ thread.
     hop_.Set(loop()->cq(), gpr_inf_past(GPR_CLOCK_MONOTONIC), &hopped_);
   }
+
+  void Reject(const grpc::Status& status) override { Finish(status); }
 
   Request request_;
   // On the call's arena: a response with thousands of submessages is built
@@ -289,6 +307,8 @@ class ServerStreamCall : public Call {
   // A queued message was handed to gRPC (it is now bounded by the
   // transport's flow control). Runs on the CQ thread; must not block.
   virtual void OnMessageSent() {}
+
+  void Reject(const grpc::Status& status) override { Finish(status); }
 
   Request request_;
   grpc::ServerAsyncWriter<Response> writer_{&context()};

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/auth/auth.h"
 #include "server/compute/compute.h"
 #include "server/fetch/fetch.h"
 #include "server/log/log.h"
@@ -69,6 +70,16 @@ struct ServerConfig {
   std::string metrics_listen;
   // Per-RPC log lines go here (not owned; outlives the server); null: none.
   log::Logger* logger = nullptr;
+  // Transport security and authentication (server/auth): TLS when
+  // tls.cert is set (files re-read every tls_reload_interval), mTLS with
+  // tls.client_ca; bearer tokens when auth_tokens_file is set (checked for
+  // a change every auth_tokens_poll_interval); reflection only for callers
+  // who pass, and not at all when `reflection` is false.
+  auth::TlsFiles tls;
+  absl::Duration tls_reload_interval = absl::Seconds(60);
+  std::string auth_tokens_file;
+  absl::Duration auth_tokens_poll_interval = absl::Seconds(1);
+  bool reflection = true;
 };
 
 // INVALID_ARGUMENT naming the flag when a value is out of range.
@@ -99,6 +110,11 @@ class Server {
   // then the CQs are drained and every thread joined. Blocks until done.
   // Thread-safe; later calls return at once.
   void Shutdown(absl::Duration grace) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Reads --auth_tokens_file again (on SIGHUP; logged with "trigger":
+  // "SIGHUP"); on an error the tokens in force stay. TLS files are re-read
+  // on their own interval. Thread-safe.
+  absl::Status Reload();
 
   compute::WorkerPool::Stats worker_stats() const;
   fetch::Engine::Stats fetch_stats() const;

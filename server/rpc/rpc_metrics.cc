@@ -31,18 +31,21 @@ constexpr std::array<const char*, 6> kStatusClasses = {"none", "1xx", "2xx",
 
 }  // namespace
 
-RpcMetrics::RpcMetrics() {
+RpcMetrics::RpcMetrics(const auth::IdentityLabels* labels) : labels_(labels) {
   for (auto& h : latency_) {
     h = std::make_unique<metrics::Histogram>(metrics::RpcLatencyBuckets());
   }
 }
 
 void RpcMetrics::Record(absl::string_view method, grpc::StatusCode code,
-                        absl::Duration took) {
+                        absl::Duration took, int identity) {
   for (size_t m = 0; m < kMethods.size(); ++m) {
     if (kMethods[m] != method) continue;
     const auto c = static_cast<size_t>(code);
-    if (c < kCodes) calls_[m][c].fetch_add(1, std::memory_order_relaxed);
+    const auto i = static_cast<size_t>(identity);
+    if (c < kCodes && i < kIdentities) {
+      calls_[m][i][c].fetch_add(1, std::memory_order_relaxed);
+    }
     latency_[m]->Observe(absl::ToDoubleSeconds(took));
     return;
   }
@@ -50,16 +53,31 @@ void RpcMetrics::Record(absl::string_view method, grpc::StatusCode code,
 
 void RpcMetrics::Render(metrics::Exposition& out) const {
   out.Family("fetchd_rpcs_total", "counter",
-             "RPCs finished, by method and gRPC status code.");
+             "RPCs finished, by method, gRPC status code and caller identity "
+             "(tokens-file identities or mTLS subjects, a bounded set, plus "
+             "\"anonymous\" and \"other\").");
+  const int identities =
+      labels_ != nullptr ? std::min(labels_->size(), kIdentities) : 1;
+  std::vector<std::string> names;
+  for (int i = 0; i < identities; ++i) {
+    names.push_back(labels_ != nullptr ? labels_->Name(i)
+                                       : std::string(auth::kAnonymous));
+  }
   for (size_t m = 0; m < kMethods.size(); ++m) {
-    for (size_t c = 0; c < kCodes; ++c) {
-      const uint64_t n = calls_[m][c].load(std::memory_order_relaxed);
-      // OK always shows, so that rates start at zero; other codes once seen.
-      if (n == 0 && c != 0) continue;
-      out.Sample(
-          "fetchd_rpcs_total",
-          {{"method", std::string(kMethods[m])}, {"code", kCodeNames[c]}},
-          static_cast<double>(n));
+    for (int i = 0; i < identities; ++i) {
+      for (size_t c = 0; c < kCodes; ++c) {
+        const uint64_t n = calls_[m][i][c].load(std::memory_order_relaxed);
+        // anonymous OK always shows, so that rates start at zero; others
+        // once seen.
+        if (n == 0 && (c != 0 || i != auth::IdentityLabels::kAnonymousSlot)) {
+          continue;
+        }
+        out.Sample("fetchd_rpcs_total",
+                   {{"method", std::string(kMethods[m])},
+                    {"code", kCodeNames[c]},
+                    {"identity", names[i]}},
+                   static_cast<double>(n));
+      }
     }
   }
   out.Family("fetchd_rpc_duration_seconds", "histogram",
@@ -72,15 +90,16 @@ void RpcMetrics::Render(metrics::Exposition& out) const {
 }
 
 void RpcReporter::OnRpcEnd(const RpcEnd& end) {
-  metrics_->Record(end.method, end.code, end.took);
+  metrics_->Record(end.method, end.code, end.took, end.caller->label);
   if (logger_ == nullptr || !logger_->Enabled(log::Level::kInfo)) return;
   const auto code = static_cast<size_t>(end.code);
   // No request contents (URLs, bodies, tokens): what, who, how it ended.
   logger_->Log(
       log::Level::kInfo,
       absl::StrFormat(
-          R"("event":"rpc","method":"%s","peer":"%s","code":"%s","items":%d,"retries":%d,"duration_ms":%.3f)",
+          R"("event":"rpc","method":"%s","peer":"%s","identity":"%s","code":"%s","items":%d,"retries":%d,"duration_ms":%.3f)",
           end.method, log::JsonEscape(end.context->peer()),
+          log::JsonEscape(end.caller->identity),
           code < kCodeNames.size() ? kCodeNames[code] : "UNKNOWN", end.items,
           end.retries, absl::ToDoubleMilliseconds(end.took)));
 }

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "server/auth/auth.h"
 #include "server/compute/compute.h"
 #include "server/fetch/fetch.h"
 #include "server/log/log.h"
@@ -24,22 +25,31 @@ class RpcMetrics {
       "Fetch.FetchPages"};
   static constexpr int kCodes = 17;  // grpc::StatusCode 0..16
 
-  RpcMetrics();
+  static constexpr int kIdentities = auth::IdentityLabels::kMaxLabels;
 
-  // Thread-safe, lock-free. Methods not in kMethods are not counted.
+  // `labels` names the identity slots (not owned; null: every RPC counts as
+  // "anonymous").
+  explicit RpcMetrics(const auth::IdentityLabels* labels = nullptr);
+
+  // Thread-safe, lock-free. Methods not in kMethods are not counted;
+  // `identity` is an IdentityLabels slot.
   void Record(absl::string_view method, grpc::StatusCode code,
-              absl::Duration took);
+              absl::Duration took,
+              int identity = auth::IdentityLabels::kAnonymousSlot);
 
   void Render(metrics::Exposition& out) const;
 
  private:
-  std::array<std::array<std::atomic<uint64_t>, kCodes>, kMethods.size()>
+  const auth::IdentityLabels* const labels_;  // may be null
+  // [method][identity slot][code]
+  std::array<std::array<std::array<std::atomic<uint64_t>, kCodes>, kIdentities>,
+             kMethods.size()>
       calls_{};
   std::array<std::unique_ptr<metrics::Histogram>, kMethods.size()> latency_;
 };
 
 // What the server does as each RPC ends: count it, and (at --log_level
-// info) log one JSON line: method, peer, code, items, duration.
+// info) log one JSON line: method, peer, identity, code, items, duration.
 class RpcReporter final : public RpcObserver {
  public:
   RpcReporter(RpcMetrics* metrics, log::Logger* logger)

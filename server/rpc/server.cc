@@ -1,6 +1,5 @@
 // Server: builds the gRPC server, owns the CQ loops and the worker pool, and
 // tears them down in order (DESIGN.md "Shutdown order").
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
@@ -13,15 +12,18 @@
 #include "server/rpc/compute_call.h"
 #include "server/rpc/fetch_call.h"
 #include "server/rpc/pages_call.h"
+#include "server/rpc/reflection.h"
 #include "server/rpc/resume_token.h"
 #include "server/rpc/rpc.h"
 #include "server/rpc/rpc_metrics.h"
+#include "server/rpc/security.h"
 
 namespace fetchd::rpc {
 
 struct Server::State {
-  explicit State(const ServerConfig& c)
+  State(const ServerConfig& c, std::unique_ptr<auth::Authenticator> a)
       : config(c),
+        authenticator(std::move(a)),
         pool({.workers = c.workers, .max_queued_tasks = c.max_queued_tasks}),
         runner(&pool, c.kernel_limits),
         processor(&pool, c.fetch.process_inline_max_bytes) {}
@@ -33,7 +35,11 @@ struct Server::State {
   // Destroyed bottom-up: the gRPC server before its CQs, the CQs (and any
   // call state) before the service, runner and pool that calls point at.
   ServerConfig config;
-  RpcMetrics rpc_metrics;  // outlives every call that reports to it
+  std::unique_ptr<auth::Authenticator> authenticator;
+  // Null when there is nothing to check (no tokens, no mTLS): every caller
+  // is anonymous and calls skip the check.
+  std::unique_ptr<CallAuthenticator> call_authenticator;
+  RpcMetrics rpc_metrics{&authenticator->labels()};  // outlives every call
   RpcReporter reporter{&rpc_metrics, config.logger};
   compute::WorkerPool pool;
   compute::KernelRunner runner;
@@ -42,6 +48,7 @@ struct Server::State {
   std::unique_ptr<fetch::Engine> engine;
   v1::Compute::AsyncService compute_service;
   v1::Fetch::AsyncService fetch_service;
+  std::unique_ptr<ReflectionService> reflection_service;
   std::vector<std::unique_ptr<CqLoop>> loops;
   std::unique_ptr<grpc::Server> server;
   int port = 0;
@@ -141,7 +148,14 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (c.max_request_bytes < 1024) {
     return bad("max_request_bytes", c.max_request_bytes, "must be >= 1024");
   }
-  return absl::OkStatus();
+  if (c.tls_reload_interval < absl::Seconds(1)) {
+    return absl::InvalidArgumentError("--tls_reload_interval must be >= 1s");
+  }
+  if (c.auth_tokens_poll_interval <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "the tokens file poll interval must be above 0");
+  }
+  return auth::CheckTlsFiles(c.tls);
 }
 
 namespace {
@@ -190,7 +204,18 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
     if (!key.ok()) return key.status();
     config.fetch.resume_token_key = *std::move(key);
   }
-  auto state = std::make_unique<State>(config);
+  absl::StatusOr<std::unique_ptr<auth::Authenticator>> authenticator =
+      auth::Authenticator::Start(
+          {.tokens_file = config.auth_tokens_file,
+           .poll_interval = config.auth_tokens_poll_interval,
+           .logger = config.logger});
+  if (!authenticator.ok()) return authenticator.status();
+  auto state = std::make_unique<State>(config, *std::move(authenticator));
+  const bool mtls = !config.tls.client_ca.empty();
+  if (state->authenticator->tokens_required() || mtls) {
+    state->call_authenticator =
+        std::make_unique<CallAuthenticator>(state->authenticator.get(), mtls);
+  }
   fetch::Engine::Options engine_options = config.fetch.engine;
   if (absl::Status s =
           InstallAddressGuard(config.fetch, *state, engine_options);
@@ -213,15 +238,25 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   }
 
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(),
-                           &state->port);
+  builder.AddListeningPort(
+      config.listen,
+      MakeServerCredentials(config.tls, config.tls_reload_interval),
+      &state->port);
   // Without this, Linux lets a second fetchd bind the same port silently.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(config.max_request_bytes);
   builder.RegisterService(&state->compute_service);
   builder.RegisterService(&state->fetch_service);
+  if (config.reflection) {
+    state->reflection_service = std::make_unique<ReflectionService>(
+        std::vector<std::string>{
+            v1::Compute::service_full_name(), v1::Fetch::service_full_name(),
+            "grpc.health.v1.Health",
+            grpc::reflection::v1alpha::ServerReflection::service_full_name()},
+        state->call_authenticator.get());
+    builder.RegisterService(state->reflection_service.get());
+  }
   // Health and reflection are gRPC's own synchronous services; they need
   // only a poller or two, the CQ threads below carry fetchd's RPCs.
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::NUM_CQS,
@@ -249,8 +284,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
                      " (address in use, or not a valid host:port)"));
   }
   for (auto& cq : cqs) {
-    state->loops.push_back(
-        std::make_unique<CqLoop>(std::move(cq), &state->reporter));
+    state->loops.push_back(std::make_unique<CqLoop>(
+        std::move(cq), &state->reporter, state->call_authenticator.get()));
   }
   for (auto& loop : state->loops) {
     Call::Arm(new ComputeRunCall(&state->compute_service, &state->runner,
@@ -279,6 +314,10 @@ compute::WorkerPool::Stats Server::worker_stats() const {
 
 fetch::Engine::Stats Server::fetch_stats() const {
   return state_->engine->stats();
+}
+
+absl::Status Server::Reload() {
+  return state_->authenticator->Reload("SIGHUP");
 }
 
 void Server::StartDraining() {

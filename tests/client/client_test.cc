@@ -59,7 +59,8 @@ TEST(ClientTest, TimeoutBecomesDeadlineExceeded) {
 // drain) the UNAVAILABLE retry sends its RPCs to the others: none is lost.
 TEST(ClientScaleOutTest, RoundRobinOverReplicasAndNoRpcLostWhenOneDies) {
   constexpr char kOk[] =
-      "fetchd_rpcs_total{method=\"Compute.Run\",code=\"OK\"}";
+      "fetchd_rpcs_total{method=\"Compute.Run\",code=\"OK\",identity="
+      "\"anonymous\"}";
   std::array<std::unique_ptr<FetchdProcess>, 3> replicas;
   std::vector<std::string> addresses;
   for (auto& replica : replicas) {

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_split.h"
+#include "tests/support/certs.h"
 #include "tests/support/origin.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/test_server.h"
@@ -248,6 +249,103 @@ TEST(FetchctlNoServerTest, UnreachableServerFailsWithinTimeout) {
   EXPECT_EQ(r->exit_code, 1);
   EXPECT_THAT(r->err, ::testing::AnyOf(HasSubstr("UNAVAILABLE"),
                                        HasSubstr("DEADLINE_EXCEEDED")));
+}
+
+// --token_file, FETCHD_TOKEN, --tls_ca, --tls_cert and --tls_key against a
+// fetchd that asks for a token and (below) a client certificate.
+class FetchctlSecurityTest : public ::testing::Test {
+ protected:
+  static constexpr char kToken[] = "fetchctl-token-0123456789abcdef";
+
+  std::string Write(const std::string& name, const std::string& text) {
+    const std::string path = dir_.File(name);
+    EXPECT_TRUE(::fetchd::testing::WriteFileAtomically(path, text).ok());
+    return path;
+  }
+  rpc::ServerConfig Config(bool tls) {
+    rpc::ServerConfig config = ::fetchd::testing::TestConfig();
+    config.auth_tokens_file =
+        Write("tokens", absl::StrCat("ops ", kToken, "\n"));
+    if (tls) {
+      const auto server_cert =
+          ca_.Issue({.common_name = "fetchd", .ip_addresses = {"127.0.0.1"}});
+      config.tls = {.cert = Write("server.pem", server_cert.cert_pem),
+                    .key = Write("server.key", server_cert.key_pem),
+                    .client_ca = Write("clients.pem", client_ca_.cert_pem())};
+    }
+    return config;
+  }
+  ProcessResult Run(const std::vector<std::string>& argv) {
+    auto result = RunProcess(argv, absl::Seconds(30));
+    EXPECT_TRUE(result.ok()) << result.status();
+    return result.ok() ? *result : ProcessResult{};
+  }
+
+  ::fetchd::testing::TempDir dir_;
+  ::fetchd::testing::TestCa ca_{"server CA"};
+  ::fetchd::testing::TestCa client_ca_{"client CA"};
+};
+
+TEST_F(FetchctlSecurityTest, TokenFromAFileOrTheEnvironment) {
+  TestServer server(Config(/*tls=*/false));
+  ASSERT_TRUE(server.ok());
+  const std::string addr = "--addr=" + server.address();
+  const std::string token_file = Write("my-token", absl::StrCat(kToken, "\n"));
+  ProcessResult r = Run({FETCHCTL_PATH, addr, "--token_file=" + token_file,
+                         "compute", "sqrt_sum", "--n=4"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("sqrt_sum(n=4)"));
+  r = Run({"/usr/bin/env", absl::StrCat("FETCHD_TOKEN=", kToken), FETCHCTL_PATH,
+           addr, "compute", "sqrt_sum", "--n=4"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = Run({"/usr/bin/env", "-u", "FETCHD_TOKEN", FETCHCTL_PATH, addr, "compute",
+           "sqrt_sum", "--n=4"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("UNAUTHENTICATED"));
+  r = Run({"/usr/bin/env", "FETCHD_TOKEN=wrong-token-0123456789", FETCHCTL_PATH,
+           addr, "compute", "sqrt_sum", "--n=4"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("UNAUTHENTICATED"));
+  // Health needs no token.
+  r = Run(
+      {"/usr/bin/env", "-u", "FETCHD_TOKEN", FETCHCTL_PATH, addr, "health"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("SERVING"));
+  r = Run(
+      {FETCHCTL_PATH, addr, "--token_file=" + dir_.File("missing"), "health"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--token_file"));
+}
+
+TEST_F(FetchctlSecurityTest, MutualTls) {
+  TestServer server(Config(/*tls=*/true));
+  ASSERT_TRUE(server.ok());
+  const auto client =
+      client_ca_.Issue({.common_name = "fetchctl", .client = true});
+  const std::vector<std::string> base = {
+      FETCHCTL_PATH, "--addr=" + server.address(),
+      "--tls_ca=" + Write("ca.pem", ca_.cert_pem()),
+      "--token_file=" + Write("my-token", kToken)};
+  const std::string cert = "--tls_cert=" + Write("client.pem", client.cert_pem);
+  const std::string key = "--tls_key=" + Write("client.key", client.key_pem);
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> argv = base;
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return argv;
+  };
+  ProcessResult r = Run(with({cert, key, "compute", "sqrt_sum", "--n=4"}));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("sqrt_sum(n=4)"));
+  r = Run(with({cert, key, "health"}));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // No client certificate: the handshake fails.
+  r = Run(with({"--timeout=2s", "compute", "sqrt_sum", "--n=4"}));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("UNAVAILABLE"));
+  // Half a key pair is a usage error.
+  r = Run(with({cert, "compute", "sqrt_sum", "--n=4"}));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--tls_cert and --tls_key go together"));
 }
 
 }  // namespace

@@ -29,6 +29,30 @@ using ::testing::Not;
 
 constexpr absl::Duration kWait = absl::Seconds(20);
 
+TEST(RpcMetricsTest, CountsRpcsByIdentityWithABoundedLabelSet) {
+  auth::IdentityLabels labels;
+  RpcMetrics metrics(&labels);
+  const int alice = labels.Slot("alice");
+  metrics.Record("Compute.Run", grpc::StatusCode::OK, absl::Milliseconds(1),
+                 alice);
+  metrics.Record("Compute.Run", grpc::StatusCode::UNAUTHENTICATED,
+                 absl::Milliseconds(1));
+  for (int i = 0; i < 100; ++i) labels.Slot(absl::StrCat("subject-", i));
+  metrics.Record("Compute.Run", grpc::StatusCode::OK, absl::Milliseconds(1),
+                 labels.Slot("subject-99"));
+  metrics::Exposition out;
+  metrics.Render(out);
+  const std::string& text = out.text();
+  EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
+                              "code=\"OK\",identity=\"alice\"} 1\n"));
+  EXPECT_THAT(
+      text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
+                      "code=\"UNAUTHENTICATED\",identity=\"anonymous\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
+                              "code=\"OK\",identity=\"other\"} 1\n"));
+  EXPECT_THAT(text, Not(HasSubstr("subject-99")));
+}
+
 TEST(RpcMetricsTest, CountsRpcsByMethodAndCodeWithLatency) {
   RpcMetrics metrics;
   metrics.Record("Fetch.BatchFetch", grpc::StatusCode::OK,
@@ -43,12 +67,13 @@ TEST(RpcMetricsTest, CountsRpcsByMethodAndCodeWithLatency) {
   const std::string& text = out.text();
   EXPECT_THAT(text, HasSubstr("# TYPE fetchd_rpcs_total counter\n"));
   EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Fetch.BatchFetch\","
-                              "code=\"OK\"} 2\n"));
-  EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
-                              "code=\"INVALID_ARGUMENT\"} 1\n"));
+                              "code=\"OK\",identity=\"anonymous\"} 2\n"));
+  EXPECT_THAT(
+      text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
+                      "code=\"INVALID_ARGUMENT\",identity=\"anonymous\"} 1\n"));
   // OK shows at zero; codes never seen do not show.
   EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Fetch.FetchPages\","
-                              "code=\"OK\"} 0\n"));
+                              "code=\"OK\",identity=\"anonymous\"} 0\n"));
   EXPECT_THAT(text, Not(HasSubstr("code=\"DATA_LOSS\"")));
   EXPECT_THAT(text, Not(HasSubstr("Other.Method")));
   EXPECT_THAT(text, HasSubstr("fetchd_rpc_duration_seconds_bucket{method="
@@ -91,11 +116,12 @@ TEST(RpcMetricsTest, ServerScrapeCountsRpcsAndFetches) {
   ASSERT_TRUE(page.ok()) << page.status();
   const std::string& text = *page;
   EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Fetch.BatchFetch\","
-                              "code=\"OK\"} 1\n"));
+                              "code=\"OK\",identity=\"anonymous\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
-                              "code=\"OK\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
-                              "code=\"INVALID_ARGUMENT\"} 1\n"));
+                              "code=\"OK\",identity=\"anonymous\"} 1\n"));
+  EXPECT_THAT(
+      text, HasSubstr("fetchd_rpcs_total{method=\"Compute.Run\","
+                      "code=\"INVALID_ARGUMENT\",identity=\"anonymous\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("fetchd_rpc_duration_seconds_count{method="
                               "\"Fetch.BatchFetch\"} 1\n"));
   EXPECT_THAT(

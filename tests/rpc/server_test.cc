@@ -8,14 +8,14 @@
 
 #include "fetchd/v1/compute.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.pb.h"
 #include "server/rpc/rpc.h"
-#include "support/reflection.pb.h"
 #include "tests/support/test_server.h"
 
 namespace fetchd::rpc {
 namespace {
 
-namespace reflection = ::fetchd::testing::reflection;
+namespace reflection = ::grpc::reflection::v1alpha;
 
 using ::fetchd::testing::ContextWithTimeout;
 using ::fetchd::testing::SqrtSumRequest;
@@ -48,7 +48,7 @@ TEST(ServerTest, HealthIsServingWhileUp) {
 }
 
 // The reflection stream as grpcurl drives it, one request and one response
-// at a time, through a generic stub (see support/reflection.proto).
+// at a time, through a generic stub.
 class ReflectionStream {
  public:
   explicit ReflectionStream(std::shared_ptr<grpc::Channel> channel)
