@@ -34,9 +34,12 @@ openssl x509 -req -in "$tmp/server.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" \
 token=$(openssl rand -hex 32)
 echo "bench $token" >"$tmp/tokens"
 
-guarded=(--allow_cidrs=127.0.0.0/8 --auth_tokens_file="$tmp/tokens")
-start_fetchd --allow_private_networks
+# lib.sh's start_fetchd adds $guard_flags (the guard on, loopback opened).
+guarded=(--auth_tokens_file="$tmp/tokens")
+guard_flags=(--allow_private_networks)  # nothing to refuse: no check runs
+start_fetchd
 open=$target
+guard_flags=(--allow_cidrs=127.0.0.0/8)
 start_fetchd "${guarded[@]}"
 guard=$target
 start_fetchd "${guarded[@]}" --tls_cert="$tmp/server.pem" --tls_key="$tmp/server.key"
