@@ -198,7 +198,7 @@ class OverlayTest:
             self.assertEqual(os.path.basename(command[0]), "fetchctl", probe)
             self.assertEqual(command[-1], "health", probe)
             probe_flags = flags_of("\n".join(command[1:-1]))
-            self.assertEqual(probe_flags["addr"], f"localhost:{ports['grpc']}")
+            self.assertEqual(probe_flags["addr"], f"127.0.0.1:{ports['grpc']}")
             tls_dir = self.mount_of("fetchd-tls")
             self.assertEqual(probe_flags["tls_ca"], f"{tls_dir}/ca.crt", probe)
             self.assertEqual(probe_flags["tls_cert"], f"{tls_dir}/tls.crt", probe)
@@ -394,7 +394,7 @@ class OverlayTest:
         for arg in command[1:]:
             for mount, (volume, _) in self.secret_mounts.items():
                 arg = arg.replace(f"={mount}/", f"={os.path.join(tmp, volume)}/")
-            argv.append(arg.replace("localhost:50051", f"localhost:{port}"))
+            argv.append(arg.replace("127.0.0.1:50051", f"127.0.0.1:{port}"))
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         self.assertEqual(result.returncode, 0,
                          f"{argv}: {result.stdout}{result.stderr}")
@@ -478,7 +478,7 @@ class ProdTest(OverlayTest, unittest.TestCase):
         self.assertFalse(spec.get("isCA", False))
         self.assertLessEqual({"server auth", "client auth"}, set(spec["usages"]))
         names = set(spec["dnsNames"])
-        self.assertIn("localhost", names)  # the probes' target
+        self.assertIn("127.0.0.1", spec["ipAddresses"])  # the probes' target
         ns = OVERLAYS["prod"]["namespace"]
         for service in self.by_kind["Service"]:
             name = service["metadata"]["name"]
