@@ -5,12 +5,12 @@
 // Everything below Loop's public face runs on that thread only.
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#include <netinet/in.h>
 
 #include <algorithm>
 #include <atomic>
@@ -184,7 +184,11 @@ class Engine::Loop {
     std::string body;
     std::vector<std::pair<std::string, std::string>> headers;
     bool body_too_large = false;
-    absl::Status refused;  // set by the address policy
+    // The address policy's last refusal, and whether a socket was opened
+    // since (another address of the host, or a later connection): the
+    // refusal decides only if the connect then failed with none allowed.
+    absl::Status refused;
+    bool allowed_since_refused = false;
     // Items that carry credential headers: redirects are followed here,
     // not by curl, so that no hop takes them to another origin.
     bool manage_redirects = false;
@@ -1043,6 +1047,9 @@ bool Engine::Loop::FollowRedirect(Transfer& t, long http) {
   t.body.clear();
   t.headers.clear();
   t.error[0] = '\0';
+  // The last hop's refusals were not why it ended (it answered).
+  t.refused = absl::OkStatus();
+  t.allowed_since_refused = false;
   ++t.redirects;
   // The hop connects through OnOpenSocket like any transfer: the address
   // policy sees it.
@@ -1103,8 +1110,12 @@ bool Engine::Loop::Allowed(Transfer* t, const sockaddr* address,
                 : absl::PermissionDeniedError(absl::StrCat(
                       "refused to connect: no host in the URL being fetched (",
                       host.status().message(), ")"));
-  if (allowed.ok()) return true;
+  if (allowed.ok()) {
+    t->allowed_since_refused = true;
+    return true;
+  }
   t->refused = std::move(allowed);
+  t->allowed_since_refused = false;
   return false;
 }
 
@@ -1150,9 +1161,16 @@ void Engine::Loop::CollectDone() {
 
 absl::Status Engine::Loop::AttemptStatus(const Transfer& t, CURLcode rc,
                                          long http) const {
-  // A refusal decides unless another address of the host was allowed and
-  // answered (curl tries each address in turn).
-  if (!t.refused.ok() && rc != CURLE_OK) return t.refused;
+  // A refusal decides only when it is why the transfer failed: curl 7.88
+  // ends with CURLE_COULDNT_CONNECT once the open-socket callback refused
+  // every address it tried, and with CURLE_ABORTED_BY_CALLBACK when the
+  // prereq callback refused. A refusal of one address (say the host's IPv6)
+  // followed by an allowed one does not turn a later failure, such as a
+  // timeout, into PERMISSION_DENIED.
+  if (!t.refused.ok() && !t.allowed_since_refused &&
+      (rc == CURLE_COULDNT_CONNECT || rc == CURLE_ABORTED_BY_CALLBACK)) {
+    return t.refused;
+  }
   if (!t.redirect_error.ok()) return t.redirect_error;
   if (t.body_too_large || rc == CURLE_FILESIZE_EXCEEDED) {
     return absl::ResourceExhaustedError(absl::StrCat(
