@@ -195,6 +195,10 @@ class Engine::Loop {
     int redirects = 0;   // hops followed so far
     absl::Time started;  // the attempt's start (hops share its timeout)
     absl::Status redirect_error;  // a hop that may not be followed
+    // A hop of this attempt's chain went to another origin: no later hop
+    // gets the credential headers, even back on the item's origin (as the
+    // Fetch standard drops Authorization for the rest of the chain).
+    bool left_origin = false;
     const Options* options = nullptr;
     char error[CURL_ERROR_SIZE] = {};
   };
@@ -222,6 +226,9 @@ class Engine::Loop {
     // allow_cross_origin, go elsewhere without those headers).
     bool credentials = false;
     std::string origin;  // of first.url, when `credentials`
+    // A page was on another origin: later pages go without the credential
+    // headers (their links were chosen by that origin). Sticky.
+    bool left_origin = false;
     absl::flat_hash_map<size_t, FetchResult> arrived;  // ahead of order
     PageCallback on_page;
     WalkDoneCallback on_done;
@@ -543,6 +550,7 @@ uint64_t Engine::Loop::SubmitWalk(FetchSpec first, const PageStrategy& strategy,
   walk.strip_link = borrow_link;
   walk.credentials = credentials;
   walk.origin = std::move(origin);
+  walk.left_origin = from.left_origin;  // carried by the resume token
   walk.on_page = std::move(on_page);
   walk.on_done = std::move(on_done);
   batch->options.deadline = options.deadline;
@@ -1032,10 +1040,11 @@ bool Engine::Loop::FollowRedirect(Transfer& t, long http) {
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, nullptr);
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
   }
-  // Credentials go only to the item's own origin (again, if a later hop
-  // comes back to it).
+  // Credentials go only to the item's own origin, and not even there once
+  // the chain has left it: the way back was chosen by another origin.
+  t.left_origin = t.left_origin || cross_origin;
   std::unique_ptr<curl_slist, SlistDeleter> list(
-      HeaderList(spec, /*strip=*/cross_origin));
+      HeaderList(spec, /*strip=*/t.left_origin));
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, list.get());
   t.request_headers = std::move(list);
   curl_easy_setopt(e, CURLOPT_URL, next.c_str());
@@ -1433,6 +1442,11 @@ void Engine::Loop::FillWalk(Batch& batch) {
                   ") stay on their origin; set allow_cross_origin to follow "
                   "it without them")));
         }
+        walk.left_origin = true;
+      }
+      // Once the walk has left its origin, every later page goes without
+      // them, back on the first origin too.
+      if (walk.left_origin) {
         spec.headers.erase(
             std::remove_if(spec.headers.begin(), spec.headers.end(),
                            [this](const auto& h) {
@@ -1474,7 +1488,14 @@ void Engine::Loop::OnPageResult(Batch& batch, size_t index,
       batch.specs.pop_front();
       ++batch.base;
     }
+    // A page redirected to another origin: its links were chosen there.
+    if (walk.credentials && !walk.left_origin) {
+      absl::StatusOr<std::string> origin = OriginOf(
+          page.result.final_url.empty() ? page.url : page.result.final_url);
+      if (!origin.ok() || *origin != walk.origin) walk.left_origin = true;
+    }
     Paginator::Decision decision = walk.paginator.OnPage(page);
+    page.next.left_origin = walk.left_origin;
     if (decision.deliver) {
       if (walk.strip_link) {
         auto& headers = page.result.headers;
