@@ -232,7 +232,7 @@ void Authenticator::Watch() {
     const FileStamp now = Stamp(options_.tokens_file);
     bool changed;
     {
-      absl::MutexLock lock(&mu_);
+      absl::ReaderMutexLock lock(&mu_);
       changed = !(now == stamp_);
     }
     // Reload logs the outcome; a bad file is reported once per change.
@@ -242,6 +242,7 @@ void Authenticator::Watch() {
 
 absl::Status Authenticator::Reload(absl::string_view trigger) {
   if (!tokens_required()) return absl::OkStatus();
+  absl::MutexLock reload(&reload_mu_);
   const std::string& path = options_.tokens_file;
   const FileStamp stamp = Stamp(path);
   absl::StatusOr<TokenSet> tokens = TokenSet::Load(path);
@@ -283,7 +284,7 @@ absl::Status Authenticator::Reload(absl::string_view trigger) {
 }
 
 size_t Authenticator::token_count() const {
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock lock(&mu_);
   return tokens_ != nullptr ? tokens_->size() : 0;
 }
 
@@ -308,7 +309,7 @@ absl::StatusOr<Caller> Authenticator::Authenticate(
   if (!token.ok()) return token.status();
   std::shared_ptr<const TokenSet> tokens;
   {
-    absl::MutexLock lock(&mu_);
+    absl::ReaderMutexLock lock(&mu_);
     tokens = tokens_;
   }
   const std::string* identity = tokens->Find(*token);

@@ -149,7 +149,7 @@ class Authenticator {
   // (e.g. "SIGHUP"; the watcher says "file_change"). OK without a tokens
   // file.
   absl::Status Reload(absl::string_view trigger = "reload")
-      ABSL_LOCKS_EXCLUDED(mu_);
+      ABSL_LOCKS_EXCLUDED(reload_mu_, mu_);
 
   // How many tokens are in force.
   size_t token_count() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -170,6 +170,9 @@ class Authenticator {
 
   const AuthOptions options_;
   mutable IdentityLabels labels_;
+  // One reload at a time (SIGHUP and the watcher may race), held across
+  // stat, load and publish: an older load never publishes after a newer.
+  absl::Mutex reload_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable absl::Mutex mu_;
   std::shared_ptr<const TokenSet> tokens_ ABSL_GUARDED_BY(mu_);
   FileStamp stamp_ ABSL_GUARDED_BY(mu_);  // of the last load attempted

@@ -262,7 +262,17 @@ absl::StatusOr<std::string> NormalizeHost(absl::string_view host) {
     out = absl::AsciiStrToLower(ascii);
     idn2_free(ascii);
   }
-  if (out.size() > 1 && out.back() == '.') out.pop_back();
+  // Every trailing dot: "evil.example.." is the name "evil.example" to a
+  // resolver, so it must match a rule for that name.
+  while (!out.empty() && out.back() == '.') out.pop_back();
+  // IPv6 literals in one spelling ("0:0::1" is "::1"), as curl writes the
+  // URL's host, so that a host rule's literal matches it.
+  in6_addr v6;
+  char text[INET6_ADDRSTRLEN];
+  if (inet_pton(AF_INET6, out.c_str(), &v6) == 1 &&
+      inet_ntop(AF_INET6, &v6, text, sizeof(text)) != nullptr) {
+    out = text;
+  }
   return out;
 }
 
@@ -327,7 +337,14 @@ absl::Status AddressGuard::ParseHosts(absl::string_view flag,
     const bool suffix = absl::ConsumePrefix(&name, "*.");
     absl::StatusOr<std::string> host = NormalizeHost(name);
     if (!host.ok()) return bad(host.status().message());
-    if (host->empty() || *host == ".") return bad("empty name");
+    if (host->empty()) return bad("empty name");
+    // curl writes a URL's IPv4 host as a.b.c.d ("127.1" becomes
+    // "127.0.0.1"), so another spelling in a rule would never match.
+    in_addr v4;
+    if (!suffix && inet_aton(host->c_str(), &v4) != 0 &&
+        inet_pton(AF_INET, host->c_str(), &v4) != 1) {
+      return bad("write an IPv4 address as four decimal numbers, a.b.c.d");
+    }
     const bool ip6 = IpAddress::Parse(*host).has_value();
     for (char c : *host) {
       if (!(absl::ascii_isalnum(c) || c == '-' || c == '.' || c == '_' ||

@@ -88,7 +88,8 @@ struct AddressClassification {
 AddressClassification ClassifyAddress(const IpAddress& address);
 
 // A host as the guard and the host lists see it: lower case, no trailing
-// dot, IPv6 without brackets, international names in their IDNA ASCII
+// dots, IP literals in inet_ntop's form ("0:0::1" is "::1") without
+// brackets, international names in their IDNA ASCII
 // (punycode) form (IDNA2008 with UTS #46 non-transitional mapping).
 // INVALID_ARGUMENT when a non-ASCII name is not valid IDNA.
 absl::StatusOr<std::string> NormalizeHost(absl::string_view host);

@@ -5,12 +5,12 @@
 // Everything below Loop's public face runs on that thread only.
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#include <netinet/in.h>
 
 #include <algorithm>
 #include <atomic>
@@ -184,13 +184,21 @@ class Engine::Loop {
     std::string body;
     std::vector<std::pair<std::string, std::string>> headers;
     bool body_too_large = false;
-    absl::Status refused;  // set by the address policy
+    // The address policy's last refusal, and whether a socket was opened
+    // since (another address of the host, or a later connection): the
+    // refusal decides only if the connect then failed with none allowed.
+    absl::Status refused;
+    bool allowed_since_refused = false;
     // Items that carry credential headers: redirects are followed here,
     // not by curl, so that no hop takes them to another origin.
     bool manage_redirects = false;
     int redirects = 0;   // hops followed so far
     absl::Time started;  // the attempt's start (hops share its timeout)
     absl::Status redirect_error;  // a hop that may not be followed
+    // A hop of this attempt's chain went to another origin: no later hop
+    // gets the credential headers, even back on the item's origin (as the
+    // Fetch standard drops Authorization for the rest of the chain).
+    bool left_origin = false;
     const Options* options = nullptr;
     char error[CURL_ERROR_SIZE] = {};
   };
@@ -218,6 +226,9 @@ class Engine::Loop {
     // allow_cross_origin, go elsewhere without those headers).
     bool credentials = false;
     std::string origin;  // of first.url, when `credentials`
+    // A page was on another origin: later pages go without the credential
+    // headers (their links were chosen by that origin). Sticky.
+    bool left_origin = false;
     absl::flat_hash_map<size_t, FetchResult> arrived;  // ahead of order
     PageCallback on_page;
     WalkDoneCallback on_done;
@@ -539,6 +550,7 @@ uint64_t Engine::Loop::SubmitWalk(FetchSpec first, const PageStrategy& strategy,
   walk.strip_link = borrow_link;
   walk.credentials = credentials;
   walk.origin = std::move(origin);
+  walk.left_origin = from.left_origin;  // carried by the resume token
   walk.on_page = std::move(on_page);
   walk.on_done = std::move(on_done);
   batch->options.deadline = options.deadline;
@@ -1028,10 +1040,11 @@ bool Engine::Loop::FollowRedirect(Transfer& t, long http) {
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, nullptr);
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
   }
-  // Credentials go only to the item's own origin (again, if a later hop
-  // comes back to it).
+  // Credentials go only to the item's own origin, and not even there once
+  // the chain has left it: the way back was chosen by another origin.
+  t.left_origin = t.left_origin || cross_origin;
   std::unique_ptr<curl_slist, SlistDeleter> list(
-      HeaderList(spec, /*strip=*/cross_origin));
+      HeaderList(spec, /*strip=*/t.left_origin));
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, list.get());
   t.request_headers = std::move(list);
   curl_easy_setopt(e, CURLOPT_URL, next.c_str());
@@ -1043,6 +1056,9 @@ bool Engine::Loop::FollowRedirect(Transfer& t, long http) {
   t.body.clear();
   t.headers.clear();
   t.error[0] = '\0';
+  // The last hop's refusals were not why it ended (it answered).
+  t.refused = absl::OkStatus();
+  t.allowed_since_refused = false;
   ++t.redirects;
   // The hop connects through OnOpenSocket like any transfer: the address
   // policy sees it.
@@ -1103,8 +1119,12 @@ bool Engine::Loop::Allowed(Transfer* t, const sockaddr* address,
                 : absl::PermissionDeniedError(absl::StrCat(
                       "refused to connect: no host in the URL being fetched (",
                       host.status().message(), ")"));
-  if (allowed.ok()) return true;
+  if (allowed.ok()) {
+    t->allowed_since_refused = true;
+    return true;
+  }
   t->refused = std::move(allowed);
+  t->allowed_since_refused = false;
   return false;
 }
 
@@ -1150,9 +1170,16 @@ void Engine::Loop::CollectDone() {
 
 absl::Status Engine::Loop::AttemptStatus(const Transfer& t, CURLcode rc,
                                          long http) const {
-  // A refusal decides unless another address of the host was allowed and
-  // answered (curl tries each address in turn).
-  if (!t.refused.ok() && rc != CURLE_OK) return t.refused;
+  // A refusal decides only when it is why the transfer failed: curl 7.88
+  // ends with CURLE_COULDNT_CONNECT once the open-socket callback refused
+  // every address it tried, and with CURLE_ABORTED_BY_CALLBACK when the
+  // prereq callback refused. A refusal of one address (say the host's IPv6)
+  // followed by an allowed one does not turn a later failure, such as a
+  // timeout, into PERMISSION_DENIED.
+  if (!t.refused.ok() && !t.allowed_since_refused &&
+      (rc == CURLE_COULDNT_CONNECT || rc == CURLE_ABORTED_BY_CALLBACK)) {
+    return t.refused;
+  }
   if (!t.redirect_error.ok()) return t.redirect_error;
   if (t.body_too_large || rc == CURLE_FILESIZE_EXCEEDED) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -1415,6 +1442,11 @@ void Engine::Loop::FillWalk(Batch& batch) {
                   ") stay on their origin; set allow_cross_origin to follow "
                   "it without them")));
         }
+        walk.left_origin = true;
+      }
+      // Once the walk has left its origin, every later page goes without
+      // them, back on the first origin too.
+      if (walk.left_origin) {
         spec.headers.erase(
             std::remove_if(spec.headers.begin(), spec.headers.end(),
                            [this](const auto& h) {
@@ -1456,7 +1488,14 @@ void Engine::Loop::OnPageResult(Batch& batch, size_t index,
       batch.specs.pop_front();
       ++batch.base;
     }
+    // A page redirected to another origin: its links were chosen there.
+    if (walk.credentials && !walk.left_origin) {
+      absl::StatusOr<std::string> origin = OriginOf(
+          page.result.final_url.empty() ? page.url : page.result.final_url);
+      if (!origin.ok() || *origin != walk.origin) walk.left_origin = true;
+    }
     Paginator::Decision decision = walk.paginator.OnPage(page);
+    page.next.left_origin = walk.left_origin;
     if (decision.deliver) {
       if (walk.strip_link) {
         auto& headers = page.result.headers;

@@ -222,6 +222,10 @@ struct PageStrategy {
 struct WalkPosition {
   int64_t next_index = 0;
   std::string next_url;  // empty once the walk has reached its end
+  // The walk has fetched a page on another origin than its first one's
+  // (allow_cross_origin): the links it follows from there were chosen by
+  // that origin, so no later page carries credential headers.
+  bool left_origin = false;
   bool done() const { return next_url.empty(); }
 };
 

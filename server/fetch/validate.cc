@@ -6,6 +6,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/fetch/fetch.h"
 
@@ -158,6 +159,14 @@ absl::Status CheckHeaders(const FetchSpec& spec, const FetchLimits& limits) {
     if (!IsToken(name)) {
       return Invalid(field, absl::StrCat("has an invalid name \"",
                                          absl::CEscape(name), "\""));
+    }
+    // The host checks (--allow_hosts, --deny_hosts, the address guard) see
+    // the URL's host; a Host header would route the request elsewhere on a
+    // shared front end.
+    if (absl::EqualsIgnoreCase(name, "host")) {
+      return Invalid(field,
+                     "is a Host header, which is not allowed: the request "
+                     "goes to the URL's host, the one the host rules check");
     }
     if (value.find_first_of("\r\n") != std::string::npos ||
         value.find('\0') != std::string::npos) {

@@ -1,6 +1,11 @@
 #include "server/rpc/fetch_plan.h"
 
+#include <openssl/evp.h>
+
+#include <initializer_list>
+
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "server/rpc/convert.h"
 #include "server/rpc/resume_token.h"
@@ -216,15 +221,24 @@ absl::StatusOr<BatchPlan> PlanBatch(const v1::BatchFetchRequest& request,
 
 namespace {
 
-// FNV-1a, 64 bits: stable across processes and replicas (a token made by
-// one fetchd resumes on another).
-std::string Fingerprint(absl::string_view text) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : text) {
-    h ^= c;
-    h *= 1099511628211ull;
+// SHA-256 (all 256 bits, hex) over the fields, each length-prefixed so
+// that no two different field lists encode alike: a token signed for one
+// walk cannot be replayed onto another (a 64-bit FNV could be made to
+// collide). Stable across processes and replicas (a token made by one
+// fetchd resumes on another).
+std::string Fingerprint(std::initializer_list<absl::string_view> fields) {
+  std::string text = "fetchd walk v2";
+  for (absl::string_view field : fields) {
+    absl::StrAppend(&text, "\n", field.size(), ":", field);
   }
-  return absl::StrCat(absl::Hex(h, absl::kZeroPad16));
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  if (EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(),
+                 nullptr) != 1) {
+    length = 0;  // no fingerprint matches an empty one but another empty
+  }
+  return absl::BytesToHexString(absl::string_view(
+      reinterpret_cast<const char*>(digest), static_cast<size_t>(length)));
 }
 
 // The walk a signed token resumes: its fingerprint and strategy must be
@@ -361,9 +375,9 @@ absl::StatusOr<WalkPlan> PlanWalk(const v1::FetchPagesRequest& request,
   plan.drop_body = request.drop_body();
   const fetch::PageStrategy& s = plan.strategy;
   plan.fingerprint =
-      Fingerprint(absl::StrCat(plan.first.url, "\n", PageStrategyName(s.kind),
-                               "\n", s.param, "\n", s.first_page, "\n", s.step,
-                               "\n", s.cursor_pointer, "\n", s.items_pointer));
+      Fingerprint({plan.first.url, PageStrategyName(s.kind), s.param,
+                   absl::StrCat(s.first_page), absl::StrCat(s.step),
+                   s.cursor_pointer, s.items_pointer});
   if (request.resume_token().empty()) {
     plan.from = fetch::Paginator(s, plan.first.url).StartPosition();
   } else {

@@ -94,14 +94,16 @@ absl::string_view PageStrategyName(Kind kind) {
 }
 
 // Version 2: one version byte, then
-//   fingerprint "\n" strategy name "\n" next index "\n" next URL
+//   fingerprint "\n" strategy name "\n" next index "\n" left_origin ("0"
+//   or "1") "\n" next URL
 // (the URL last, so it may hold any byte), then the MAC over all of it.
 std::string SignResumeToken(absl::string_view key,
                             const ResumeTokenContents& contents) {
   std::string data = absl::StrCat(
       std::string(1, static_cast<char>(kResumeTokenVersion)),
       contents.fingerprint, "\n", PageStrategyName(contents.strategy), "\n",
-      contents.next.next_index, "\n", contents.next.next_url);
+      contents.next.next_index, "\n", contents.next.left_origin ? "1" : "0",
+      "\n", contents.next.next_url);
   data += Mac(key, data);
   return absl::WebSafeBase64Escape(data);
 }
@@ -146,15 +148,17 @@ absl::StatusOr<ResumeTokenContents> OpenResumeToken(absl::string_view key,
   // Signed by a fetchd holding the key: malformed contents mean a bug or a
   // leaked key, still an INVALID_ARGUMENT rather than a crash.
   std::vector<std::string> fields =
-      absl::StrSplit(signed_part.substr(1), absl::MaxSplits('\n', 3));
+      absl::StrSplit(signed_part.substr(1), absl::MaxSplits('\n', 4));
   ResumeTokenContents contents;
-  if (fields.size() != 4 || !KindFromName(fields[1], &contents.strategy) ||
+  if (fields.size() != 5 || !KindFromName(fields[1], &contents.strategy) ||
+      (fields[3] != "0" && fields[3] != "1") ||
       !absl::SimpleAtoi(fields[2], &contents.next.next_index) ||
       contents.next.next_index < 0 || contents.next.next_index > kMaxIndex) {
     return not_a_token;
   }
   contents.fingerprint = std::move(fields[0]);
-  contents.next.next_url = std::move(fields[3]);
+  contents.next.left_origin = fields[3] == "1";
+  contents.next.next_url = std::move(fields[4]);
   return contents;
 }
 

@@ -41,7 +41,9 @@ absl::string_view PageStrategyName(fetch::PageStrategy::Kind kind);
 
 // What a token carries.
 struct ResumeTokenContents {
-  std::string fingerprint;  // the walk it belongs to (URL, strategy, ...)
+  // The walk it belongs to: SHA-256, hex, over its URL and strategy fields
+  // (PlanWalk).
+  std::string fingerprint;
   fetch::PageStrategy::Kind strategy = fetch::PageStrategy::Kind::kPageNumber;
   fetch::WalkPosition next;  // where the walk continues
 };

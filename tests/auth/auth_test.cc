@@ -2,13 +2,18 @@
 // Authenticator's rule and reloads, identity labels and the TLS file checks.
 #include "server/auth/auth.h"
 
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "tests/support/certs.h"
 #include "tests/support/test_server.h"
 
@@ -197,6 +202,56 @@ TEST(AuthenticatorTest, ReloadKeepsTheOldTokensOnABadFile) {
   EXPECT_EQ(
       (*auth)->Authenticate(absl::StrCat("Bearer ", kTokenB), "")->identity,
       "bob");
+}
+
+// Two reloads at once (SIGHUP and the watcher): the one that read the older
+// file must not publish after the newer one, which would bring a revoked
+// token back. Reload A reads a FIFO, so it is held between load and
+// publish until the test writes the old tokens into it; meanwhile the file
+// is swapped for one without alice's token and reload B starts.
+TEST(AuthenticatorTest, ConcurrentReloadsPublishInOrder) {
+  TempDir dir;
+  const std::string d = dir.path();
+  std::ofstream(d + "/v1") << "alice " << kTokenA << "\n";
+  std::ofstream(d + "/v2") << "bob " << kTokenB << "\n";
+  ASSERT_EQ(mkfifo((d + "/fifo").c_str(), 0600), 0);
+  auto point_at = [&](const std::string& target) {
+    std::filesystem::create_symlink(target, d + "/tokens.tmp");
+    std::filesystem::rename(d + "/tokens.tmp", d + "/tokens");
+  };
+  point_at("v1");
+  auto auth = Authenticator::Start(
+      {.tokens_file = d + "/tokens", .poll_interval = absl::Hours(1)});
+  ASSERT_TRUE(auth.ok()) << auth.status();
+  point_at("fifo");
+  std::thread a([&] { (*auth)->Reload("a").IgnoreError(); });
+  int fifo = -1;  // a writer can open it once reload A has it open
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        fifo = open((d + "/fifo").c_str(), O_WRONLY | O_NONBLOCK);
+        return fifo >= 0;
+      },
+      absl::Seconds(10), "reload A to open the FIFO"));
+  point_at("v2");  // alice's token revoked
+  absl::Notification b_done;
+  std::thread b([&] {
+    (*auth)->Reload("b").IgnoreError();
+    b_done.Notify();
+  });
+  // Unserialized, B publishes now; serialized, it waits for A. Either way
+  // the outcome below must be B's file.
+  b_done.WaitForNotificationWithTimeout(absl::Milliseconds(500));
+  const std::string old_tokens = absl::StrCat("alice ", kTokenA, "\n");
+  ASSERT_EQ(write(fifo, old_tokens.data(), old_tokens.size()),
+            static_cast<ssize_t>(old_tokens.size()));
+  close(fifo);
+  a.join();
+  b.join();
+  EXPECT_FALSE(
+      (*auth)->Authenticate(absl::StrCat("Bearer ", kTokenA), "").ok());
+  auto bob = (*auth)->Authenticate(absl::StrCat("Bearer ", kTokenB), "");
+  ASSERT_TRUE(bob.ok()) << bob.status();
+  EXPECT_EQ(bob->identity, "bob");
 }
 
 TEST(AuthenticatorTest, SeesTheFileChangeThroughASymlinkSwap) {

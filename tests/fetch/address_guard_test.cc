@@ -378,6 +378,35 @@ TEST(AddressGuardTest, HostPatternsExactAndSuffix) {
   EXPECT_FALSE(Check(*guard, "8.8.8.8", "evil.example").ok());
 }
 
+// A rule matches the host however either is spelled: every trailing dot
+// goes, IP literals are compared in one canonical form.
+TEST(AddressGuardTest, HostPatternsMatchEverySpelling) {
+  auto guard = NewGuard({.allow_private_networks = true,
+                         .deny_hosts = {"0:0::1", "[0:0:0:0:0:FFFF:A00:1]",
+                                        "evil.example..", "*.bad.example."}});
+  ASSERT_NE(guard, nullptr);
+  EXPECT_FALSE(guard->CheckHost("::1").ok());
+  EXPECT_FALSE(guard->CheckHost(*NormalizeHost("[0::1]")).ok());
+  EXPECT_FALSE(guard->CheckHost(*UrlHost("http://[::1]:80/")).ok());
+  EXPECT_FALSE(guard->CheckHost("::ffff:10.0.0.1").ok());
+  EXPECT_FALSE(guard->CheckHost(*NormalizeHost("evil.example..")).ok());
+  EXPECT_FALSE(guard->CheckHost(*NormalizeHost("EVIL.example...")).ok());
+  EXPECT_FALSE(guard->CheckHost(*NormalizeHost("a.bad.example..")).ok());
+  EXPECT_TRUE(guard->CheckHost("::2").ok());
+  EXPECT_EQ(*NormalizeHost("a.example.."), "a.example");
+  EXPECT_EQ(*NormalizeHost("0:0:0::1"), "::1");
+
+  auto allow = NewGuard({.allow_hosts = {"0:0::1"}});
+  ASSERT_NE(allow, nullptr);
+  EXPECT_TRUE(allow->CheckHost("::1").ok());
+
+  for (const char* entry : {"..", "127.1", "0x7f.0.0.1"}) {
+    absl::StatusOr<std::unique_ptr<AddressGuard>> bad =
+        AddressGuard::Create({.deny_hosts = {entry}});
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << entry;
+  }
+}
+
 TEST(AddressGuardTest, AllowHostsIsAnAllowListAndDenyHostsWins) {
   auto guard = NewGuard({.allow_hosts = {"api.example.com", "*.cdn.example",
                                          "b\xc3\xbc"

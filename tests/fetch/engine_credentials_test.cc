@@ -175,8 +175,9 @@ TEST_F(CredentialsTest, SameOriginRedirectKeepsCredentials) {
   EXPECT_EQ(seen[1].headers.at("x-api-key"), "s3cret-key");
 }
 
-TEST_F(CredentialsTest, HopsBackOnTheItemsOriginGetCredentialsAgain) {
-  // a -> b -> a/ok
+TEST_F(CredentialsTest, HopsBackOnTheItemsOriginStayWithoutCredentials) {
+  // a -> b -> a/ok: the hop back was chosen by b (a confused deputy), so
+  // once the chain has left a the rest of it goes without credentials.
   const std::string back = b_.Url("/redirect-to?url=" + Escape(a_.Url("/ok")));
   FetchSpec spec = WithCredentials(a_.Url("/redirect-to?url=" + Escape(back)));
   spec.allow_cross_origin = true;
@@ -186,7 +187,17 @@ TEST_F(CredentialsTest, HopsBackOnTheItemsOriginGetCredentialsAgain) {
   ExpectNoCredentials(b_);
   const auto seen = a_.seen();
   ASSERT_EQ(seen.size(), 2u);
-  EXPECT_EQ(seen[1].headers.at("authorization"), kSecret);
+  EXPECT_EQ(seen[0].headers.at("authorization"), kSecret);
+  EXPECT_FALSE(seen[1].headers.contains("authorization"));
+  EXPECT_FALSE(seen[1].headers.contains("cookie"));
+  EXPECT_FALSE(seen[1].headers.contains("x-api-key"));
+  EXPECT_FALSE(seen[1].headers.contains("x-secret"));
+  EXPECT_EQ(seen[1].headers.at("x-trace"), "trace-1");
+  // The next attempt's chain starts with them again: only an attempt's
+  // own chain is marked.
+  results = RunAll(*engine_, {WithCredentials(a_.Url("/ok"))});
+  ASSERT_EQ(a_.seen().size(), 3u);
+  EXPECT_EQ(a_.seen()[2].headers.at("authorization"), kSecret);
 }
 
 TEST_F(CredentialsTest, EngineFollowedRedirectsCountAndChangeMethodLikeCurl) {
@@ -267,8 +278,9 @@ TEST_F(CredentialsTest, CrossOriginNextPageEndsTheWalk) {
   EXPECT_TRUE(b_.seen().empty());
 }
 
-TEST_F(CredentialsTest, AllowedCrossOriginWalkStripsAndRestoresCredentials) {
-  // a -> b -> a/last, by cursor URLs.
+TEST_F(CredentialsTest, AllowedCrossOriginWalkStripsCredentialsForTheRest) {
+  // a -> b -> a/last, by cursor URLs: the link back to a was b's choice, so
+  // a/last goes without credentials too.
   const std::string back = b_.Url("/next-to?url=" + Escape(a_.Url("/last")));
   FetchSpec first = WithCredentials(a_.Url("/next-to?url=" + Escape(back)));
   first.allow_cross_origin = true;
@@ -280,8 +292,49 @@ TEST_F(CredentialsTest, AllowedCrossOriginWalkStripsAndRestoresCredentials) {
   EXPECT_EQ(b_.seen()[0].headers.at("x-trace"), "trace-1");
   const auto seen = a_.seen();
   ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].headers.at("authorization"), kSecret);
   EXPECT_EQ(seen[1].path, "/last");
-  EXPECT_EQ(seen[1].headers.at("authorization"), kSecret);
+  EXPECT_FALSE(seen[1].headers.contains("authorization"));
+  EXPECT_FALSE(seen[1].headers.contains("x-api-key"));
+  EXPECT_EQ(seen[1].headers.at("x-trace"), "trace-1");
+  // Where a resumed walk continues says so.
+  ASSERT_EQ(walk.pages.size(), 3u);
+  EXPECT_FALSE(walk.pages[0].next.left_origin);
+  EXPECT_TRUE(walk.pages[1].next.left_origin);
+}
+
+// A page redirected to another origin counts as having been there: the
+// next link it returns leads back to a without credentials.
+TEST_F(CredentialsTest, AWalkPageRedirectedToAnotherOriginEndsCredentials) {
+  // Page 0: a -> (redirect) b/next-to?url=a/last; page 1: a/last.
+  const std::string on_b = b_.Url("/next-to?url=" + Escape(a_.Url("/last")));
+  FetchSpec first = WithCredentials(a_.Url("/redirect-to?url=" + Escape(on_b)));
+  first.allow_cross_origin = true;
+  WalkResult walk = RunWalk(*engine_, first, CursorUrl());
+  ASSERT_TRUE(walk.status.ok()) << walk.status;
+  ASSERT_EQ(walk.pages.size(), 2u);
+  ExpectNoCredentials(b_);
+  const auto seen = a_.seen();
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[1].path, "/last");
+  EXPECT_FALSE(seen[1].headers.contains("authorization"));
+}
+
+// A walk resumed from a position after it left its origin keeps its pages
+// free of credentials.
+TEST_F(CredentialsTest, AResumedWalkThatHadLeftItsOriginStaysWithout) {
+  FetchSpec first = WithCredentials(a_.Url("/next-to?url=x"));
+  first.allow_cross_origin = true;
+  WalkPosition from{
+      .next_index = 2, .next_url = a_.Url("/last"), .left_origin = true};
+  WalkResult walk = RunWalk(*engine_, first, CursorUrl(), from);
+  ASSERT_TRUE(walk.status.ok()) << walk.status;
+  ASSERT_EQ(a_.seen().size(), 1u);
+  EXPECT_FALSE(a_.seen()[0].headers.contains("authorization"));
+  from.left_origin = false;  // control: the same position before it left
+  walk = RunWalk(*engine_, first, CursorUrl(), from);
+  ASSERT_EQ(a_.seen().size(), 2u);
+  EXPECT_EQ(a_.seen()[1].headers.at("authorization"), kSecret);
 }
 
 TEST_F(CredentialsTest, LinkHeaderWalkFollowsTheSameRule) {

@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 
+#include <atomic>
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "server/fetch/fetch.h"
 #include "tests/support/origin.h"
@@ -480,6 +482,50 @@ TEST_F(EngineTest, AddressPolicyRefusesTheConnection) {
   EXPECT_EQ(results[0].attempts, 1);  // a refusal is not retried
   EXPECT_EQ(checked, 1);
   EXPECT_EQ(origin_.requests(), 0);
+}
+
+// A host with two addresses, the first (::1) refused by the policy and the
+// second (127.0.0.1) allowed: the transfer connects on the second, and when
+// it then times out the item fails DEADLINE_EXCEEDED and is retried; the
+// earlier refusal of the other address is not why it failed.
+TEST_F(EngineTest, ARefusalOfOneAddressDoesNotDecideALaterFailure) {
+  std::atomic<int> refused{0}, allowed{0};
+  auto engine =
+      NewEngine({.address_policy =
+                     [&](const sockaddr* a, socklen_t, absl::string_view) {
+                       if (a->sa_family == AF_INET6) {
+                         ++refused;
+                         return absl::PermissionDeniedError("no IPv6 here");
+                       }
+                       ++allowed;
+                       return absl::OkStatus();
+                     },
+                 .resolve = {absl::StrCat("two.test:", origin_.port(),
+                                          ":[::1],127.0.0.1")}});
+  FetchSpec spec =
+      Retrying(absl::StrCat("http://two.test:", origin_.port(), "/delay/5000"),
+               2, absl::Milliseconds(1));
+  spec.timeout = absl::Milliseconds(300);
+  auto results = RunAll(*engine, {spec});
+  EXPECT_EQ(results[0].status.code(), absl::StatusCode::kDeadlineExceeded)
+      << results[0].status;
+  EXPECT_EQ(results[0].attempts, 2);
+  EXPECT_GE(refused.load(), 1);  // the refusal happened, and did not decide
+  EXPECT_GE(allowed.load(), 2);
+
+  // Every address refused: PERMISSION_DENIED, one attempt, no socket.
+  auto none =
+      NewEngine({.address_policy =
+                     [&](const sockaddr*, socklen_t, absl::string_view) {
+                       return absl::PermissionDeniedError("nothing here");
+                     },
+                 .resolve = {absl::StrCat("two.test:", origin_.port(),
+                                          ":[::1],127.0.0.1")}});
+  results = RunAll(*none, {spec});
+  EXPECT_EQ(results[0].status.code(), absl::StatusCode::kPermissionDenied)
+      << results[0].status;
+  EXPECT_EQ(results[0].status.message(), "nothing here");
+  EXPECT_EQ(results[0].attempts, 1);
 }
 
 TEST_F(EngineTest, PostSendsHeadersAndBody) {

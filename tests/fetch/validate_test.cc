@@ -87,6 +87,15 @@ TEST(ValidateFetchSpecTest, RejectsBadHeadersAndBodies) {
   ExpectInvalid(spec, "headers[0]");
   spec.headers = {{"X-Ok", "v"}, {"X-Inject", "a\r\nHost: evil"}};
   ExpectInvalid(spec, "headers[1]");
+  // Host would route past the host rules, which check the URL's host.
+  for (const char* name : {"Host", "host", "HOST"}) {
+    spec.headers = {{"X-Ok", "v"}, {name, "internal.example"}};
+    absl::Status s = ValidateFetchSpec(spec, {});
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << name;
+    EXPECT_THAT(s.message(), HasSubstr("headers[1] is a Host header"));
+  }
+  spec.headers = {{"X-Host", "v"}, {"Hostname", "v"}};
+  EXPECT_TRUE(ValidateFetchSpec(spec, {}).ok());
   spec.headers =
       std::vector<std::pair<std::string, std::string>>(3, {"X", "y"});
   ExpectInvalid(spec, "the limit is 2", {.max_headers = 2});

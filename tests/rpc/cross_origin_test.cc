@@ -145,6 +145,37 @@ TEST_F(CrossOriginTest, AResumeTokenToAnotherOriginFollowsTheSameRule) {
   ExpectBSawNoCredentials();
 }
 
+// a -> b -> a/last: the walk stops after b's page; its resume token says
+// the walk has left a, so the resumed page back on a (a link b chose) goes
+// without the credential headers.
+TEST_F(CrossOriginTest, AResumeTokenAfterAnotherOriginKeepsCredentialsOff) {
+  const std::string back = b_.Url("/next-to?url=" + Escape(a_.Url("/last")));
+  v1::FetchPagesRequest req;
+  req.mutable_first()->set_url(a_.Url("/next-to?url=" + Escape(back)));
+  AddCredentials(req.mutable_first());
+  req.mutable_cursor()->set_pointer("/next");
+  req.set_allow_cross_origin(true);
+  req.set_max_pages(2);
+  std::vector<v1::Page> pages;
+  ASSERT_TRUE(Walk(req, &pages).ok());
+  ASSERT_EQ(pages.size(), 2u);
+  ASSERT_EQ(a_.seen().size(), 1u);
+  EXPECT_TRUE(a_.SawHeader("authorization"));  // the first page only
+  req.set_resume_token(pages[1].resume_token());
+  req.clear_max_pages();
+  std::vector<v1::Page> rest;
+  grpc::Status status = Walk(req, &rest);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(rest.size(), 1u);
+  EXPECT_EQ(rest[0].result().url(), a_.Url("/last"));
+  const auto seen = a_.seen();
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[1].path, "/last");
+  EXPECT_FALSE(seen[1].headers.contains("authorization"));
+  EXPECT_FALSE(seen[1].headers.contains("x-api-key"));
+  EXPECT_EQ(seen[1].headers.at("x-trace"), "t");
+}
+
 TEST_F(CrossOriginTest, BatchItemRedirectedToAnotherOriginFails) {
   v1::FetchResult result = FetchRedirectedToB(/*allow=*/false);
   EXPECT_EQ(result.error().code(),

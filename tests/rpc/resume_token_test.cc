@@ -57,6 +57,12 @@ TEST(ResumeTokenTest, RoundTripsEveryField) {
     EXPECT_EQ(out->strategy, kind);
     EXPECT_EQ(out->next.next_index, 7);
     EXPECT_EQ(out->next.next_url, in.next.next_url);
+    EXPECT_FALSE(out->next.left_origin);
+    in.next.left_origin = true;
+    out = OpenResumeToken(kKey, SignResumeToken(kKey, in));
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_TRUE(out->next.left_origin);
+    EXPECT_EQ(out->next.next_url, in.next.next_url);
   }
   // The end of a walk: no next URL.
   ResumeTokenContents end = Sample();
