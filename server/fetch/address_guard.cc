@@ -368,25 +368,27 @@ absl::StatusOr<std::unique_ptr<AddressGuard>> AddressGuard::Create(
   std::unique_ptr<AddressGuard> guard(new AddressGuard());
   guard->allow_private_ = options.allow_private_networks;
   guard->behind_proxy_ = options.behind_proxy;
-  if (absl::Status s =
-          ParseCidrs("allow_cidrs", options.allow_cidrs, &guard->allow_cidrs_);
-      !s.ok()) {
-    return s;
+  const struct {
+    const char* flag;
+    const std::vector<std::string>& entries;
+    std::vector<Cidr>* into;
+  } cidrs[] = {{"allow_cidrs", options.allow_cidrs, &guard->allow_cidrs_},
+               {"deny_cidrs", options.deny_cidrs, &guard->deny_cidrs_}};
+  for (const auto& c : cidrs) {
+    if (absl::Status s = ParseCidrs(c.flag, c.entries, c.into); !s.ok()) {
+      return s;
+    }
   }
-  if (absl::Status s =
-          ParseCidrs("deny_cidrs", options.deny_cidrs, &guard->deny_cidrs_);
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s =
-          ParseHosts("allow_hosts", options.allow_hosts, &guard->allow_hosts_);
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s =
-          ParseHosts("deny_hosts", options.deny_hosts, &guard->deny_hosts_);
-      !s.ok()) {
-    return s;
+  const struct {
+    const char* flag;
+    const std::vector<std::string>& entries;
+    HostPatterns* into;
+  } hosts[] = {{"allow_hosts", options.allow_hosts, &guard->allow_hosts_},
+               {"deny_hosts", options.deny_hosts, &guard->deny_hosts_}};
+  for (const auto& h : hosts) {
+    if (absl::Status s = ParseHosts(h.flag, h.entries, h.into); !s.ok()) {
+      return s;
+    }
   }
   guard->has_host_rules_ =
       !guard->allow_hosts_.empty() || !guard->deny_hosts_.empty();

@@ -1,7 +1,6 @@
 // Credential headers stay on their origin: walks whose next page is on
 // another origin, and redirects of items that carry credentials. Two real
 // origins on different loopback ports record the headers they saw.
-#include <curl/curl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -16,20 +15,13 @@
 namespace fetchd::fetch {
 namespace {
 
+using ::fetchd::testing::QueryEscape;
 using ::fetchd::testing::RecordingOrigin;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
 constexpr absl::Duration kWait = absl::Seconds(20);
 constexpr char kSecret[] = "Bearer s3cret-value";
-
-std::string Escape(const std::string& text) {
-  char* out =
-      curl_easy_escape(nullptr, text.data(), static_cast<int>(text.size()));
-  std::string escaped = out;
-  curl_free(out);
-  return escaped;
-}
 
 // An item with every kind of credential header, and one that is not.
 FetchSpec WithCredentials(const std::string& url) {
@@ -129,9 +121,9 @@ TEST(IsCredentialHeaderTest, BuiltInsAndExtrasAnyCase) {
 }
 
 TEST_F(CredentialsTest, CrossOriginRedirectOfAnItemWithCredentialsFails) {
-  auto results = RunAll(
-      *engine_,
-      {WithCredentials(a_.Url("/redirect-to?url=" + Escape(b_.Url("/ok"))))});
+  auto results =
+      RunAll(*engine_, {WithCredentials(a_.Url("/redirect-to?url=" +
+                                               QueryEscape(b_.Url("/ok"))))});
   const FetchResult& r = results[0];
   EXPECT_EQ(r.status.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(r.status.message(),
@@ -146,7 +138,7 @@ TEST_F(CredentialsTest, CrossOriginRedirectOfAnItemWithCredentialsFails) {
 
 TEST_F(CredentialsTest, AllowedCrossOriginRedirectLeavesCredentialsOut) {
   FetchSpec spec =
-      WithCredentials(a_.Url("/redirect-to?url=" + Escape(b_.Url("/ok"))));
+      WithCredentials(a_.Url("/redirect-to?url=" + QueryEscape(b_.Url("/ok"))));
   spec.allow_cross_origin = true;
   auto results = RunAll(*engine_, {spec});
   const FetchResult& r = results[0];
@@ -178,8 +170,10 @@ TEST_F(CredentialsTest, SameOriginRedirectKeepsCredentials) {
 TEST_F(CredentialsTest, HopsBackOnTheItemsOriginStayWithoutCredentials) {
   // a -> b -> a/ok: the hop back was chosen by b (a confused deputy), so
   // once the chain has left a the rest of it goes without credentials.
-  const std::string back = b_.Url("/redirect-to?url=" + Escape(a_.Url("/ok")));
-  FetchSpec spec = WithCredentials(a_.Url("/redirect-to?url=" + Escape(back)));
+  const std::string back =
+      b_.Url("/redirect-to?url=" + QueryEscape(a_.Url("/ok")));
+  FetchSpec spec =
+      WithCredentials(a_.Url("/redirect-to?url=" + QueryEscape(back)));
   spec.allow_cross_origin = true;
   auto results = RunAll(*engine_, {spec});
   ASSERT_TRUE(results[0].status.ok()) << results[0].status;
@@ -202,8 +196,9 @@ TEST_F(CredentialsTest, HopsBackOnTheItemsOriginStayWithoutCredentials) {
 
 TEST_F(CredentialsTest, EngineFollowedRedirectsCountAndChangeMethodLikeCurl) {
   // Two hops with max_redirects = 1: too many.
-  FetchSpec spec = WithCredentials(a_.Url(
-      "/redirect-to?url=" + Escape("/redirect-to?url=" + Escape("/ok"))));
+  FetchSpec spec = WithCredentials(
+      a_.Url("/redirect-to?url=" +
+             QueryEscape("/redirect-to?url=" + QueryEscape("/ok"))));
   spec.max_redirects = 1;
   // A POST redirected with 302 becomes a GET (curl's default).
   FetchSpec post = WithCredentials(a_.Url("/redirect-to?url=%2Fok"));
@@ -231,7 +226,7 @@ TEST_F(CredentialsTest, EngineFollowedRedirectsCountAndChangeMethodLikeCurl) {
 
 TEST_F(CredentialsTest, ItemsWithoutCredentialsFollowAnyRedirectAsBefore) {
   FetchSpec spec;
-  spec.url = a_.Url("/redirect-to?url=" + Escape(b_.Url("/ok")));
+  spec.url = a_.Url("/redirect-to?url=" + QueryEscape(b_.Url("/ok")));
   spec.headers = {{"X-Trace", "trace-2"}};
   auto results = RunAll(*engine_, {spec});
   ASSERT_TRUE(results[0].status.ok()) << results[0].status;
@@ -255,7 +250,7 @@ TEST_F(CredentialsTest, EngineFollowedHopsGoThroughTheAddressPolicy) {
   };
   auto engine = Start(std::move(options));
   FetchSpec spec =
-      WithCredentials(a_.Url("/redirect-to?url=" + Escape(b_.Url("/ok"))));
+      WithCredentials(a_.Url("/redirect-to?url=" + QueryEscape(b_.Url("/ok"))));
   spec.allow_cross_origin = true;
   auto results = RunAll(*engine, {spec});
   EXPECT_EQ(results[0].status.code(), absl::StatusCode::kPermissionDenied);
@@ -264,7 +259,8 @@ TEST_F(CredentialsTest, EngineFollowedHopsGoThroughTheAddressPolicy) {
 }
 
 TEST_F(CredentialsTest, CrossOriginNextPageEndsTheWalk) {
-  const std::string first = a_.Url("/next-to?url=" + Escape(b_.Url("/last")));
+  const std::string first =
+      a_.Url("/next-to?url=" + QueryEscape(b_.Url("/last")));
   WalkResult walk = RunWalk(*engine_, WithCredentials(first), CursorUrl());
   EXPECT_EQ(walk.status.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(walk.status.message(), HasSubstr("page 1"));
@@ -281,8 +277,10 @@ TEST_F(CredentialsTest, CrossOriginNextPageEndsTheWalk) {
 TEST_F(CredentialsTest, AllowedCrossOriginWalkStripsCredentialsForTheRest) {
   // a -> b -> a/last, by cursor URLs: the link back to a was b's choice, so
   // a/last goes without credentials too.
-  const std::string back = b_.Url("/next-to?url=" + Escape(a_.Url("/last")));
-  FetchSpec first = WithCredentials(a_.Url("/next-to?url=" + Escape(back)));
+  const std::string back =
+      b_.Url("/next-to?url=" + QueryEscape(a_.Url("/last")));
+  FetchSpec first =
+      WithCredentials(a_.Url("/next-to?url=" + QueryEscape(back)));
   first.allow_cross_origin = true;
   WalkResult walk = RunWalk(*engine_, first, CursorUrl());
   ASSERT_TRUE(walk.status.ok()) << walk.status;
@@ -307,8 +305,10 @@ TEST_F(CredentialsTest, AllowedCrossOriginWalkStripsCredentialsForTheRest) {
 // next link it returns leads back to a without credentials.
 TEST_F(CredentialsTest, AWalkPageRedirectedToAnotherOriginEndsCredentials) {
   // Page 0: a -> (redirect) b/next-to?url=a/last; page 1: a/last.
-  const std::string on_b = b_.Url("/next-to?url=" + Escape(a_.Url("/last")));
-  FetchSpec first = WithCredentials(a_.Url("/redirect-to?url=" + Escape(on_b)));
+  const std::string on_b =
+      b_.Url("/next-to?url=" + QueryEscape(a_.Url("/last")));
+  FetchSpec first =
+      WithCredentials(a_.Url("/redirect-to?url=" + QueryEscape(on_b)));
   first.allow_cross_origin = true;
   WalkResult walk = RunWalk(*engine_, first, CursorUrl());
   ASSERT_TRUE(walk.status.ok()) << walk.status;
@@ -341,7 +341,8 @@ TEST_F(CredentialsTest, LinkHeaderWalkFollowsTheSameRule) {
   PageStrategy link;
   link.kind = PageStrategy::Kind::kLinkHeader;
   link.param.clear();
-  const std::string first = a_.Url("/link-to?url=" + Escape(b_.Url("/ok")));
+  const std::string first =
+      a_.Url("/link-to?url=" + QueryEscape(b_.Url("/ok")));
   WalkResult refused = RunWalk(*engine_, WithCredentials(first), link);
   EXPECT_EQ(refused.status.code(), absl::StatusCode::kFailedPrecondition);
   FetchSpec allowed = WithCredentials(first);
@@ -366,7 +367,7 @@ TEST_F(CredentialsTest, ResumingOnAnotherOriginIsRefusedToo) {
 
 TEST_F(CredentialsTest, WalksWithoutCredentialsMayChangeOrigin) {
   FetchSpec first;
-  first.url = a_.Url("/next-to?url=" + Escape(b_.Url("/last")));
+  first.url = a_.Url("/next-to?url=" + QueryEscape(b_.Url("/last")));
   first.headers = {{"X-Trace", "trace-3"}};
   WalkResult walk = RunWalk(*engine_, first, CursorUrl());
   ASSERT_TRUE(walk.status.ok()) << walk.status;

@@ -1,7 +1,6 @@
 // Credential headers stay on their origin, through a real fetchd: FetchPages
 // next links and resume tokens, and BatchFetch redirects, against two real
 // origins on different loopback ports that record the headers they saw.
-#include <curl/curl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -14,6 +13,7 @@ namespace fetchd::rpc {
 namespace {
 
 using ::fetchd::testing::ContextWithTimeout;
+using ::fetchd::testing::QueryEscape;
 using ::fetchd::testing::RecordingOrigin;
 using ::fetchd::testing::TestConfig;
 using ::fetchd::testing::TestServer;
@@ -21,14 +21,6 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 
 constexpr absl::Duration kWait = absl::Seconds(20);
-
-std::string Escape(const std::string& text) {
-  char* out =
-      curl_easy_escape(nullptr, text.data(), static_cast<int>(text.size()));
-  std::string escaped = out;
-  curl_free(out);
-  return escaped;
-}
 
 void AddCredentials(v1::FetchItem* item) {
   for (const auto& [name, value] :
@@ -53,7 +45,7 @@ class CrossOriginTest : public ::testing::Test {
   v1::FetchPagesRequest WalkToB() {
     v1::FetchPagesRequest req;
     req.mutable_first()->set_url(
-        a_.Url("/next-to?url=" + Escape(b_.Url("/last"))));
+        a_.Url("/next-to?url=" + QueryEscape(b_.Url("/last"))));
     AddCredentials(req.mutable_first());
     req.mutable_cursor()->set_pointer("/next");
     return req;
@@ -71,7 +63,7 @@ class CrossOriginTest : public ::testing::Test {
   v1::FetchResult FetchRedirectedToB(bool allow) {
     v1::BatchFetchRequest req;
     v1::FetchItem* item = req.add_items();
-    item->set_url(a_.Url("/redirect-to?url=" + Escape(b_.Url("/ok"))));
+    item->set_url(a_.Url("/redirect-to?url=" + QueryEscape(b_.Url("/ok"))));
     AddCredentials(item);
     req.set_allow_cross_origin(allow);
     v1::BatchFetchResponse resp;
@@ -149,9 +141,10 @@ TEST_F(CrossOriginTest, AResumeTokenToAnotherOriginFollowsTheSameRule) {
 // the walk has left a, so the resumed page back on a (a link b chose) goes
 // without the credential headers.
 TEST_F(CrossOriginTest, AResumeTokenAfterAnotherOriginKeepsCredentialsOff) {
-  const std::string back = b_.Url("/next-to?url=" + Escape(a_.Url("/last")));
+  const std::string back =
+      b_.Url("/next-to?url=" + QueryEscape(a_.Url("/last")));
   v1::FetchPagesRequest req;
-  req.mutable_first()->set_url(a_.Url("/next-to?url=" + Escape(back)));
+  req.mutable_first()->set_url(a_.Url("/next-to?url=" + QueryEscape(back)));
   AddCredentials(req.mutable_first());
   req.mutable_cursor()->set_pointer("/next");
   req.set_allow_cross_origin(true);
@@ -205,7 +198,7 @@ TEST(CredentialHeadersConfigTest, TheServersListIsWhatCounts) {
   auto stub = v1::Fetch::NewStub(server.NewChannel());
   v1::BatchFetchRequest req;
   v1::FetchItem* item = req.add_items();
-  item->set_url(a.Url("/redirect-to?url=" + Escape(b.Url("/ok"))));
+  item->set_url(a.Url("/redirect-to?url=" + QueryEscape(b.Url("/ok"))));
   for (const auto& [name, value] :
        std::vector<std::pair<std::string, std::string>>{
            {"X-Tenant-Secret", "s3cret"}, {"X-Api-Key", "public"}}) {

@@ -10,6 +10,10 @@
 
 namespace fetchd::testing {
 
+std::string QueryEscape(const std::string& text) {
+  return httplib::detail::encode_query_param(text);
+}
+
 RecordingOrigin::RecordingOrigin() {
   Start(std::make_unique<httplib::Server>(), /*tls=*/false);
 }

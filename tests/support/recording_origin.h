@@ -26,6 +26,10 @@ class Server;
 
 namespace fetchd::testing {
 
+// `text` percent-encoded for a query parameter value (the `url=U` of the
+// routes above).
+std::string QueryEscape(const std::string& text);
+
 class RecordingOrigin {
  public:
   // One request as the origin saw it; header names in lower case.
