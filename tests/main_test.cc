@@ -451,7 +451,9 @@ TEST(FetchdMainTest, TheGuardIsOnByDefaultAndEachFlagWorks) {
     EXPECT_THAT(r.error().message(), HasSubstr(c.message)) << flags;
     // Never retried: host rules refuse at once (no attempt), addresses on
     // the first connection.
-    if (c.code == kDenied) EXPECT_LE(r.attempts(), 1) << flags;
+    if (c.code == kDenied) {
+      EXPECT_LE(r.attempts(), 1) << flags;
+    }
   }
   EXPECT_EQ(origin.requests(), 3);
 }
