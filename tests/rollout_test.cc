@@ -192,8 +192,7 @@ void RollOut(bool health_checking) {
       "--token_key_file=" + key_file,
       "--cq_threads=2",
       "--workers=2",
-      "--log_level=warn",
-      "--armed_calls_per_method=1"};  // nobody reads stderr while the load runs
+      "--log_level=warn"};  // nobody reads stderr while the load runs
   std::array<Replica, 2> replicas = {Replica(flags), Replica(flags)};
   for (Replica& replica : replicas) ASSERT_TRUE(replica.Start());
 

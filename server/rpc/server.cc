@@ -293,16 +293,18 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   }
   // NOTE: many requests armed per method, not one. gRPC 1.51 matches an
   // arriving call against the requests armed for its method (any CQ); with
-  // none armed the call waits in the method's pending queue until one is
-  // (each started call re-arms one, from its CQ thread). Server::Shutdown
-  // (grpc_core::Server::KillPendingWorkLocked) fails the armed requests
-  // (ok=false, CqLoop::Stop waits for them) and zombifies every pending
-  // call: grpc_call_unref on a call whose final op never ran cancels it,
-  // and the client sees CANCELLED, which no retry policy retries. Under
-  // load one request per method left calls pending at every instant; with
-  // enough armed, a call that arrived is a call that runs (and finishes
-  // within --shutdown_grace). Each armed request costs one idle call
-  // object (~2 KB).
+  // none armed the call waits in the method's pending queue until a CQ
+  // thread re-arms (each started call re-arms one). Server::Shutdown
+  // (KillPendingWorkLocked) fails the armed requests (ok=false; CqLoop::Stop
+  // waits for them) and zombifies every pending call: grpc_call_unref on a
+  // call whose final op never ran cancels it, and the client sees
+  // CANCELLED, which a retry on UNAVAILABLE does not cover. With enough
+  // armed, a call that arrived before Shutdown runs (within
+  // --shutdown_grace). Calls arriving after Shutdown began are zombified the
+  // same way (CallData::StartNewRpc/PublishNewRpc), however many are armed:
+  // that is what the drain (health NOT_SERVING for --drain_delay, seen by
+  // clients with healthCheckConfig) is for. Cost: one idle call object per
+  // armed request.
   for (auto& loop : state->loops) {
     for (int i = 0; i < config.armed_calls_per_method; ++i) {
       Call::Arm(new ComputeRunCall(&state->compute_service, &state->runner,
@@ -340,7 +342,10 @@ absl::Status Server::Reload() {
 
 void Server::StartDraining() {
   // Leaves the overall and every per-service status NOT_SERVING; Shutdown
-  // later makes it final.
+  // later makes it final. Clients with client-side health checking learn
+  // it on their Health/Watch stream and stop picking this server. No
+  // GOAWAY here: gRPC 1.51's C++ API sends one only from Shutdown, which
+  // also stops the listener and cancels every call that arrives after it.
   if (auto* health = state_->server->GetHealthCheckService()) {
     health->SetServingStatus(false);
   }
