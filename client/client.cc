@@ -43,10 +43,18 @@ std::shared_ptr<grpc::ChannelCredentials> Credentials(
 
 // The client's own service config (DNS supplies none). gRPC retries an
 // attempt only while it has received nothing from the server.
-constexpr char kServiceConfigRoundRobin[] =
-    R"({"loadBalancingConfig": [{"round_robin": {}}]})";
+// healthCheckConfig turns on client-side health checking: the channel keeps
+// a grpc.health.v1.Health/Watch stream open to each replica and round_robin
+// picks only replicas that answer SERVING, so a draining fetchd (NOT_SERVING
+// for --drain_delay) stops getting calls as soon as it says so. A server
+// without the health service counts as healthy.
+constexpr char kServiceConfigRoundRobin[] = R"({
+  "loadBalancingConfig": [{"round_robin": {}}],
+  "healthCheckConfig": {"serviceName": ""}
+})";
 constexpr char kServiceConfigWithRetries[] = R"({
   "loadBalancingConfig": [{"round_robin": {}}],
+  "healthCheckConfig": {"serviceName": ""},
   "methodConfig": [{
     "name": [{"service": "fetchd.v1.Compute"}, {"service": "fetchd.v1.Fetch"},
              {"service": "grpc.health.v1.Health"}],
@@ -122,7 +130,14 @@ Client::Client(ClientOptions options)
                                          ClientChannelArguments(options_))),
       compute_(v1::Compute::NewStub(channel_)),
       fetch_(v1::Fetch::NewStub(channel_)),
-      health_(grpc::health::v1::Health::NewStub(channel_)) {}
+      health_channel_(grpc::CreateCustomChannel(
+          options_.target, Credentials(options_),
+          [this] {
+            grpc::ChannelArguments args = ClientChannelArguments(options_);
+            args.SetInt(GRPC_ARG_INHIBIT_HEALTH_CHECKING, 1);
+            return args;
+          }())),
+      health_(grpc::health::v1::Health::NewStub(health_channel_)) {}
 
 absl::StatusOr<v1::ComputeResponse> Client::Compute(
     const v1::ComputeRequest& request) const {

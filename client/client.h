@@ -58,8 +58,10 @@ absl::Status LoadTlsFiles(const std::string& ca_file,
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 
 // The channel arguments the client uses: round_robin over every address
-// the target resolves to, the UNAVAILABLE retry policy when asked, and no
-// cap on response size (batch responses can be large).
+// the target resolves to, client-side health checking (a replica that
+// reports NOT_SERVING, e.g. draining, gets no new calls), the UNAVAILABLE
+// retry policy when asked, and no cap on response size (batch responses can
+// be large).
 grpc::ChannelArguments ClientChannelArguments(const ClientOptions& options);
 
 class Client {
@@ -80,7 +82,9 @@ class Client {
                           absl::Duration timeout,
                           absl::FunctionRef<void(const v1::Page&)> on_page,
                           const std::function<bool()>& stop) const;
-  // The serving status of `service` ("" = the whole server).
+  // The serving status of `service` ("" = the whole server). Asked over a
+  // channel of its own without client-side health checking, so a draining
+  // replica answers NOT_SERVING instead of being skipped.
   absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health(
       const std::string& service) const;
 
@@ -93,6 +97,7 @@ class Client {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Compute::Stub> compute_;
   std::unique_ptr<v1::Fetch::Stub> fetch_;
+  std::shared_ptr<grpc::Channel> health_channel_;  // connects on first use
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
 

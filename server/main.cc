@@ -170,6 +170,12 @@ ABSL_FLAG(bool, reflection, true,
           "serve gRPC server reflection (grpcurl), to authenticated callers "
           "only");
 
+// --- Rolling restarts (issue #15) ------------------------------------------
+ABSL_FLAG(int, armed_calls_per_method, 64,
+          "requests armed per RPC method on each completion queue: calls "
+          "that arrive at once beyond cq_threads x this wait unmatched in "
+          "gRPC, and shutdown cancels those (CANCELLED); 1..4096");
+
 namespace {
 
 // A proxy URL without its user:password@, for the log.
@@ -242,6 +248,7 @@ int main(int argc, char** argv) {
   config.cq_threads = OrCores(absl::GetFlag(FLAGS_cq_threads));
   config.workers = OrCores(absl::GetFlag(FLAGS_workers));
   config.max_queued_tasks = absl::GetFlag(FLAGS_max_queued_tasks);
+  config.armed_calls_per_method = absl::GetFlag(FLAGS_armed_calls_per_method);
   config.kernel_limits.max_n = absl::GetFlag(FLAGS_max_compute_n);
   config.kernel_limits.max_data_bytes =
       absl::GetFlag(FLAGS_max_compute_data_bytes);

@@ -86,7 +86,8 @@ TEST(FetchdMainTest, HelpListsEveryFlag) {
         "--max_compute_n", "--max_compute_data_bytes", "--max_request_bytes",
         "--drain_delay", "--shutdown_grace", "--metrics_listen", "--log_level",
         "--allow_private_networks", "--allow_cidrs", "--deny_cidrs",
-        "--allow_hosts", "--deny_hosts", "--upstream_proxy"}) {
+        "--allow_hosts", "--deny_hosts", "--upstream_proxy",
+        "--armed_calls_per_method"}) {
     EXPECT_THAT(r->out, HasSubstr(flag));
   }
 }
@@ -229,7 +230,8 @@ TEST(FetchdMainTest, BadFlagValuesExitOneNamingTheFlag) {
        {"--log_level=loud", "--max_queued_tasks=-1", "--shutdown_grace=-1s",
         "--drain_delay=-1s", "--allow_cidrs=10.0.0.0/33",
         "--deny_cidrs=10.0.0.1,nope", "--allow_hosts=a/b",
-        "--deny_hosts=*.*.example", "--upstream_proxy=proxy:3128"}) {
+        "--deny_hosts=*.*.example", "--upstream_proxy=proxy:3128",
+        "--armed_calls_per_method=0", "--armed_calls_per_method=5000"}) {
     auto r = RunProcess({FETCHD_PATH, "--listen=127.0.0.1:0",
                          "--metrics_listen=127.0.0.1:0", flag},
                         kWait);

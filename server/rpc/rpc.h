@@ -61,6 +61,11 @@ struct ServerConfig {
   int cq_threads = 1;                    // completion-queue threads, >= 1
   int workers = 1;                       // compute worker threads, >= 1
   int max_queued_tasks = 256;            // compute tasks waiting, >= 0
+  // Requests armed per method on each CQ (--armed_calls_per_method): how
+  // many calls of one method can arrive at once and be matched at once.
+  // A call that finds none armed waits unmatched in gRPC core, and
+  // grpc::Server::Shutdown cancels those (the client sees CANCELLED).
+  int armed_calls_per_method = 64;
   compute::KernelLimits kernel_limits;
   int max_request_bytes = 4 << 20;  // gRPC max receive message size
   FetchConfig fetch;

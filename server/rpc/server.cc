@@ -68,6 +68,10 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (c.workers < 1 || c.workers > 1024) {
     return bad("workers", c.workers, "must be between 1 and 1024");
   }
+  if (c.armed_calls_per_method < 1 || c.armed_calls_per_method > 4096) {
+    return bad("armed_calls_per_method", c.armed_calls_per_method,
+               "must be between 1 and 4096");
+  }
   if (c.max_queued_tasks < 0 || c.max_queued_tasks > 1'000'000) {
     return bad("max_queued_tasks", c.max_queued_tasks,
                "must be between 0 and 1000000");
@@ -287,12 +291,28 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
     state->loops.push_back(std::make_unique<CqLoop>(
         std::move(cq), &state->reporter, state->call_authenticator.get()));
   }
+  // NOTE: many requests armed per method, not one. gRPC 1.51 matches an
+  // arriving call against the requests armed for its method (any CQ); with
+  // none armed the call waits in the method's pending queue until a CQ
+  // thread re-arms (each started call re-arms one). Server::Shutdown
+  // (KillPendingWorkLocked) fails the armed requests (ok=false; CqLoop::Stop
+  // waits for them) and zombifies every pending call: grpc_call_unref on a
+  // call whose final op never ran cancels it, and the client sees
+  // CANCELLED, which a retry on UNAVAILABLE does not cover. With enough
+  // armed, a call that arrived before Shutdown runs (within
+  // --shutdown_grace). Calls arriving after Shutdown began are zombified the
+  // same way (CallData::StartNewRpc/PublishNewRpc), however many are armed:
+  // that is what the drain (health NOT_SERVING for --drain_delay, seen by
+  // clients with healthCheckConfig) is for. Cost: one idle call object per
+  // armed request.
   for (auto& loop : state->loops) {
-    Call::Arm(new ComputeRunCall(&state->compute_service, &state->runner,
-                                 loop.get()));
-    Call::Arm(new BatchFetchCall(state->fetch_services(), loop.get()));
-    Call::Arm(new StreamBatchFetchCall(state->fetch_services(), loop.get()));
-    Call::Arm(new FetchPagesCall(state->fetch_services(), loop.get()));
+    for (int i = 0; i < config.armed_calls_per_method; ++i) {
+      Call::Arm(new ComputeRunCall(&state->compute_service, &state->runner,
+                                   loop.get()));
+      Call::Arm(new BatchFetchCall(state->fetch_services(), loop.get()));
+      Call::Arm(new StreamBatchFetchCall(state->fetch_services(), loop.get()));
+      Call::Arm(new FetchPagesCall(state->fetch_services(), loop.get()));
+    }
     loop->Start();
   }
   return std::unique_ptr<Server>(new Server(std::move(state)));
@@ -322,7 +342,10 @@ absl::Status Server::Reload() {
 
 void Server::StartDraining() {
   // Leaves the overall and every per-service status NOT_SERVING; Shutdown
-  // later makes it final.
+  // later makes it final. Clients with client-side health checking learn
+  // it on their Health/Watch stream and stop picking this server. No
+  // GOAWAY here: gRPC 1.51's C++ API sends one only from Shutdown, which
+  // also stops the listener and cancels every call that arrives after it.
   if (auto* health = state_->server->GetHealthCheckService()) {
     health->SetServingStatus(false);
   }

@@ -32,6 +32,28 @@ TEST(ClientTest, ComputeAndHealthAgainstARealServer) {
   EXPECT_EQ(*health, grpc::health::v1::HealthCheckResponse::SERVING);
 }
 
+// Client-side health checking: once the server drains (NOT_SERVING) the
+// channel stops picking it, so with no other replica calls fail
+// UNAVAILABLE at once; Health, on its own channel, still answers.
+TEST(ClientTest, ADrainingServerGetsNoCallsButHealthAnswersNotServing) {
+  TestServer server;
+  ASSERT_TRUE(server.ok());
+  Client client({.target = server.address(), .timeout = absl::Seconds(10)});
+  v1::ComputeRequest request;
+  request.mutable_count_primes()->set_limit(100);
+  ASSERT_TRUE(client.Compute(request).ok());
+  server.server().StartDraining();
+  auto health = client.Health("");
+  ASSERT_TRUE(health.ok()) << health.status();
+  EXPECT_EQ(*health, grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return client.Compute(request).status().code() ==
+               absl::StatusCode::kUnavailable;
+      },
+      absl::Seconds(10), "calls to the draining server to stop"));
+}
+
 TEST(ClientTest, ErrorsKeepTheGrpcCodeAndMessage) {
   TestServer server;
   ASSERT_TRUE(server.ok());

@@ -161,6 +161,12 @@ TEST(ServerTest, InvalidConfigNamesTheFlag) {
   config.kernel_limits.max_n = 2'000'000'000'000'000;
   EXPECT_THAT(ValidateServerConfig(config).message(),
               HasSubstr("--max_compute_n"));
+  for (int armed : {0, 4097}) {
+    config = TestConfig();
+    config.armed_calls_per_method = armed;
+    EXPECT_THAT(ValidateServerConfig(config).message(),
+                HasSubstr("--armed_calls_per_method"));
+  }
   EXPECT_TRUE(ValidateServerConfig(TestConfig()).ok());
 }
 
