@@ -38,7 +38,9 @@ using ::fetchd::testing::WaitFor;
 using ::testing::HasSubstr;
 
 constexpr absl::Duration kWait = absl::Seconds(30);
-constexpr int kCallers = 8;  // 5 Compute.Run, 2 BatchFetch, 1 FetchPages
+// 8 callers: 5 Compute.Run, 2 BatchFetch, 1 FetchPages walk.
+constexpr int kComputeCallers = 5;
+constexpr int kBatchCallers = 2;
 constexpr int kWalkPages = 250;
 constexpr char kComputeOk[] =
     "fetchd_rpcs_total{method=\"Compute.Run\",code=\"OK\",identity="
@@ -219,7 +221,7 @@ void RollOut(bool health_checking) {
   Tally tally;
   std::atomic<bool> stop{false};
   std::vector<std::thread> callers;
-  for (int i = 0; i < 5; ++i) {
+  for (int i = 0; i < kComputeCallers; ++i) {
     callers.emplace_back([&] {
       while (!stop.load()) {
         v1::ComputeResponse response;
@@ -232,7 +234,7 @@ void RollOut(bool health_checking) {
       }
     });
   }
-  for (int i = 0; i < 2; ++i) {
+  for (int i = 0; i < kBatchCallers; ++i) {
     callers.emplace_back([&, i] {
       v1::BatchFetchRequest request;
       for (int k = 0; k < 4; ++k) {
