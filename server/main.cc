@@ -171,10 +171,12 @@ ABSL_FLAG(bool, reflection, true,
           "only");
 
 // --- Rolling restarts (issue #15) ------------------------------------------
-ABSL_FLAG(int, armed_calls_per_method, 64,
+ABSL_FLAG(int, armed_calls_per_method, 1,
           "requests armed per RPC method on each completion queue: calls "
           "that arrive at once beyond cq_threads x this wait unmatched in "
-          "gRPC, and shutdown cancels those (CANCELLED); 1..4096");
+          "gRPC (each started call re-arms one), and a shutdown cancels "
+          "those (CANCELLED); 1..4096. More cost throughput: see "
+          "docs/benchmarks.md");
 
 namespace {
 

@@ -65,7 +65,9 @@ struct ServerConfig {
   // many calls of one method can arrive at once and be matched at once.
   // A call that finds none armed waits unmatched in gRPC core, and
   // grpc::Server::Shutdown cancels those (the client sees CANCELLED).
-  int armed_calls_per_method = 64;
+  // 1 by default: more cost throughput (docs/benchmarks.md) and did not
+  // change the losses a rollout showed; client health checking did.
+  int armed_calls_per_method = 1;
   compute::KernelLimits kernel_limits;
   int max_request_bytes = 4 << 20;  // gRPC max receive message size
   FetchConfig fetch;
