@@ -21,6 +21,10 @@
 # then fetchctl fetch on 20,000 URLs (client included), wrk on the origin,
 # a cancel probe (how fast a cancelled call's transfers are all closed), and
 # the server's peak RSS for one 20,000-item batch in a fresh fetchd.
+# With FETCHD_BEFORE=PATH (a fetchd built from an earlier commit), that
+# binary runs the same fetchd rows at default flags ("before-" rows), in
+# alternating order with the current build every round, and the table ends
+# with current ÷ before for rate and for fetchd CPU time per request.
 # Medians of the rounds; ratios are fetchd ÷ peer. Loopback only; everything
 # started here is stopped on exit.
 set -euo pipefail
@@ -41,15 +45,38 @@ load() {  # target rpcs concurrency
 start_fetchd --max_per_host=256
 target256=$target
 start_fetchd
+servers=(fetchd)
+if [[ -n ${FETCHD_BEFORE:-} ]]; then
+  fetchd_pid_now=$fetchd_pid target_now=$target
+  fetchd_bin=$FETCHD_BEFORE start_fetchd
+  before_target=$target before_pid=$fetchd_pid
+  target=$target_now fetchd_pid=$fetchd_pid_now
+  load "$before_target" 1 64 >/dev/null
+  servers=(fetchd before)
+fi
+declare -A server_target=([fetchd]=$target [before]=${before_target:-}) \
+  server_pid=([fetchd]=$fetchd_pid [before]=${before_pid:-})
+# CPU time a server has used so far, in clock ticks (user + system).
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 echo "origin $base, fetchd on $target and $target256 (h256) ($(nproc) cores), $rounds rounds" >&2
 # Warm: connections and allocator, as in a running service.
 load "$target" 1 64 >/dev/null
 load "$target256" 1 256 >/dev/null
 
 for r in $(seq "$rounds"); do
+  order=("${servers[@]}")
+  ((r % 2 == 0 && ${#servers[@]} == 2)) && order=(before fetchd)
   for c in 64 256; do
-    echo "fetchd-1x20000 $c $(load "$target" 1 "$c")" >>"$tmp/results"
-    echo "fetchd-100x200 $c $(load "$target" 100 "$c")" >>"$tmp/results"
+    for s in "${order[@]}"; do
+      for shape in 1 100; do
+        t0=$(ticks "${server_pid[$s]}")
+        rate_now=$(load "${server_target[$s]}" "$shape" "$c")
+        t1=$(ticks "${server_pid[$s]}")
+        name=$s-$([[ $shape == 1 ]] && echo 1x20000 || echo 100x200)
+        echo "$name $c $rate_now" >>"$tmp/results"
+        echo "$name $c $((t1 - t0))" >>"$tmp/ticks"
+      done
+    done
     if ((c == 256)); then
       echo "fetchd-h256-1x20000 $c $(load "$target256" 1 "$c")" >>"$tmp/results"
       echo "fetchd-h256-100x200 $c $(load "$target256" 100 "$c")" >>"$tmp/results"
@@ -113,3 +140,19 @@ awk -v wrk="$wrk_rate" -v rss="$rss_kb" -v cancel="$cancel" "$awk_median"'
     printf "fetchd peak RSS, fresh server, one 20,000-item BatchFetch (c=256, bodies returned): %.0f MB\n", rss / 1024
     printf "client cancel -> all 50 hung transfers of the call closed (10 probes): %s\n", cancel
   }' "$tmp/results"
+if [[ -n ${FETCHD_BEFORE:-} ]]; then
+  echo
+  awk -v hz="$(getconf CLK_TCK)" -v rounds="$rounds" "$awk_median"'
+    FNR == NR { runs[$1 " " $2] = runs[$1 " " $2] " " $3; next }
+    { ticks[$1 " " $2] += $3 }
+    END {
+      printf "%-14s %5s %10s %10s %8s %14s %14s %8s\n", "shape", "c", "req/s", "before", "÷before", "CPU/req", "before", "÷before"
+      n = split("1x20000 100x200", shape, " ")
+      for (c = 64; c <= 256; c *= 4) for (i = 1; i <= n; i++) {
+        now = median(runs["fetchd-" shape[i] " " c]); old = median(runs["before-" shape[i] " " c])
+        cn = 1e6 * ticks["fetchd-" shape[i] " " c] / hz / (20000 * rounds)
+        co = 1e6 * ticks["before-" shape[i] " " c] / hz / (20000 * rounds)
+        printf "%-14s %5d %10d %10d %7.3fx %11.2f us %11.2f us %7.3fx\n", shape[i], c, now, old, now / old, cn, co, cn / co
+      }
+    }' "$tmp/results" "$tmp/ticks"
+fi

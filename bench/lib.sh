@@ -27,10 +27,10 @@ trap cleanup EXIT
 read -r -a guard_flags <<<"${FETCHD_GUARD_FLAGS:---allow_cidrs=127.0.0.0/8}"
 
 # Starts fetchd on an ephemeral loopback port with the flags given; sets
-# $fetchd_pid and $target.
+# $fetchd_pid and $target. $fetchd_bin picks another binary (an A/B).
 start_fetchd() {
   local log=$tmp/fetchd.$RANDOM.log port
-  build/bin/fetchd --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 \
+  "${fetchd_bin:-build/bin/fetchd}" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 \
     "${guard_flags[@]}" "$@" 2>"$log" &
   fetchd_pid=$!
   pids+=("$fetchd_pid")
