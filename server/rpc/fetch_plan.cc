@@ -19,6 +19,9 @@ namespace {
 constexpr int kMaxResponseHeaders = 64;  // response_headers
 constexpr int kMaxCurlCodes = 32;        // retry.curl_codes
 constexpr int kMaxStopStatuses = 32;     // stop_statuses (walks)
+// All response_headers names together: the list is copied into every item
+// of a batch (up to --max_batch_items), so its bytes are multiplied too.
+constexpr size_t kMaxResponseHeaderNameBytes = 2048;
 
 // `values` without repeats, in first-seen order; RESOURCE_EXHAUSTED naming
 // `field` and `limit` when more than `limit` distinct ones remain.
@@ -168,6 +171,14 @@ absl::StatusOr<Shared> SharedFromProto(const Request& request,
                                    kMaxResponseHeaders);
       !s.ok()) {
     return s;
+  }
+  size_t name_bytes = 0;
+  for (const std::string& name : shared.keep_headers) name_bytes += name.size();
+  if (name_bytes > kMaxResponseHeaderNameBytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("response_headers has ", name_bytes,
+                     " bytes of distinct names; the limit is ",
+                     kMaxResponseHeaderNameBytes));
   }
   shared.allow_cross_origin = request.allow_cross_origin();
   return shared;

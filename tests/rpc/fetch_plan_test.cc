@@ -86,6 +86,20 @@ TEST(ListCapsTest, ResponseHeadersAreDeduplicatedThenCappedAt64) {
                         "entries; the limit is 64"));
 }
 
+// The list is copied into every item: its bytes are bounded too.
+TEST(ListCapsTest, ResponseHeaderNamesAreBoundedInBytes) {
+  v1::BatchFetchRequest request = OneItem();
+  request.add_response_headers(std::string(2048, 'x'));
+  ASSERT_TRUE(Plan(request).ok());
+  request.add_response_headers("y");
+  absl::StatusOr<BatchPlan> plan = Plan(request);
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(plan.status().message(),
+              HasSubstr("response_headers has 2049 bytes of distinct names; "
+                        "the limit is 2048"));
+}
+
 TEST(ListCapsTest, CurlCodesAreDeduplicatedThenCappedAt32) {
   v1::BatchFetchRequest request = OneItem();
   request.mutable_retry()->set_max_attempts(2);
