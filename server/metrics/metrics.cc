@@ -188,6 +188,7 @@ struct HttpEndpoint::State {
   int port = 0;
   std::atomic<int> open{0};
   std::atomic<bool> stopping{false};
+  absl::Time accept_paused_until = absl::InfinitePast();  // loop thread only
 
   void Loop();
   void Accept(std::vector<Connection>& conns);
@@ -228,7 +229,13 @@ void HttpEndpoint::State::Accept(std::vector<Connection>& conns) {
         accept4(listener.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
-      return;  // EAGAIN, or out of descriptors: try on the next wake-up
+      // Out of descriptors: the listener would stay readable and the loop
+      // spin; look at it again a little later.
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+          errno == ENOMEM) {
+        accept_paused_until = absl::Now() + absl::Milliseconds(100);
+      }
+      return;
     }
     if (static_cast<int>(conns.size()) >= options.max_connections &&
         !conns.empty()) {
@@ -300,8 +307,9 @@ void HttpEndpoint::State::Loop() {
   while (!stopping.load(std::memory_order_acquire)) {
     fds.clear();
     fds.push_back({wake.fd, POLLIN, 0});
-    fds.push_back({listener.fd, POLLIN, 0});
-    absl::Time next = absl::InfiniteFuture();
+    const bool accepting = absl::Now() >= accept_paused_until;
+    fds.push_back({listener.fd, static_cast<short>(accepting ? POLLIN : 0), 0});
+    absl::Time next = accepting ? absl::InfiniteFuture() : accept_paused_until;
     for (const Connection& c : conns) {
       fds.push_back(
           {c.fd.fd, static_cast<short>(c.writing ? POLLOUT : POLLIN), 0});
