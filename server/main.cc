@@ -178,6 +178,26 @@ ABSL_FLAG(int, armed_calls_per_method, 1,
           "those (CANCELLED); 1..4096. More cost throughput: see "
           "docs/benchmarks.md");
 
+// --- Caller limits and quotas (#16) ---------------------------------------
+ABSL_FLAG(int, max_concurrent_rpcs, 1024,
+          "fetchd RPCs in progress at once, every method together (streams "
+          "and walks included; health and reflection not); past it a new "
+          "RPC is answered RESOURCE_EXHAUSTED at once");
+ABSL_FLAG(std::string, identity_limits_file, "",
+          "per-identity quotas, one line each: \"IDENTITY "
+          "[rpcs_per_second=R] [items_per_second=I] [burst=SECONDS]\", and "
+          "\"default ...\" for identities without a line; '#' comments. "
+          "IDENTITY is a token identity or mTLS subject, or for anonymous "
+          "callers the peer IP address. Past a quota: RESOURCE_EXHAUSTED "
+          "with retry-after trailing metadata. Re-read on SIGHUP; empty: no "
+          "quotas");
+ABSL_FLAG(int, max_concurrent_streams, 256,
+          "gRPC streams (calls) one client connection may have open at once "
+          "(GRPC_ARG_MAX_CONCURRENT_STREAMS)");
+ABSL_FLAG(int64_t, grpc_memory_quota_bytes, int64_t{1} << 30,
+          "memory gRPC itself may use for connections and messages in "
+          "flight (a grpc::ResourceQuota); >= 1 MiB");
+
 namespace {
 
 // A proxy URL without its user:password@, for the log.
@@ -341,6 +361,11 @@ int main(int argc, char** argv) {
   config.tls_reload_interval = absl::GetFlag(FLAGS_tls_reload_interval);
   config.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
   config.reflection = absl::GetFlag(FLAGS_reflection);
+  // Caller limits and quotas (#16)
+  config.max_concurrent_rpcs = absl::GetFlag(FLAGS_max_concurrent_rpcs);
+  config.identity_limits_file = absl::GetFlag(FLAGS_identity_limits_file);
+  config.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  config.grpc_memory_quota_bytes = absl::GetFlag(FLAGS_grpc_memory_quota_bytes);
   const absl::Duration grace = absl::GetFlag(FLAGS_shutdown_grace);
   if (grace < absl::ZeroDuration()) {
     logger.LogAlways(

@@ -146,6 +146,32 @@ bool IsToken(absl::string_view name) {
   return true;
 }
 
+// Headers that frame or route the request on the wire. curl sets them
+// itself; one from a caller could desynchronise a pooled connection to a
+// shared front end (request smuggling: Content-Length against
+// Transfer-Encoding, Connection/Upgrade hijacks, Expect stalls) or, for
+// Host, send the request past the host rules, which check the URL's host.
+// Matched case-insensitively; every name starting "Proxy-" is refused too.
+constexpr absl::string_view kFramingHeaders[] = {
+    "Host",       "Content-Length", "Transfer-Encoding",
+    "Connection", "Keep-Alive",     "Upgrade",
+    "TE",         "Trailer",        "Expect"};
+
+absl::Status CheckNotFraming(absl::string_view field, absl::string_view name) {
+  bool framing = absl::StartsWithIgnoreCase(name, "proxy-");
+  for (absl::string_view f : kFramingHeaders) {
+    framing = framing || absl::EqualsIgnoreCase(name, f);
+  }
+  if (!framing) return absl::OkStatus();
+  return Invalid(field,
+                 absl::StrCat("is \"", name,
+                              "\", a header that frames or routes the request "
+                              "(Host, Content-Length, Transfer-Encoding, "
+                              "Connection, Keep-Alive, Upgrade, TE, Trailer, "
+                              "Expect, Proxy-*): fetchd sets these itself, so "
+                              "they are not allowed"));
+}
+
 absl::Status CheckHeaders(const FetchSpec& spec, const FetchLimits& limits) {
   if (static_cast<int>(spec.headers.size()) > limits.max_headers) {
     return Invalid("headers",
@@ -160,14 +186,7 @@ absl::Status CheckHeaders(const FetchSpec& spec, const FetchLimits& limits) {
       return Invalid(field, absl::StrCat("has an invalid name \"",
                                          absl::CEscape(name), "\""));
     }
-    // The host checks (--allow_hosts, --deny_hosts, the address guard) see
-    // the URL's host; a Host header would route the request elsewhere on a
-    // shared front end.
-    if (absl::EqualsIgnoreCase(name, "host")) {
-      return Invalid(field,
-                     "is a Host header, which is not allowed: the request "
-                     "goes to the URL's host, the one the host rules check");
-    }
+    if (absl::Status s = CheckNotFraming(field, name); !s.ok()) return s;
     if (value.find_first_of("\r\n") != std::string::npos ||
         value.find('\0') != std::string::npos) {
       return Invalid(field, "value contains CR, LF or NUL");

@@ -14,6 +14,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 
 namespace fetchd::metrics {
 
@@ -63,7 +64,25 @@ class Exposition {
   std::string text_;
 };
 
-// Serves GET /metrics (and / with a pointer to it) on its own thread.
+// Bounds of the metrics endpoint against slow or idle clients (slowloris).
+struct HttpEndpointOptions {
+  // A connection that sends no byte for this long is closed.
+  absl::Duration idle_timeout = absl::Seconds(5);
+  // The whole request head must arrive within this of the connection.
+  absl::Duration read_timeout = absl::Seconds(10);
+  // The response must be taken by the client within this.
+  absl::Duration write_timeout = absl::Seconds(10);
+  // Connections held at once. Past it the oldest connection that has sent
+  // nothing (else the oldest) is closed to make room, so a new scrape is
+  // always served however many idle connections someone holds.
+  int max_connections = 64;
+  // A request head larger than this is answered 431 and closed.
+  size_t max_request_bytes = 8 << 10;
+};
+
+// Serves GET /metrics (and / with a pointer to it) on its own thread: one
+// poll(2) loop over every connection, one request per connection
+// (Connection: close), each bounded by HttpEndpointOptions.
 class HttpEndpoint {
  public:
   using Render = absl::AnyInvocable<std::string()>;
@@ -71,12 +90,15 @@ class HttpEndpoint {
   // Binds `listen` (host:port; port 0 picks one). INVALID_ARGUMENT for a
   // malformed address, UNAVAILABLE if it cannot bind.
   static absl::StatusOr<std::unique_ptr<HttpEndpoint>> Start(
-      const std::string& listen, Render render);
-  ~HttpEndpoint();  // stops serving and joins the thread
+      const std::string& listen, Render render,
+      HttpEndpointOptions options = {});
+  ~HttpEndpoint();  // stops serving, closes every connection, joins
   HttpEndpoint(const HttpEndpoint&) = delete;
   HttpEndpoint& operator=(const HttpEndpoint&) = delete;
 
   int port() const;
+  // Connections open now (tests). Thread-safe.
+  int connections() const;
 
  private:
   struct State;

@@ -1,11 +1,17 @@
 // CqLoop and Call: the lifetime rules of the completion-queue framework.
 #include "server/rpc/call.h"
 
+#include <string>
+
 namespace fetchd::rpc {
 
 CqLoop::CqLoop(std::unique_ptr<grpc::ServerCompletionQueue> cq,
-               RpcObserver* observer, const CallAuthenticator* authenticator)
-    : cq_(std::move(cq)), observer_(observer), authenticator_(authenticator) {}
+               RpcObserver* observer, const CallAuthenticator* authenticator,
+               RpcAdmission* admission)
+    : cq_(std::move(cq)),
+      observer_(observer),
+      authenticator_(authenticator),
+      admission_(admission) {}
 
 CqLoop::~CqLoop() { Shutdown(); }
 
@@ -49,6 +55,7 @@ void CqLoop::CallEnded() {
 }
 
 Call::~Call() {
+  if (admitted_) loop_->admission()->Leave();
   if (counted_) loop_->CallEnded();
 }
 
@@ -73,6 +80,15 @@ void Call::OnRequested(bool ok) {
   started_ = absl::Now();
   Ref();  // for done_, which now will come
   Spawn();
+  RpcAdmission* const admission = loop_->admission();
+  // Before authentication: past --max_concurrent_rpcs nothing else runs.
+  if (admission != nullptr) {
+    if (std::optional<RpcAdmission::Refusal> refusal = admission->Enter()) {
+      Refuse(*refusal);
+      return;
+    }
+    admitted_ = true;
+  }
   // Before any work: an unauthenticated call runs nothing.
   if (const CallAuthenticator* authenticator = loop_->authenticator()) {
     absl::StatusOr<auth::Caller> caller = authenticator->Authenticate(context_);
@@ -83,7 +99,24 @@ void Call::OnRequested(bool ok) {
     }
     caller_ = *std::move(caller);
   }
+  // Quotas are per caller, so after authentication; anonymous callers are
+  // known by their peer address.
+  if (admission != nullptr && admission->has_quotas()) {
+    if (std::optional<RpcAdmission::Refusal> refusal = admission->Charge(
+            QuotaKey(caller_.identity, context_.peer()), quota_items())) {
+      Refuse(*refusal);
+      return;
+    }
+  }
   OnStart();
+}
+
+void Call::Refuse(const RpcAdmission::Refusal& refusal) {
+  if (refusal.retry_after_seconds > 0) {
+    context_.AddTrailingMetadata("retry-after",
+                                 std::to_string(refusal.retry_after_seconds));
+  }
+  Reject(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, refusal.message));
 }
 
 void Call::OnDone(bool /*ok*/) {

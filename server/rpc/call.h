@@ -31,6 +31,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/auth/auth.h"
+#include "server/rpc/admission.h"
 #include "server/rpc/security.h"
 
 namespace fetchd::rpc {
@@ -71,15 +72,18 @@ class RpcObserver {
 class CqLoop {
  public:
   // `authenticator` (not owned; may be null: every caller is anonymous)
-  // names the caller of each call before it runs.
+  // names the caller of each call before it runs; `admission` (not owned;
+  // may be null: no caps) admits it (--max_concurrent_rpcs, quotas).
   explicit CqLoop(std::unique_ptr<grpc::ServerCompletionQueue> cq,
                   RpcObserver* observer = nullptr,
-                  const CallAuthenticator* authenticator = nullptr);
+                  const CallAuthenticator* authenticator = nullptr,
+                  RpcAdmission* admission = nullptr);
   ~CqLoop();  // Shutdown()
 
   grpc::ServerCompletionQueue* cq() const { return cq_.get(); }
   RpcObserver* observer() const { return observer_; }
   const CallAuthenticator* authenticator() const { return authenticator_; }
+  RpcAdmission* admission() const { return admission_; }
 
   // Starts the draining thread.
   void Start();
@@ -115,6 +119,7 @@ class CqLoop {
   std::unique_ptr<grpc::ServerCompletionQueue> cq_;
   RpcObserver* const observer_;                   // may be null
   const CallAuthenticator* const authenticator_;  // may be null
+  RpcAdmission* const admission_;                 // may be null
   std::thread thread_;                            // joinable once Start() ran
   absl::once_flag stop_once_;
   absl::Mutex mu_;
@@ -160,6 +165,8 @@ class Call {
   // (logs); 0 where that means nothing.
   virtual int64_t items() const { return 0; }
   virtual int64_t retries() const { return 0; }
+  // What the request counts against its caller's items/s quota.
+  virtual int64_t quota_items() const { return items(); }
 
   // Reports the end of the RPC with `code` to the loop's observer; the
   // Finish of UnaryCall and ServerStreamCall call it.
@@ -197,11 +204,14 @@ class Call {
  private:
   void OnRequested(bool ok);
   void OnDone(bool ok);
+  // Finishes the call RESOURCE_EXHAUSTED (with retry-after when set).
+  void Refuse(const RpcAdmission::Refusal& refusal);
 
   CqLoop* const loop_;
-  bool counted_ = false;  // armed on the loop, which counts it as live
-  absl::Time started_;    // when the RPC arrived (OnRequested)
-  auth::Caller caller_;   // set in OnRequested, before OnStart
+  bool counted_ = false;   // armed on the loop, which counts it as live
+  bool admitted_ = false;  // counted by the loop's admission as in progress
+  absl::Time started_;     // when the RPC arrived (OnRequested)
+  auth::Caller caller_;    // set in OnRequested, before OnStart
   grpc::ServerContext context_;
   // 1 for the request; the request's reference then passes to whoever
   // finishes the call, and the done notification adds one.

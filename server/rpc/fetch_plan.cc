@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <initializer_list>
 
 #include "absl/strings/ascii.h"
@@ -12,6 +13,36 @@
 
 namespace fetchd::rpc {
 namespace {
+
+// Caps on the request's list fields (#16), after de-duplication: each is
+// copied into every item, so an unbounded list multiplies by the batch.
+constexpr int kMaxResponseHeaders = 64;  // response_headers
+constexpr int kMaxCurlCodes = 32;        // retry.curl_codes
+constexpr int kMaxStopStatuses = 32;     // stop_statuses (walks)
+// All response_headers names together: the list is copied into every item
+// of a batch (up to --max_batch_items), so its bytes are multiplied too.
+constexpr size_t kMaxResponseHeaderNameBytes = 2048;
+
+// `values` without repeats, in first-seen order; RESOURCE_EXHAUSTED naming
+// `field` and `limit` when more than `limit` distinct ones remain.
+template <typename T>
+absl::Status DedupAndCap(std::vector<T>& values, absl::string_view field,
+                         int limit) {
+  std::vector<T> distinct;
+  for (T& v : values) {
+    if (std::find(distinct.begin(), distinct.end(), v) != distinct.end()) {
+      continue;
+    }
+    if (static_cast<int>(distinct.size()) == limit) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(field, " has more than ", limit,
+                       " distinct entries; the limit is ", limit));
+    }
+    distinct.push_back(std::move(v));
+  }
+  values = std::move(distinct);
+  return absl::OkStatus();
+}
 
 absl::Duration FromProto(const google::protobuf::Duration& d) {
   return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
@@ -53,6 +84,11 @@ absl::StatusOr<fetch::RetryPolicy> RetryFromProto(
     }
   }
   retry.on_curl_codes.assign(r.curl_codes().begin(), r.curl_codes().end());
+  if (absl::Status s =
+          DedupAndCap(retry.on_curl_codes, "retry.curl_codes", kMaxCurlCodes);
+      !s.ok()) {
+    return s;
+  }
   if (absl::Status s = fetch::ValidateRetryPolicy(retry, limits); !s.ok()) {
     return s;
   }
@@ -131,6 +167,19 @@ absl::StatusOr<Shared> SharedFromProto(const Request& request,
   for (const std::string& name : request.response_headers()) {
     shared.keep_headers.push_back(absl::AsciiStrToLower(name));
   }
+  if (absl::Status s = DedupAndCap(shared.keep_headers, "response_headers",
+                                   kMaxResponseHeaders);
+      !s.ok()) {
+    return s;
+  }
+  size_t name_bytes = 0;
+  for (const std::string& name : shared.keep_headers) name_bytes += name.size();
+  if (name_bytes > kMaxResponseHeaderNameBytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("response_headers has ", name_bytes,
+                     " bytes of distinct names; the limit is ",
+                     kMaxResponseHeaderNameBytes));
+  }
   shared.allow_cross_origin = request.allow_cross_origin();
   return shared;
 }
@@ -184,13 +233,23 @@ absl::StatusOr<BatchPlan> PlanBatch(const v1::BatchFetchRequest& request,
   BatchPlan plan;
   plan.item_count = n;
   plan.drop_body = request.drop_body();
+  // One request may not ask for more transfers than the whole server runs
+  // (#16); the default is cut to fit rather than refused.
+  const int inflight = config.engine.max_inflight;
   const int concurrency = request.max_concurrency() == 0
-                              ? config.default_concurrency
+                              ? std::min(config.default_concurrency, inflight)
                               : request.max_concurrency();
   if (concurrency < 1 || concurrency > config.max_concurrency) {
     return absl::InvalidArgumentError(absl::StrCat(
         "max_concurrency must be between 1 and ", config.max_concurrency,
         " (--max_concurrency), got ", request.max_concurrency()));
+  }
+  if (concurrency > inflight) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_concurrency must be at most ", inflight,
+        " (--max_inflight_fetches, the transfers the whole server runs at "
+        "once), got ",
+        concurrency));
   }
   plan.options.max_concurrency = concurrency;
   plan.options.fail_fast = request.fail_fast();
@@ -300,6 +359,11 @@ absl::StatusOr<fetch::PageStrategy> StrategyFromProto(
   }
   s.stop_statuses.assign(request.stop_statuses().begin(),
                          request.stop_statuses().end());
+  if (absl::Status status =
+          DedupAndCap(s.stop_statuses, "stop_statuses", kMaxStopStatuses);
+      !status.ok()) {
+    return status;
+  }
   if (request.max_pages() < 0 || request.max_pages() > config.max_walk_pages) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_pages must be between 0 and ", config.max_walk_pages,

@@ -34,6 +34,8 @@ class FetchPagesCall final
   void RequestCall(grpc::ServerCompletionQueue* cq, Tag* tag) override;
   void Spawn() override;
   absl::string_view method() const override { return "Fetch.FetchPages"; }
+  // A walk counts as one item against its caller's items/s quota.
+  int64_t quota_items() const override { return 1; }
   void OnStart() override;
   void OnCancel() override ABSL_LOCKS_EXCLUDED(walk_mu_);
   void OnMessageSent() override ABSL_LOCKS_EXCLUDED(walk_mu_);

@@ -87,6 +87,18 @@ struct ServerConfig {
   std::string auth_tokens_file;
   absl::Duration auth_tokens_poll_interval = absl::Seconds(1);
   bool reflection = true;
+  // Caller limits and quotas (#16). RPCs in progress over every fetchd
+  // method (health and reflection excluded); past it RESOURCE_EXHAUSTED.
+  int max_concurrent_rpcs = 1024;
+  // Per-identity RPCs/s and items/s (server/rpc/admission.h has the
+  // format); re-read by Reload(). Empty: no quotas.
+  std::string identity_limits_file;
+  // gRPC's per-connection limit on concurrent streams
+  // (GRPC_ARG_MAX_CONCURRENT_STREAMS).
+  int max_concurrent_streams = 256;
+  // A grpc::ResourceQuota on the server: memory gRPC itself may use for
+  // connections and messages in flight.
+  int64_t grpc_memory_quota_bytes = int64_t{1} << 30;
 };
 
 // INVALID_ARGUMENT naming the flag when a value is out of range.
@@ -118,9 +130,9 @@ class Server {
   // Thread-safe; later calls return at once.
   void Shutdown(absl::Duration grace) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Reads --auth_tokens_file again (on SIGHUP; logged with "trigger":
-  // "SIGHUP"); on an error the tokens in force stay. TLS files are re-read
-  // on their own interval. Thread-safe.
+  // Reads --auth_tokens_file and --identity_limits_file again (on SIGHUP;
+  // logged with "trigger": "SIGHUP"); on an error what is in force stays. TLS
+  // files are re-read on their own interval. Thread-safe.
   absl::Status Reload();
 
   compute::WorkerPool::Stats worker_stats() const;

@@ -2,12 +2,14 @@
 // tears them down in order (DESIGN.md "Shutdown order").
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "fetchd/v1/compute.grpc.pb.h"
+#include "server/rpc/admission.h"
 #include "server/rpc/call.h"
 #include "server/rpc/compute_call.h"
 #include "server/rpc/fetch_call.h"
@@ -41,6 +43,7 @@ struct Server::State {
   std::unique_ptr<CallAuthenticator> call_authenticator;
   RpcMetrics rpc_metrics{&authenticator->labels()};  // outlives every call
   RpcReporter reporter{&rpc_metrics, config.logger};
+  std::unique_ptr<RpcAdmission> admission;  // outlives every call
   compute::WorkerPool pool;
   compute::KernelRunner runner;
   process::ProcessRunner processor;
@@ -155,6 +158,17 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (c.tls_reload_interval < absl::Seconds(1)) {
     return absl::InvalidArgumentError("--tls_reload_interval must be >= 1s");
   }
+  if (c.max_concurrent_rpcs < 1) {
+    return bad("max_concurrent_rpcs", c.max_concurrent_rpcs, "must be >= 1");
+  }
+  if (c.max_concurrent_streams < 1) {
+    return bad("max_concurrent_streams", c.max_concurrent_streams,
+               "must be >= 1");
+  }
+  if (c.grpc_memory_quota_bytes < (1 << 20)) {
+    return bad("grpc_memory_quota_bytes", c.grpc_memory_quota_bytes,
+               "must be >= 1048576");
+  }
   if (c.auth_tokens_poll_interval <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         "the tokens file poll interval must be above 0");
@@ -215,6 +229,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
            .logger = config.logger});
   if (!authenticator.ok()) return authenticator.status();
   auto state = std::make_unique<State>(config, *std::move(authenticator));
+  absl::StatusOr<std::unique_ptr<RpcAdmission>> admission =
+      RpcAdmission::Create({.max_concurrent_rpcs = config.max_concurrent_rpcs,
+                            .identity_limits_file = config.identity_limits_file,
+                            .logger = config.logger});
+  if (!admission.ok()) return admission.status();
+  state->admission = *std::move(admission);
   const bool mtls = !config.tls.client_ca.empty();
   if (state->authenticator->tokens_required() || mtls) {
     state->call_authenticator =
@@ -233,9 +253,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   if (!config.metrics_listen.empty()) {
     State* st = state.get();
     auto endpoint = metrics::HttpEndpoint::Start(config.metrics_listen, [st] {
-      return RenderMetrics(st->rpc_metrics, st->engine->stats(),
-                           st->pool.stats(), st->config.logger,
-                           st->guard.get());
+      std::string text =
+          RenderMetrics(st->rpc_metrics, st->engine->stats(), st->pool.stats(),
+                        st->config.logger, st->guard.get());
+      metrics::Exposition admission;
+      st->admission->Render(admission);
+      return text + admission.text();
     });
     if (!endpoint.ok()) return endpoint.status();
     state->metrics = *std::move(endpoint);
@@ -250,6 +273,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   // Without this, Linux lets a second fetchd bind the same port silently.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(config.max_request_bytes);
+  // Caller limits (#16): streams per connection, and a memory bound for
+  // gRPC's own buffers (connections, messages in flight); past it gRPC
+  // refuses new work rather than growing.
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             config.max_concurrent_streams);
+  grpc::ResourceQuota quota("fetchd");
+  quota.Resize(static_cast<size_t>(config.grpc_memory_quota_bytes));
+  builder.SetResourceQuota(quota);
   builder.RegisterService(&state->compute_service);
   builder.RegisterService(&state->fetch_service);
   if (config.reflection) {
@@ -289,7 +320,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   }
   for (auto& cq : cqs) {
     state->loops.push_back(std::make_unique<CqLoop>(
-        std::move(cq), &state->reporter, state->call_authenticator.get()));
+        std::move(cq), &state->reporter, state->call_authenticator.get(),
+        state->admission.get()));
   }
   // NOTE: many requests armed per method, not one. gRPC 1.51 matches an
   // arriving call against the requests armed for its method (any CQ); with
@@ -339,7 +371,9 @@ fetch::Engine::Stats Server::fetch_stats() const {
 }
 
 absl::Status Server::Reload() {
-  return state_->authenticator->Reload("SIGHUP");
+  absl::Status tokens = state_->authenticator->Reload("SIGHUP");
+  absl::Status limits = state_->admission->Reload("SIGHUP");
+  return tokens.ok() ? limits : tokens;
 }
 
 void Server::StartDraining() {

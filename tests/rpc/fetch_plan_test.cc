@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/rpc/rpc.h"
 
@@ -44,6 +45,132 @@ TEST(WalkFingerprintTest, IsSha256Hex) {
 TEST(WalkFingerprintTest, FieldBoundariesCount) {
   EXPECT_NE(FingerprintOf(CursorWalk("/a\n/b", "/c")),
             FingerprintOf(CursorWalk("/a", "/b\n/c")));
+}
+
+// --- Caps on the request's lists and on max_concurrency (#16) -------------
+
+using ::testing::HasSubstr;
+
+v1::BatchFetchRequest OneItem() {
+  v1::BatchFetchRequest request;
+  request.add_items()->set_url("http://127.0.0.1:1/");
+  return request;
+}
+
+absl::StatusOr<BatchPlan> Plan(const v1::BatchFetchRequest& request,
+                               const FetchConfig& config = FetchConfig()) {
+  return PlanBatch(request, config, absl::Now() + absl::Seconds(30));
+}
+
+TEST(ListCapsTest, ResponseHeadersAreDeduplicatedThenCappedAt64) {
+  v1::BatchFetchRequest request = OneItem();
+  // 64 distinct names, each three times in different cases: 64 kept.
+  for (int i = 0; i < 64; ++i) {
+    request.add_response_headers(absl::StrCat("X-H", i));
+    request.add_response_headers(absl::StrCat("x-h", i));
+    request.add_response_headers(absl::StrCat("X-h", i));
+  }
+  absl::StatusOr<BatchPlan> plan = Plan(request);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->specs.size(), 1u);
+  const std::vector<std::string>& keep = plan->specs[0].keep_headers;
+  ASSERT_EQ(keep.size(), 64u);
+  EXPECT_EQ(keep[0], "x-h0");  // lower case, first-seen order
+  EXPECT_EQ(keep[63], "x-h63");
+  request.add_response_headers("X-One-More");
+  plan = Plan(request);
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(plan.status().message(),
+              HasSubstr("response_headers has more than 64 distinct "
+                        "entries; the limit is 64"));
+}
+
+// The list is copied into every item: its bytes are bounded too.
+TEST(ListCapsTest, ResponseHeaderNamesAreBoundedInBytes) {
+  v1::BatchFetchRequest request = OneItem();
+  request.add_response_headers(std::string(2048, 'x'));
+  ASSERT_TRUE(Plan(request).ok());
+  request.add_response_headers("y");
+  absl::StatusOr<BatchPlan> plan = Plan(request);
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(plan.status().message(),
+              HasSubstr("response_headers has 2049 bytes of distinct names; "
+                        "the limit is 2048"));
+}
+
+TEST(ListCapsTest, CurlCodesAreDeduplicatedThenCappedAt32) {
+  v1::BatchFetchRequest request = OneItem();
+  request.mutable_retry()->set_max_attempts(2);
+  for (int round = 0; round < 10; ++round) {
+    for (int code = 1; code <= 32; ++code) {
+      request.mutable_retry()->add_curl_codes(code);
+    }
+  }
+  absl::StatusOr<BatchPlan> plan = Plan(request);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->specs.size(), 1u);
+  EXPECT_EQ(plan->specs[0].retry.on_curl_codes.size(), 32u);
+  request.mutable_retry()->add_curl_codes(33);
+  plan = Plan(request);
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(plan.status().message(),
+              HasSubstr("retry.curl_codes has more than 32 distinct entries; "
+                        "the limit is 32"));
+}
+
+TEST(ListCapsTest, WalkListsAreCappedToo) {
+  v1::FetchPagesRequest request = CursorWalk("/next", "/items");
+  for (int i = 0; i < 65; ++i) {
+    request.add_response_headers(absl::StrCat("x-", i));
+  }
+  FetchConfig config;
+  absl::StatusOr<WalkPlan> plan =
+      PlanWalk(request, config, absl::Now() + absl::Seconds(30));
+  ASSERT_FALSE(plan.ok());
+  EXPECT_THAT(plan.status().message(), HasSubstr("response_headers"));
+  request.clear_response_headers();
+  for (int round = 0; round < 3; ++round) {
+    for (int status = 400; status < 432; ++status) {
+      request.add_stop_statuses(status);
+    }
+  }
+  plan = PlanWalk(request, config, absl::Now() + absl::Seconds(30));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->strategy.stop_statuses.size(), 32u);
+  request.add_stop_statuses(500);
+  plan = PlanWalk(request, config, absl::Now() + absl::Seconds(30));
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(plan.status().message(),
+              HasSubstr("stop_statuses has more than 32 distinct entries"));
+}
+
+TEST(ListCapsTest, MaxConcurrencyIsAtMostMaxInflightFetches) {
+  FetchConfig config;
+  config.engine.max_inflight = 16;
+  config.max_concurrency = 1024;
+  config.default_concurrency = 64;
+  v1::BatchFetchRequest request = OneItem();
+  request.set_max_concurrency(16);
+  absl::StatusOr<BatchPlan> plan = Plan(request, config);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->options.max_concurrency, 16);
+  request.set_max_concurrency(17);
+  plan = Plan(request, config);
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(plan.status().message(),
+              HasSubstr("max_concurrency must be at most 16 "
+                        "(--max_inflight_fetches"));
+  EXPECT_THAT(plan.status().message(), HasSubstr("got 17"));
+  // Unset: the default (64) is cut to what the server runs.
+  request.set_max_concurrency(0);
+  plan = Plan(request, config);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->options.max_concurrency, 16);
 }
 
 }  // namespace

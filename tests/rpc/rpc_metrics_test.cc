@@ -138,6 +138,10 @@ TEST(RpcMetricsTest, ServerScrapeCountsRpcsAndFetches) {
                                            body_bytes, "\n")));
   EXPECT_THAT(text, HasSubstr("fetchd_fetch_transfers_in_flight 0\n"));
   EXPECT_THAT(text, HasSubstr("fetchd_worker_queued_tasks 0\n"));
+  // Admission (#16): the gauge, and nothing refused.
+  EXPECT_THAT(text, HasSubstr("# TYPE fetchd_rpcs_in_progress gauge\n"));
+  EXPECT_THAT(text, HasSubstr("fetchd_rpcs_refused_total{reason="
+                              "\"concurrency\"} 0\n"));
   // Every sample line belongs to a family declared before it.
   std::string family;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
