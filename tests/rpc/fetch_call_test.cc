@@ -363,5 +363,28 @@ TEST_F(FetchCallTest, HostileBodiesFailTheirItemOnly) {
   EXPECT_EQ(again_resp.results(0).error().code(), kOk);
 }
 
+class TinyProcessBudgetTest : public FetchCallTest {
+ protected:
+  static ServerConfig Config() {
+    ServerConfig c = TestConfig();
+    c.fetch.max_process_time = absl::Nanoseconds(1);
+    return c;
+  }
+  TinyProcessBudgetTest() : FetchCallTest(Config()) {}
+};
+
+TEST_F(TinyProcessBudgetTest, ProcessorsPastTheBudgetAreResourceExhausted) {
+  v1::BatchFetchRequest req;
+  Add(req, "/deep/html/100000")->mutable_process()->mutable_html_title();
+  Add(req, "/json");  // no processor: unaffected
+  v1::BatchFetchResponse resp;
+  ASSERT_TRUE(Batch(req, &resp).ok());
+  ASSERT_EQ(resp.results_size(), 2);
+  EXPECT_EQ(resp.results(0).error().code(), kExhausted);
+  EXPECT_THAT(resp.results(0).error().message(),
+              HasSubstr("--max_process_time"));
+  EXPECT_EQ(resp.results(1).error().code(), kOk);
+}
+
 }  // namespace
 }  // namespace fetchd::rpc
