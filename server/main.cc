@@ -31,8 +31,8 @@ ABSL_FLAG(int, max_queued_tasks, 256,
           "compute tasks that may wait for a worker; past it Compute.Run "
           "answers RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_compute_n, 10'000'000'000,
-          "largest sqrt_sum.n, count_primes.limit and sha256_chain.rounds "
-          "a request may ask for");
+          "largest sqrt_sum.n and count_primes.limit a request may ask "
+          "for");
 ABSL_FLAG(int64_t, max_compute_data_bytes, 1 << 20,
           "largest sha256_chain.data, in bytes");
 ABSL_FLAG(int, max_request_bytes, 4 << 20,
@@ -198,6 +198,18 @@ ABSL_FLAG(int64_t, grpc_memory_quota_bytes, int64_t{1} << 30,
           "memory gRPC itself may use for connections and messages in "
           "flight (a grpc::ResourceQuota); >= 1 MiB");
 
+// --- Processing and compute limits (#16) -----------------------------------
+ABSL_FLAG(absl::Duration, max_process_time, absl::Seconds(2),
+          "CPU time one processor run (html_title, json_pointer, ...) may "
+          "use; past it the item fails with RESOURCE_EXHAUSTED. 0: no limit");
+ABSL_FLAG(absl::Duration, max_compute_time, absl::Seconds(60),
+          "server-side deadline for every Compute.Run, from its arrival, "
+          "even when the caller sets none; past it DEADLINE_EXCEEDED naming "
+          "this flag. 0: none (the caller's deadline only)");
+ABSL_FLAG(int64_t, max_compute_rounds, 100'000'000,
+          "largest sha256_chain.rounds a request may ask for (~9 s of CPU "
+          "at the default, inside --max_compute_time)");
+
 namespace {
 
 // A proxy URL without its user:password@, for the log.
@@ -275,6 +287,10 @@ int main(int argc, char** argv) {
   config.kernel_limits.max_data_bytes =
       absl::GetFlag(FLAGS_max_compute_data_bytes);
   config.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  // Processing and compute limits (#16)
+  config.kernel_limits.max_rounds = absl::GetFlag(FLAGS_max_compute_rounds);
+  config.kernel_limits.max_time = absl::GetFlag(FLAGS_max_compute_time);
+  config.fetch.max_process_time = absl::GetFlag(FLAGS_max_process_time);
   fetchd::rpc::FetchConfig& fetch = config.fetch;
   fetch.engine.max_inflight = absl::GetFlag(FLAGS_max_inflight_fetches);
   fetch.engine.max_per_host = absl::GetFlag(FLAGS_max_per_host);

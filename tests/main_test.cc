@@ -519,5 +519,38 @@ TEST(FetchdMainTest, UpstreamProxyIsUsedAndTheEnvironmentIgnored) {
   EXPECT_EQ(proxy.requests(), 1);
 }
 
+// #16: the processing and compute limits are flags and reach the server.
+TEST(FetchdMainTest, ComputeLimitFlagsReachTheServer) {
+  FetchdProcess fetchd({"--max_compute_time=300ms", "--max_compute_rounds=1000",
+                        "--max_process_time=1s"});
+  ASSERT_TRUE(fetchd.ok());
+  auto stub = v1::Compute::NewStub(grpc::CreateChannel(
+      fetchd.address(), grpc::InsecureChannelCredentials()));
+  v1::ComputeRequest request;
+  request.mutable_sha256_chain()->set_data("x");
+  request.mutable_sha256_chain()->set_rounds(1001);
+  v1::ComputeResponse response;
+  grpc::Status status =
+      stub->Run(ContextWithTimeout(kWait).get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("--max_compute_rounds"));
+  // No client deadline: the server's ends it.
+  grpc::ClientContext context;
+  const absl::Time start = absl::Now();
+  status = stub->Run(&context, SqrtSumRequest(10'000'000'000), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_THAT(status.error_message(), HasSubstr("--max_compute_time=300ms"));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+TEST(FetchdMainTest, NegativeProcessTimeStopsTheStart) {
+  auto r = RunProcess({FETCHD_PATH, "--listen=127.0.0.1:0",
+                       "--metrics_listen=", "--max_process_time=-1s"},
+                      kWait);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_NE(r->exit_code, 0);
+  EXPECT_THAT(r->err, HasSubstr("--max_process_time"));
+}
+
 }  // namespace
 }  // namespace fetchd

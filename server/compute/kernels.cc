@@ -199,8 +199,8 @@ absl::Status ValidateKernel(const Kernel& kernel, const KernelLimits& limits) {
             "sha256_chain.data is ", k.data.size(), " bytes; the limit is ",
             limits.max_data_bytes, " (--max_compute_data_bytes)"));
       }
-      return CheckRange("sha256_chain.rounds", k.rounds, 1, limits.max_n,
-                        "--max_compute_n");
+      return CheckRange("sha256_chain.rounds", k.rounds, 1, limits.max_rounds,
+                        "--max_compute_rounds");
     }
     absl::Status operator()(const CountPrimes& k) const {
       return CheckRange("count_primes.limit", k.limit, 0, limits.max_n,

@@ -78,8 +78,23 @@ absl::Status PageError(const Page& page, absl::StatusCode code,
 // One DOM parser per thread (the engine's I/O thread): its buffers are
 // reused page after page. simdjson: a page's JSON costs ~1 µs per KB on the
 // path that decides the next request.
+// Pages come from origins: nesting deeper than this is refused (#16), as
+// the JSON processors do (process::kMaxJsonDepth). simdjson parses
+// iteratively and its serializer recurses once per 16 levels.
+constexpr size_t kMaxJsonDepth = 512;
+
+simdjson::dom::parser NewParser() {
+  simdjson::dom::parser parser;
+  // Sets the depth limit for later parses; should this fail (no memory),
+  // parse() retries with simdjson's default limit, 1024.
+  const simdjson::error_code allocated =
+      parser.allocate(64 << 10, kMaxJsonDepth);
+  (void)allocated;
+  return parser;
+}
+
 simdjson::dom::parser& Parser() {
-  thread_local simdjson::dom::parser parser;
+  thread_local simdjson::dom::parser parser = NewParser();
   return parser;
 }
 
@@ -437,13 +452,20 @@ Paginator::Decision Paginator::OnPage(Page& page) {
   struct ShrinkAfter {
     size_t bytes;
     ~ShrinkAfter() {
-      if (bytes > (size_t{1} << 20)) Parser() = simdjson::dom::parser();
+      if (bytes > (size_t{1} << 20)) Parser() = NewParser();
     }
   } shrink{wants_json ? page.result.body.size() : 0};
   simdjson::dom::element root;
-  const bool is_json =
-      wants_json &&
-      Parser().parse(page.result.body).get(root) == simdjson::SUCCESS;
+  const simdjson::error_code parsed =
+      wants_json ? Parser().parse(page.result.body).get(root)
+                 : simdjson::UNINITIALIZED;
+  if (parsed == simdjson::DEPTH_ERROR) {
+    return end(PageError(
+        page, absl::StatusCode::kFailedPrecondition,
+        absl::StrCat("the body nests JSON arrays and objects deeper than ",
+                     kMaxJsonDepth, " levels, the limit")));
+  }
+  const bool is_json = wants_json && parsed == simdjson::SUCCESS;
   const simdjson::dom::element* doc = is_json ? &root : nullptr;
   if (!strategy_.items_pointer.empty()) {
     std::optional<simdjson::dom::element> items =

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "server/rpc/convert.h"
 
 namespace fetchd::rpc {
@@ -33,7 +34,15 @@ void ComputeRunCall::Spawn() {
 void ComputeRunCall::OnStart() {
   absl::StatusOr<compute::Kernel> kernel = KernelFromProto(request_);
   if (!kernel.ok()) return Finish(ToGrpcStatus(kernel.status()));
-  stop_ = compute::StopSource(DeadlineOf(context()));
+  // --max_compute_time bounds every call, even one without a deadline.
+  absl::Time deadline = DeadlineOf(context());
+  const absl::Duration max_time = runner_->limits().max_time;
+  if (max_time > absl::ZeroDuration() && max_time != absl::InfiniteDuration() &&
+      absl::Now() + max_time < deadline) {
+    deadline = absl::Now() + max_time;
+    server_deadline_ = true;
+  }
+  stop_ = compute::StopSource(deadline);
   const absl::Status queued =
       runner_->Run(*std::move(kernel), stop_.token(),
                    [this](absl::StatusOr<compute::ComputeResult> result) {
@@ -43,7 +52,15 @@ void ComputeRunCall::OnStart() {
 }
 
 void ComputeRunCall::OnComputed(absl::StatusOr<compute::ComputeResult> result) {
-  if (!result.ok()) return Finish(ToGrpcStatus(result.status()));
+  if (!result.ok()) {
+    if (server_deadline_ &&
+        result.status().code() == absl::StatusCode::kDeadlineExceeded) {
+      return Finish(ToGrpcStatus(absl::DeadlineExceededError(absl::StrCat(
+          "Compute ran longer than the server allows (--max_compute_time=",
+          absl::FormatDuration(runner_->limits().max_time), ")"))));
+    }
+    return Finish(ToGrpcStatus(result.status()));
+  }
   switch (result->value.index()) {
     case 0:
       response_->set_sqrt_sum(std::get<0>(result->value));

@@ -35,6 +35,9 @@ class ComputeRunCall final
   v1::Compute::AsyncService* const service_;
   compute::KernelRunner* const runner_;
   compute::StopSource stop_;  // replaced in OnStart with the RPC's deadline
+  // Whether stop_'s deadline is --max_compute_time's rather than the
+  // caller's (set in OnStart, before the kernel is queued).
+  bool server_deadline_ = false;
 };
 
 }  // namespace fetchd::rpc

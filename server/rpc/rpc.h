@@ -41,6 +41,8 @@ struct FetchConfig {
   int default_prefetch = 2;                    // FetchPages
   int max_prefetch = 16;                       // --max_prefetch
   int64_t max_walk_pages = 1'000'000;          // --max_walk_pages
+  // CPU one processor run may use (--max_process_time; zero: no limit).
+  absl::Duration max_process_time = absl::Seconds(2);
   // Signs FetchPages resume tokens (--token_key_file; at least 32 bytes).
   // Empty: Server::Start makes a random one, good for this process only.
   std::string resume_token_key;

@@ -28,7 +28,8 @@ struct Server::State {
         authenticator(std::move(a)),
         pool({.workers = c.workers, .max_queued_tasks = c.max_queued_tasks}),
         runner(&pool, c.kernel_limits),
-        processor(&pool, c.fetch.process_inline_max_bytes) {}
+        processor(&pool, c.fetch.process_inline_max_bytes,
+                  c.fetch.max_process_time) {}
 
   FetchServices fetch_services() {
     return {&fetch_service, engine.get(), &processor, &config.fetch};
@@ -90,6 +91,21 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
       c.kernel_limits.max_data_bytes >= c.max_request_bytes) {
     return bad("max_compute_data_bytes", c.kernel_limits.max_data_bytes,
                "must be >= 0 and below --max_request_bytes");
+  }
+  if (c.kernel_limits.max_rounds < 1 ||
+      c.kernel_limits.max_rounds > 1'000'000'000'000) {
+    return bad("max_compute_rounds", c.kernel_limits.max_rounds,
+               "must be between 1 and 1000000000000");
+  }
+  if (c.kernel_limits.max_time < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_compute_time=", absl::FormatDuration(c.kernel_limits.max_time),
+        " is invalid: must be >= 0 (0: no limit)"));
+  }
+  if (c.fetch.max_process_time < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_process_time=", absl::FormatDuration(c.fetch.max_process_time),
+        " is invalid: must be >= 0 (0: no limit)"));
   }
   const FetchConfig& f = c.fetch;
   if (f.engine.max_inflight < 1) {

@@ -147,7 +147,8 @@ TEST(RunKernelTest, DispatchesToTheKernelAndKeepsTheAlternative) {
 }
 
 TEST(ValidateKernelTest, NamesTheFieldAndTheLimit) {
-  const KernelLimits limits{.max_n = 1000, .max_data_bytes = 16};
+  const KernelLimits limits{
+      .max_n = 1000, .max_data_bytes = 16, .max_rounds = 500};
   struct Case {
     Kernel kernel;
     const char* field;
@@ -158,8 +159,10 @@ TEST(ValidateKernelTest, NamesTheFieldAndTheLimit) {
       {SqrtSum{1001}, "sqrt_sum.n", "--max_compute_n"},
       {CountPrimes{-5}, "count_primes.limit", "--max_compute_n"},
       {CountPrimes{1001}, "count_primes.limit", "--max_compute_n"},
-      {Sha256Chain{"abc", 0}, "sha256_chain.rounds", "--max_compute_n"},
-      {Sha256Chain{"abc", 1001}, "sha256_chain.rounds", "--max_compute_n"},
+      {Sha256Chain{"abc", 0}, "sha256_chain.rounds", "--max_compute_rounds"},
+      {Sha256Chain{"abc", 501}, "sha256_chain.rounds", "500"},
+      {Sha256Chain{"abc", 10'000'000'000}, "sha256_chain.rounds",
+       "--max_compute_rounds"},
       {Sha256Chain{std::string(17, 'x'), 1}, "sha256_chain.data",
        "--max_compute_data_bytes"},
   };
@@ -172,7 +175,10 @@ TEST(ValidateKernelTest, NamesTheFieldAndTheLimit) {
   EXPECT_TRUE(ValidateKernel(SqrtSum{0}, limits).ok());
   EXPECT_TRUE(ValidateKernel(SqrtSum{1000}, limits).ok());
   EXPECT_TRUE(
-      ValidateKernel(Sha256Chain{std::string(16, 'x'), 1000}, limits).ok());
+      ValidateKernel(Sha256Chain{std::string(16, 'x'), 500}, limits).ok());
+  // The defaults: the rounds=1e10 (~15-50 min of CPU) is refused.
+  absl::Status s = ValidateKernel(Sha256Chain{"abc", 10'000'000'000}, {});
+  EXPECT_THAT(s.message(), HasSubstr("between 1 and 100000000"));
   EXPECT_TRUE(ValidateKernel(CountPrimes{0}, limits).ok());
 }
 

@@ -139,6 +139,36 @@ TEST(PaginatorTest, CursorOnANonJsonPageNamesThePage) {
   EXPECT_THAT(d.end->message(), HasSubstr("page 0 (http://h/a)"));
 }
 
+// #16: origins send pages; a deep one is refused by depth, for the cursor
+// and for items, and the next (shallow) page still parses.
+TEST(PaginatorTest, DeeplyNestedPagesAreRefusedByDepth) {
+  for (const char* items_pointer : {"", "/items"}) {
+    PageStrategy s{.kind = PageStrategy::Kind::kCursor,
+                   .param = "",
+                   .cursor_pointer = "/next",
+                   .items_pointer = items_pointer};
+    Paginator p(s, "http://h/a");
+    for (size_t depth : {size_t{513}, size_t{400'000}}) {
+      Page page = MakePage(
+          0, "http://h/a",
+          absl::StrCat(R"({"next":"/b","items":)", std::string(depth, '['),
+                       std::string(depth, ']'), "}"));
+      Paginator::Decision d = p.OnPage(page);
+      ASSERT_TRUE(d.end.has_value());
+      EXPECT_EQ(d.end->code(), absl::StatusCode::kFailedPrecondition);
+      EXPECT_THAT(d.end->message(), HasSubstr("deeper than 512 levels"));
+    }
+    Paginator fresh(s, "http://h/a");
+    Page ok = MakePage(
+        0, "http://h/a",
+        absl::StrCat(R"({"next":"/b","items":[)", std::string(500, '['),
+                     std::string(500, ']'), "]}"));
+    Paginator::Decision d = fresh.OnPage(ok);
+    EXPECT_FALSE(d.end.has_value()) << d.end.value_or(absl::OkStatus());
+    EXPECT_EQ(ok.next.next_url, "http://h/b");
+  }
+}
+
 // A loop longer than the exact window is still caught (Brent), in a number
 // of pages proportional to the loop, with constant memory.
 TEST(PaginatorTest, LongLoopsAreDetected) {

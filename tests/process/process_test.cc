@@ -144,5 +144,32 @@ TEST(ProcessRunnerTest, FullPoolAnswersResourceExhausted) {
   release.Notify();
 }
 
+TEST(ProcessRunnerTest, PassesItsCpuBudgetToEveryProcessor) {
+  compute::WorkerPool pool({.workers = 1, .max_queued_tasks = 4});
+  std::string big = "[";
+  for (int i = 0; i < 200'000; ++i) big += "1,";
+  big += "1]";
+  for (size_t inline_max : {size_t{0}, big.size()}) {  // pool, then inline
+    ProcessRunner tight(&pool, inline_max, absl::Nanoseconds(1));
+    ProcessRunner off(&pool, inline_max, absl::ZeroDuration());
+    for (ProcessRunner* runner : {&tight, &off}) {
+      absl::Notification done;
+      absl::StatusOr<std::string> got;
+      runner->Run({.kind = Kind::kJsonValidate}, big,
+                  [&](absl::StatusOr<std::string> r) {
+                    got = std::move(r);
+                    done.Notify();
+                  });
+      ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+      if (runner == &tight) {
+        EXPECT_EQ(got.status().code(), absl::StatusCode::kResourceExhausted);
+        EXPECT_THAT(got.status().message(), HasSubstr("--max_process_time"));
+      } else {
+        EXPECT_EQ(got.value_or(""), "valid");  // zero: no budget
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace fetchd::process

@@ -230,5 +230,65 @@ TEST(KernelFromProtoTest, MapsEveryKernel) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// #16: --max_compute_time ends a call with no client deadline, and every
+// kernel at its size cap stops promptly when it does.
+class MaxComputeTimeTest : public ComputeCallTest {
+ protected:
+  static ServerConfig Config() {
+    ServerConfig c = TestConfig();
+    c.kernel_limits = compute::KernelLimits{};  // the default caps
+    c.kernel_limits.max_time = absl::Milliseconds(200);
+    return c;
+  }
+  MaxComputeTimeTest() : ComputeCallTest(Config()) {}
+};
+
+TEST_F(MaxComputeTimeTest, KernelsAtTheirCapsEndAtTheServerDeadline) {
+  const compute::KernelLimits caps;
+  std::vector<v1::ComputeRequest> requests(3);
+  requests[0].mutable_sqrt_sum()->set_n(caps.max_n);
+  requests[1].mutable_count_primes()->set_limit(caps.max_n);
+  requests[2].mutable_sha256_chain()->set_data(
+      std::string(caps.max_data_bytes, 'x'));
+  requests[2].mutable_sha256_chain()->set_rounds(caps.max_rounds);
+  for (const v1::ComputeRequest& request : requests) {
+    // No deadline from the client: only the server's can end it.
+    grpc::ClientContext context;
+    v1::ComputeResponse response;
+    const absl::Time start = absl::Now();
+    grpc::Status status = stub_->Run(&context, request, &response);
+    const absl::Duration took = absl::Now() - start;
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+        << request.ShortDebugString().substr(0, 80);
+    EXPECT_THAT(status.error_message(), HasSubstr("--max_compute_time=200ms"));
+    EXPECT_GE(took, absl::Milliseconds(200));
+    EXPECT_LT(took, absl::Seconds(3));  // the kernel polled its token
+    EXPECT_TRUE(WaitFor([&] { return Idle(); }, kWait, "the worker to stop"));
+  }
+}
+
+TEST_F(MaxComputeTimeTest, ShortWorkAndTheCallersEarlierDeadlineAreUnchanged) {
+  v1::ComputeResponse response;
+  EXPECT_TRUE(Run(SqrtSumRequest(1000), &response).ok());
+  v1::ComputeRequest big;
+  big.mutable_sha256_chain()->set_data("x");
+  big.mutable_sha256_chain()->set_rounds(100'000'000);
+  auto context = ContextWithTimeout(absl::Milliseconds(50));
+  grpc::Status status = stub_->Run(context.get(), big, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_THAT(status.error_message(), ::testing::Not(HasSubstr("--max")));
+}
+
+TEST_F(MaxComputeTimeTest, RoundsPastTheCapAreRefusedUpFront) {
+  v1::ComputeRequest request;
+  request.mutable_sha256_chain()->set_data("x");
+  request.mutable_sha256_chain()->set_rounds(10'000'000'000);  // the issue's
+  v1::ComputeResponse response;
+  grpc::Status status = Run(request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("sha256_chain.rounds"));
+  EXPECT_THAT(status.error_message(), HasSubstr("--max_compute_rounds"));
+}
+
 }  // namespace
 }  // namespace fetchd::rpc

@@ -325,5 +325,66 @@ TEST_F(FetchCallTest, ClientCancelStopsEveryTransfer) {
   EXPECT_EQ(resp.results(0).error().code(), kOk);
 }
 
+// #16: 400 KB of [[[...]]] with json_pointer "" crashed fetchd (a recursive
+// serializer); 2.2 MB of nested <div> held a worker for minutes. Both items
+// now fail alone, fast, and the server keeps serving.
+TEST_F(FetchCallTest, HostileBodiesFailTheirItemOnly) {
+  v1::BatchFetchRequest req;
+  Add(req, "/deep/json/200000")
+      ->mutable_process()
+      ->mutable_json_pointer()
+      ->set_pointer("");
+  Add(req, "/deep/json/200000")->mutable_process()->mutable_json_validate();
+  Add(req, "/deep/html/440000")->mutable_process()->mutable_html_title();
+  Add(req, "/json")
+      ->mutable_process()
+      ->mutable_json_pointer()
+      ->set_pointer("/a/b/2/c");
+  v1::BatchFetchResponse resp;
+  const absl::Time start = absl::Now();
+  grpc::Status status = Batch(req, &resp);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_LT(absl::Now() - start, kWait);
+  ASSERT_EQ(resp.results_size(), 4);
+  for (int i : {0, 1}) {
+    EXPECT_EQ(resp.results(i).error().code(), kPrecondition) << i;
+    EXPECT_THAT(resp.results(i).error().message(), HasSubstr("levels")) << i;
+    EXPECT_EQ(resp.results(i).body_bytes(), 400'000) << i;
+  }
+  EXPECT_EQ(resp.results(2).error().code(), kNotFound)
+      << resp.results(2).error().message();
+  EXPECT_EQ(resp.results(3).error().code(), kOk);
+  EXPECT_EQ(resp.results(3).processed(), "\"x\"");
+  // Still serving.
+  v1::BatchFetchRequest again;
+  Add(again, "/json");
+  v1::BatchFetchResponse again_resp;
+  ASSERT_TRUE(Batch(again, &again_resp).ok());
+  EXPECT_EQ(again_resp.results(0).error().code(), kOk);
+}
+
+class TinyProcessBudgetTest : public FetchCallTest {
+ protected:
+  static ServerConfig Config() {
+    ServerConfig c = TestConfig();
+    c.fetch.max_process_time = absl::Nanoseconds(1);
+    return c;
+  }
+  TinyProcessBudgetTest() : FetchCallTest(Config()) {}
+};
+
+TEST_F(TinyProcessBudgetTest, ProcessorsPastTheBudgetAreResourceExhausted) {
+  v1::BatchFetchRequest req;
+  Add(req, "/deep/html/100000")->mutable_process()->mutable_html_title();
+  Add(req, "/json");  // no processor: unaffected
+  v1::BatchFetchResponse resp;
+  ASSERT_TRUE(Batch(req, &resp).ok());
+  ASSERT_EQ(resp.results_size(), 2);
+  EXPECT_EQ(resp.results(0).error().code(), kExhausted);
+  EXPECT_THAT(resp.results(0).error().message(),
+              HasSubstr("--max_process_time"));
+  EXPECT_EQ(resp.results(1).error().code(), kOk);
+}
+
 }  // namespace
 }  // namespace fetchd::rpc

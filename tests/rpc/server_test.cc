@@ -161,6 +161,18 @@ TEST(ServerTest, InvalidConfigNamesTheFlag) {
   config.kernel_limits.max_n = 2'000'000'000'000'000;
   EXPECT_THAT(ValidateServerConfig(config).message(),
               HasSubstr("--max_compute_n"));
+  config = TestConfig();
+  config.kernel_limits.max_rounds = 0;
+  EXPECT_THAT(ValidateServerConfig(config).message(),
+              HasSubstr("--max_compute_rounds"));
+  config = TestConfig();
+  config.kernel_limits.max_time = absl::Seconds(-1);
+  EXPECT_THAT(ValidateServerConfig(config).message(),
+              HasSubstr("--max_compute_time"));
+  config = TestConfig();
+  config.fetch.max_process_time = absl::Seconds(-1);
+  EXPECT_THAT(ValidateServerConfig(config).message(),
+              HasSubstr("--max_process_time"));
   for (int armed : {0, 4097}) {
     config = TestConfig();
     config.armed_calls_per_method = armed;

@@ -168,6 +168,22 @@ Origin::Origin(const std::string& address)
     res.set_content(R"({"a":{"b":[1,2,{"c":"x"}]},"n":null})",
                     "application/json");
   });
+  // Hostile documents (#16): `n` levels of nesting.
+  s.Get(R"(/deep/json/(\d+))",
+        [](const httplib::Request& req, httplib::Response& res) {
+          const size_t n = std::stoul(req.matches[1]);
+          res.set_content(std::string(n, '[') + std::string(n, ']'),
+                          "application/json");
+        });
+  s.Get(R"(/deep/html/(\d+))",
+        [](const httplib::Request& req, httplib::Response& res) {
+          std::string body;
+          body.reserve(5 * std::stoul(req.matches[1]));
+          for (size_t i = std::stoul(req.matches[1]); i > 0; --i) {
+            body += "<div>";
+          }
+          res.set_content(body, "text/html");
+        });
   auto echo = [](const httplib::Request& req, httplib::Response& res) {
     std::string headers;
     for (const auto& [name, value] : req.headers) {
