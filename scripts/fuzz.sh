@@ -60,23 +60,24 @@ for name in "${targets[@]}"; do
   "${netns[@]}" "$bin" -max_total_time="$seconds" -timeout=10 \
     -rss_limit_mb=2048 -max_len="$max_len" -print_final_stats=1 \
     -artifact_prefix="$artifacts/$name-" "$corpus" >"$log" 2>&1 || rc=$?
-  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
-  ft=$(grep -o 'ft: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
+  # A crash can come before any status line: nothing found is not an error.
+  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1 || true)
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2 || true)
+  ft=$(grep -o 'ft: [0-9]*' "$log" | tail -1 | cut -d' ' -f2 || true)
   time_s=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | tail -1 |
-    awk '{print $5}')
-  if [[ -z $runs ]]; then runs=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#'); fi
-  rate=$(((${runs:-0}) / (${time_s:-$seconds} > 0 ? ${time_s:-$seconds} : 1)))
+    awk '{print $5}' || true)
+  rate=-
+  [[ -n $runs && -n $time_s ]] && rate=$((runs / (time_s > 0 ? time_s : 1)))
   units=$(ls "$corpus" | wc -l)
   if ((rc == 0)); then
     result=ok
   else
     failed=1
-    what=$(grep -m1 -oE 'ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer|UndefinedBehaviorSanitizer): [a-z-]+( [a-z-]+)?|runtime error: .*|FUZZ_CHECK failed: .*' "$log" || true)
+    what=$(grep -m1 -oE 'ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer|UndefinedBehaviorSanitizer): [a-z-]+( [a-z-]+)?|runtime error: .*|FUZZ_CHECK failed: .*|terminate called .*' "$log" || true)
     input=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
     result="FAILED (exit $rc): ${what:-see log}; input: ${input:-none written}"
     # The reason in full, for CI logs.
-    grep -E -A30 '^==[0-9]+==ERROR|FUZZ_CHECK failed|runtime error|ERROR: libFuzzer' \
+    grep -E -A30 '^==[0-9]+==ERROR|FUZZ_CHECK failed|runtime error|terminate called|ERROR: libFuzzer' \
       "$log" | head -60 >&2 || tail -40 "$log" >&2
   fi
   line=$(printf '%-13s runs %9s  %7s/s  cov %5s  ft %6s  corpus %4s  %s' \
