@@ -3,7 +3,8 @@
 #   scripts/deps.sh build   compilers, CMake, gRPC, Protobuf, Abseil, OpenSSL, libcurl,
 #                           gumbo, JSON (nlohmann, simdjson), tcmalloc, GoogleTest,
 #                           cpp-httplib (the test origin)
-#   scripts/deps.sh test    build + clang's sanitizer runtime, PyYAML and kubectl
+#   scripts/deps.sh test    build + clang, its sanitizer and libFuzzer runtimes
+#                           (libclang-rt-14-dev: tests/fuzz), PyYAML and kubectl
 #                           (the k8s/ manifest test), nghttpd (the h2 test origin)
 #   scripts/deps.sh bench   build + what bench/ drives: nginx (origin), wrk, Python
 #                           aiohttp (seed peer), Go and Node (peers)

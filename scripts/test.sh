@@ -2,7 +2,8 @@
 # The README's second command: install what is missing, build, and run every
 # test twice: the Release build (g++), then the same suite under
 # AddressSanitizer + UndefinedBehaviorSanitizer (clang, -Wthread-safety
-# -Werror, build-asan/). Non-zero if anything fails.
+# -Werror, build-asan/), then every fuzz target for 30 s (scripts/fuzz.sh,
+# built in build-asan/). Non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh test
@@ -19,4 +20,5 @@ run_suite release build
 export ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1:strict_init_order=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 run_suite asan build-asan
-echo "== all tests passed (release and asan+ubsan)" >&2
+bash scripts/fuzz.sh "${FETCHD_FUZZ_SECONDS:-30}"
+echo "== all tests passed (release, asan+ubsan and fuzzing)" >&2

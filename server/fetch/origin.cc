@@ -59,6 +59,11 @@ absl::StatusOr<std::string> OriginOf(const std::string& url) {
   // one origin; without IDNA support, the host as written.
   rc = curl_url_get(handle.get(), CURLUPART_HOST, &host.text, CURLU_PUNYCODE);
   if (rc != CURLUE_OK) {
+    // libcurl 7.88 leaves its copy of the host in `host.text` when the
+    // IDNA conversion fails (e.g. "bücher.example."): free it before the
+    // second call overwrites the pointer (found by url_policy_fuzzer).
+    curl_free(host.text);
+    host.text = nullptr;
     rc = curl_url_get(handle.get(), CURLUPART_HOST, &host.text, 0);
   }
   if (rc != CURLUE_OK || host.text == nullptr) {

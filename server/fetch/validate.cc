@@ -92,6 +92,11 @@ absl::Status ValidateUrl(const std::string& url, const FetchLimits& limits) {
                    absl::StrCat("is ", url.size(), " bytes; the limit is ",
                                 limits.max_url_bytes));
   }
+  // curl reads the URL up to its first NUL: the rest would be checked by
+  // no one and echoed back as if it had been fetched.
+  if (url.find('\0') != std::string::npos) {
+    return Invalid("url", "contains a NUL byte");
+  }
   std::unique_ptr<CURLU, UrlDeleter> parsed(curl_url());
   if (parsed == nullptr) return absl::InternalError("curl_url failed");
   if (CURLUcode rc = curl_url_set(parsed.get(), CURLUPART_URL, url.c_str(), 0);
@@ -110,7 +115,10 @@ absl::Status ValidateUrl(const std::string& url, const FetchLimits& limits) {
   raw = nullptr;
   curl_url_get(parsed.get(), CURLUPART_HOST, &raw, 0);
   CurlString host(raw);
-  if (host == nullptr || host.get()[0] == '\0') {
+  // Dots alone ("http://../") are no name either: with the trailing dots
+  // gone, the host rules would see an empty host (url_policy_fuzzer).
+  if (host == nullptr || absl::string_view(host.get()).find_first_not_of('.') ==
+                             absl::string_view::npos) {
     return Invalid("url", "has no host");
   }
   // An international name is fetched in its IDNA ASCII form (AsciiUrl);

@@ -42,6 +42,14 @@ TEST(ValidateFetchSpecTest, RejectsBadUrls) {
   ExpectInvalid(spec, "the limit is 50", {.max_url_bytes = 50});
   spec.url = "http://user:pw@example.test/";
   ExpectInvalid(spec, "carries credentials");
+  // Found by tests/fuzz/url_policy_fuzzer: a host of dots alone normalizes
+  // to no host at all, and curl would read only up to a NUL.
+  for (const char* url : {"http://../", "http:/..?f//[:", "http://./x"}) {
+    spec.url = url;
+    ExpectInvalid(spec, "url has no host");
+  }
+  spec.url = std::string("http://example.test/\0@evil.example/", 35);
+  ExpectInvalid(spec, "url contains a NUL byte");
 }
 
 // International names are valid and fetched in their IDNA ASCII form;
