@@ -79,8 +79,9 @@ struct HostileOrigin::Conn {
 
 HostileOrigin::HostileOrigin(Options options) : options_(std::move(options)) {
   // 200,000 '[' then ']': 400 KB nested 200,000 deep.
-  deep_json_ = std::make_shared<const std::string>(std::string(200'000, '[') +
-                                                   std::string(200'000, ']'));
+  std::string json(200'000, '[');
+  json.append(200'000, ']');
+  deep_json_ = std::make_shared<const std::string>(std::move(json));
   std::string html = "<!doctype html><html><body>";
   html.reserve(2'200'000 + 64);
   while (html.size() < 2'200'000) html += "<div>";
@@ -331,7 +332,8 @@ void HostileOrigin::Respond(Conn& c, const std::string& target) {
     c.body = Body::kRepeat;
     c.remaining = mib << 20;
   } else {
-    c.out = Head(404, "Not Found", "Content-Length: 9\r\n") + "not found";
+    c.out = Head(404, "Not Found", "Content-Length: 9\r\n");
+    c.out += "not found";
   }
 }
 
@@ -385,7 +387,7 @@ bool HostileOrigin::OnWritable(Conn& c, absl::Time now) {
       case Body::kDrip:
         if (c.remaining == 0) return false;
         if (now < c.next_drip) return true;
-        c.out = "d";
+        c.out.assign(1, 'd');
         --c.remaining;
         c.next_drip = now + c.drip_every;
         break;
