@@ -5,7 +5,8 @@
 # while hostile callers aim the fault at fetchd (bench/chaos_load, the same
 # load as tests/chaos). Prints one table row per fault:
 #   good caller p50 and p99 vs solo, fetchd peak RSS (VmHWM) vs the memory
-#   budget, hostile errors by code, whether fetchd stayed up.
+#   budget, hostile errors by code, whether fetchd stayed up, and whether
+#   it then exits on SIGTERM within 5 s (else SIGKILL: "KILLED").
 #
 #   bench/chaos.sh [SECONDS=5] [SOLO=3] [FAULT...]
 #
@@ -42,17 +43,19 @@ for fault in "${faults[@]}"; do
   start_fetchd "${flags[@]}"
   line=$(build/bin/chaos_load --target="$target" --fault="$fault" \
     --seconds="$seconds" --solo_seconds="$solo" || echo "fault=$fault driver_failed=1")
-  if kill -0 "$fetchd_pid" 2>/dev/null && [[ $(awk '{print $3}' "/proc/$fetchd_pid/stat") != Z ]]; then
+  up=DIED hwm=0 stop=-
+  if [[ -r /proc/$fetchd_pid/stat && $(awk '{print $3}' "/proc/$fetchd_pid/stat") != Z ]]; then
     up=yes
     hwm=$(awk '/VmHWM/{print $2}' "/proc/$fetchd_pid/status")
+    # SIGTERM, then SIGKILL after 5 s: a worker held by a processor (deep
+    # HTML before #16 item 2) keeps fetchd from exiting for minutes.
     kill "$fetchd_pid"
-    wait "$fetchd_pid" 2>/dev/null || true
-  else
-    up=DIED
-    hwm=0
-    wait "$fetchd_pid" 2>/dev/null || true
+    stop=clean
+    for _ in $(seq 50); do kill -0 "$fetchd_pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$fetchd_pid" 2>/dev/null; then kill -9 "$fetchd_pid"; stop=KILLED; fi
   fi
-  echo "$line up=$up hwm_kb=$hwm" >>"$tmp/results"
+  wait "$fetchd_pid" 2>/dev/null || true
+  echo "$line up=$up hwm_kb=$hwm stop=$stop" >>"$tmp/results"
 done
 
 awk -v budget="$budget" '
@@ -61,12 +64,12 @@ awk -v budget="$budget" '
     return "?"
   }
   BEGIN {
-    printf "%-14s %17s %17s %7s %13s %6s %5s  %s\n", "fault", "solo p50/p99 ms", "good p50/p99 ms", "p99÷solo", "RSS/budget MB", "health", "up", "hostile errors by code (items)"
+    printf "%-14s %17s %17s %7s %13s %6s %5s %7s  %s\n", "fault", "solo p50/p99 ms", "good p50/p99 ms", "p99÷solo", "RSS/budget MB", "health", "up", "SIGTERM", "hostile errors by code (items)"
   }
   {
     sp99 = field("solo_p99_ms") + 0; p99 = field("p99_ms") + 0
     ratio = sp99 > 0 ? sprintf("%.1fx", p99 / sp99) : "-"
     errs = field("item_codes"); if (field("good_failed") + 0 > 0) errs = errs " GOOD_FAILED=" field("good_failed")
     if (field("late") + 0 > 0) errs = errs " LATE=" field("late")
-    printf "%-14s %8.1f/%-8.1f %8.1f/%-8.1f %7s %6d/%-6d %6s %5s  %s\n", field("fault"), field("solo_p50_ms"), sp99, field("p50_ms"), p99, ratio, field("hwm_kb") / 1024, budget / 1048576, field("health_failures") + 0 == 0 ? "ok" : "FAIL", field("up"), errs
+    printf "%-14s %8.1f/%-8.1f %8.1f/%-8.1f %7s %6d/%-6d %6s %5s %7s  %s\n", field("fault"), field("solo_p50_ms"), sp99, field("p50_ms"), p99, ratio, field("hwm_kb") / 1024, budget / 1048576, field("health_failures") + 0 == 0 ? "ok" : "FAIL", field("up"), field("stop"), errs
   }' "$tmp/results"

@@ -34,13 +34,17 @@ std::string Head(int status, absl::string_view reason,
                       "Connection: close\r\n\r\n");
 }
 
-std::string QueryParam(absl::string_view query, absl::string_view name) {
+// The integer query parameter `name`, or `fallback` when absent or not a
+// number (absl::SimpleAtoi zeroes its output on failure).
+int64_t IntParam(absl::string_view query, absl::string_view name,
+                 int64_t fallback) {
   for (absl::string_view kv : absl::StrSplit(query, '&')) {
     std::pair<absl::string_view, absl::string_view> p =
         absl::StrSplit(kv, absl::MaxSplits('=', 1));
-    if (p.first == name) return std::string(p.second);
+    int64_t v = 0;
+    if (p.first == name && absl::SimpleAtoi(p.second, &v)) return v;
   }
-  return "";
+  return fallback;
 }
 
 }  // namespace
@@ -281,8 +285,7 @@ void HostileOrigin::Respond(Conn& c, const std::string& target) {
   if (path == "/hang") {
     c.body = Body::kHang;
   } else if (path == "/drip") {
-    int64_t ms = 1000;
-    (void)absl::SimpleAtoi(QueryParam(query, "ms"), &ms);
+    const int64_t ms = IntParam(query, "ms", 1000);
     c.out = Head(200, "OK",
                  "Content-Type: application/octet-stream\r\n"
                  "Content-Length: 1000000\r\n");
@@ -322,9 +325,8 @@ void HostileOrigin::Respond(Conn& c, const std::string& target) {
                      "\r\nContent-Length: ", c.shared->size(), "\r\n"));
     c.body = Body::kShared;
   } else if (path == "/big") {
-    int64_t mib = 64;
-    (void)absl::SimpleAtoi(QueryParam(query, "mib"), &mib);
-    mib = std::clamp<int64_t>(mib, 0, 1024);
+    const int64_t mib =
+        std::clamp<int64_t>(IntParam(query, "mib", 64), 0, 1024);
     c.out = Head(200, "OK",
                  absl::StrCat("Content-Type: application/octet-stream\r\n"
                               "Content-Length: ",
