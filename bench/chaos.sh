@@ -64,12 +64,14 @@ awk -v budget="$budget" '
     return "?"
   }
   BEGIN {
-    printf "%-14s %17s %17s %7s %13s %6s %5s %7s  %s\n", "fault", "solo p50/p99 ms", "good p50/p99 ms", "p99÷solo", "RSS/budget MB", "health", "up", "SIGTERM", "hostile errors by code (items)"
+    printf "%-14s %17s %17s %7s %13s %6s %5s %7s  %s\n", "fault", "solo p50/p99 ms", "good p50/p99 ms", "p99÷solo", "RSS/budget MB", "health", "up", "SIGTERM", "hostile items by code (RPCs: when not all OK)"
   }
   {
     sp99 = field("solo_p99_ms") + 0; p99 = field("p99_ms") + 0
     ratio = sp99 > 0 ? sprintf("%.1fx", p99 / sp99) : "-"
-    errs = field("item_codes"); if (field("good_failed") + 0 > 0) errs = errs " GOOD_FAILED=" field("good_failed")
+    errs = field("item_codes"); rpc = field("rpc_codes")
+    if (rpc !~ /^OK:[0-9]+$/) errs = errs " RPCs:" rpc
+    if (field("good_failed") + 0 > 0) errs = errs " GOOD_FAILED=" field("good_failed")
     if (field("late") + 0 > 0) errs = errs " LATE=" field("late")
     printf "%-14s %8.1f/%-8.1f %8.1f/%-8.1f %7s %6d/%-6d %6s %5s %7s  %s\n", field("fault"), field("solo_p50_ms"), sp99, field("p50_ms"), p99, ratio, field("hwm_kb") / 1024, budget / 1048576, field("health_failures") + 0 == 0 ? "ok" : "FAIL", field("up"), field("stop"), errs
   }' "$tmp/results"
