@@ -290,9 +290,10 @@ TEST_F(ChaosTest, DripEndsAtLowSpeedLimit) {
 }
 
 // An endless chunked body ends at max_body_bytes (8 MiB by default).
+// Today each 8 MiB body costs fetchd ~30 MiB of RSS (4 at once: ~130 MiB).
 TEST_F(ChaosTest, EndlessChunkedBody) {
   const Outcome o = Run("endless");
-  ExpectAllItems(o, "RESOURCE_EXHAUSTED", 4);
+  ExpectAllItems(o, "RESOURCE_EXHAUSTED", 2);
   ExpectConnectionsReleased();
 }
 
