@@ -35,6 +35,7 @@ class Subprocess {
   absl::StatusOr<std::string> WaitForStderr(const std::string& needle,
                                             absl::Duration timeout);
   void Signal(int signal_number);
+  pid_t pid() const { return pid_; }
   // Reads the rest of the output and reaps the child; kills it (and returns
   // DEADLINE_EXCEEDED) if it runs past `timeout`.
   absl::StatusOr<ProcessResult> Wait(absl::Duration timeout);
