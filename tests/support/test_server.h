@@ -16,6 +16,12 @@
 
 namespace fetchd::testing {
 
+// How long a test waits for something it expects to happen promptly (a
+// condition, a notification, an RPC's answer, a child process's exit)
+// before it fails. Generous, for loaded CI machines: a passing test never
+// waits this long, so it costs nothing; only a failure takes it.
+inline constexpr absl::Duration kEventTimeout = absl::Seconds(30);
+
 // Polls `condition` until it holds or `timeout` passes; the failure names
 // `what`. Use as EXPECT_TRUE(WaitFor(...)).
 ::testing::AssertionResult WaitFor(const std::function<bool()>& condition,
