@@ -88,6 +88,17 @@ TEST(CallTest, EveryConcurrentCallGetsItsOwnAnswer) {
   }
 }
 
+// Waits until `loop`'s Shutdown has begun, which refuses new arms.
+::testing::AssertionResult ShutdownBegan(CqLoop& loop) {
+  return WaitFor(
+      [&] {
+        if (!loop.ArmIfAccepting([] {})) return true;
+        loop.CallEnded();  // armed before Shutdown began: uncount it
+        return false;
+      },
+      kEventTimeout, "Shutdown to stop arming");
+}
+
 // A Compute.Run that finishes at once with OK, counting the calls that
 // started; a stand-in for a real RPC whose timing the test controls.
 class CountingRunCall final
@@ -191,12 +202,7 @@ TEST(CallTest, ShutdownWaitsForACallMatchedButNotYetStarted) {
     loop.Shutdown();
     shut_down.Notify();
   });
-  auto refuses_arms = [&] {
-    if (!loop.ArmIfAccepting([] {})) return true;
-    loop.CallEnded();  // armed before Shutdown began: uncount it
-    return false;
-  };
-  ASSERT_TRUE(WaitFor(refuses_arms, kEventTimeout, "Shutdown to stop arming"));
+  ASSERT_TRUE(ShutdownBegan(loop));
   hold.release.Notify();
   ASSERT_TRUE(shut_down.WaitForNotificationWithTimeout(kEventTimeout));
   EXPECT_EQ(started.load(), 1) << "the call was not matched before Shutdown";
@@ -234,13 +240,7 @@ TEST(CallTest, CqLoopShutdownWaitsForEveryArmedCall) {
     shut_down.Notify();
   });
   // Shutdown must begin (and refuse new arms) yet not finish.
-  auto refuses_arms = [&] {
-    if (!loop.ArmIfAccepting([] {})) return true;
-    loop.CallEnded();  // armed before Shutdown began: uncount it
-    return false;
-  };
-  ASSERT_TRUE(::fetchd::testing::WaitFor(refuses_arms, absl::Seconds(5),
-                                         "Shutdown to stop arming"));
+  ASSERT_TRUE(ShutdownBegan(loop));
   EXPECT_FALSE(shut_down.WaitForNotificationWithTimeout(absl::Milliseconds(50)))
       << "the CQ shut down while an armed call was live";
   loop.CallEnded();
