@@ -5,7 +5,6 @@
 
 #include <cstdio>
 #include <fstream>
-#include <thread>
 
 #include "absl/strings/str_join.h"
 #include "fetchd/v1/compute.grpc.pb.h"
@@ -20,14 +19,15 @@
 namespace fetchd {
 namespace {
 
+using ::fetchd::testing::CheckHealth;
 using ::fetchd::testing::ContextWithTimeout;
+using ::fetchd::testing::kEventTimeout;
+using ::fetchd::testing::PendingCall;
 using ::fetchd::testing::RunProcess;
 using ::fetchd::testing::SqrtSumRequest;
 using ::fetchd::testing::Subprocess;
 using ::fetchd::testing::WaitFor;
 using ::testing::HasSubstr;
-
-constexpr absl::Duration kWait = absl::Seconds(30);
 
 // fetchd itself, as built.
 class FetchdProcess : public ::fetchd::testing::FetchdProcess {
@@ -36,50 +36,29 @@ class FetchdProcess : public ::fetchd::testing::FetchdProcess {
       : ::fetchd::testing::FetchdProcess(FETCHD_PATH, std::move(flags)) {}
 };
 
-// sqrt_sum(n) on the only worker of a fetchd run with --workers=1
-// --max_queued_tasks=0. A probe is then refused exactly while the call
-// runs; that is how the test knows it is in flight.
-class LongCall {
- public:
-  LongCall(v1::Compute::Stub* stub, int64_t n) : stub_(stub) {
-    thread_ = std::thread([this, n] {
-      // A probe may hold the worker at the moment this call arrives.
-      do {
-        response_.Clear();
-        status_ = stub_->Run(ContextWithTimeout(kWait).get(), SqrtSumRequest(n),
-                             &response_);
-      } while (status_.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
-    });
-  }
-  ~LongCall() {
-    if (thread_.joinable()) thread_.join();
-  }
-  ::testing::AssertionResult WaitUntilRunning() {
-    return WaitFor(
-        [&] {
-          v1::ComputeResponse probe;
-          return stub_
-                     ->Run(ContextWithTimeout(absl::Seconds(5)).get(),
-                           SqrtSumRequest(1), &probe)
-                     .error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
-        },
-        kWait, "the long call to occupy the worker");
-  }
-  const grpc::Status& Wait() {
-    thread_.join();
-    return status_;
-  }
-  const v1::ComputeResponse& response() const { return response_; }
+// For a fetchd run with --workers=1 --max_queued_tasks=0: sqrt_sum(n) on
+// its only worker. A probe is then refused exactly while the call runs;
+// that is how WaitUntilRunning knows it is in flight.
+std::unique_ptr<PendingCall> LongCall(v1::Compute::Stub* stub, int64_t n) {
+  return std::make_unique<PendingCall>(
+      stub, SqrtSumRequest(n),
+      PendingCall::Options{.timeout = kEventTimeout,
+                           .retry_while_exhausted = true});
+}
 
- private:
-  v1::Compute::Stub* const stub_;
-  grpc::Status status_;
-  v1::ComputeResponse response_;
-  std::thread thread_;
-};
+::testing::AssertionResult WaitUntilRunning(v1::Compute::Stub* stub) {
+  return WaitFor(
+      [&] {
+        v1::ComputeResponse probe;
+        return stub->Run(ContextWithTimeout(absl::Seconds(5)).get(),
+                         SqrtSumRequest(1), &probe)
+                   .error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+      },
+      kEventTimeout, "the long call to occupy the worker");
+}
 
 TEST(FetchdMainTest, HelpListsEveryFlag) {
-  auto r = RunProcess({FETCHD_PATH, "--help"}, kWait);
+  auto r = RunProcess({FETCHD_PATH, "--help"}, kEventTimeout);
   ASSERT_TRUE(r.ok()) << r.status();
   for (const char* flag :
        {"--listen", "--cq_threads", "--workers", "--max_queued_tasks",
@@ -100,30 +79,18 @@ TEST(FetchdMainTest, SigtermLetsTheInFlightCallFinishAndExitsZero) {
       fetchd.address(), grpc::InsecureChannelCredentials()));
   // ~1.5 s here, longer under ASan: the signal lands mid-kernel.
   constexpr int64_t kN = 2'000'000'000;
-  LongCall call(stub.get(), kN);
-  ASSERT_TRUE(call.WaitUntilRunning());
+  auto call = LongCall(stub.get(), kN);
+  ASSERT_TRUE(WaitUntilRunning(stub.get()));
   fetchd.process().Signal(SIGTERM);
-  const grpc::Status& status = call.Wait();
+  const grpc::Status& status = call->Wait();
   EXPECT_TRUE(status.ok()) << status.error_message();
-  EXPECT_NEAR(call.response().sqrt_sum() / (2.0 / 3 * std::pow(kN, 1.5)), 1.0,
+  EXPECT_NEAR(call->response().sqrt_sum() / (2.0 / 3 * std::pow(kN, 1.5)), 1.0,
               1e-6);
-  auto exit = fetchd.process().Wait(kWait);
+  auto exit = fetchd.process().Wait(kEventTimeout);
   ASSERT_TRUE(exit.ok()) << exit.status();
   EXPECT_EQ(exit->exit_code, 0) << exit->err;
   EXPECT_THAT(exit->err, HasSubstr("\"signal\":\"SIGTERM\""));
   EXPECT_THAT(exit->err, HasSubstr("\"event\":\"stopped\""));
-}
-
-grpc::health::v1::HealthCheckResponse::ServingStatus Health(
-    grpc::Channel* channel) {
-  auto stub = grpc::health::v1::Health::NewStub(
-      std::shared_ptr<grpc::Channel>(channel, [](grpc::Channel*) {}));
-  grpc::health::v1::HealthCheckResponse response;
-  const grpc::Status status =
-      stub->Check(ContextWithTimeout(absl::Seconds(5)).get(),
-                  grpc::health::v1::HealthCheckRequest(), &response);
-  return status.ok() ? response.status()
-                     : grpc::health::v1::HealthCheckResponse::UNKNOWN;
 }
 
 // SIGTERM starts the drain: health turns NOT_SERVING at once, but RPCs
@@ -135,11 +102,12 @@ TEST(FetchdMainTest, SigtermDrainsNotServingButServingUntilTheDelayEnds) {
   ASSERT_TRUE(fetchd.ok());
   auto channel =
       grpc::CreateChannel(fetchd.address(), grpc::InsecureChannelCredentials());
-  ASSERT_EQ(Health(channel.get()), HealthCheckResponse::SERVING);
+  ASSERT_EQ(CheckHealth(channel), HealthCheckResponse::SERVING);
   fetchd.process().Signal(SIGTERM);
-  auto err = fetchd.process().WaitForStderr("\"event\":\"draining\"", kWait);
+  auto err =
+      fetchd.process().WaitForStderr("\"event\":\"draining\"", kEventTimeout);
   ASSERT_TRUE(err.ok()) << err.status();
-  EXPECT_EQ(Health(channel.get()), HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(CheckHealth(channel), HealthCheckResponse::NOT_SERVING);
   // A call that arrives during the drain, on a new connection too.
   grpc::ChannelArguments own_connection;
   own_connection.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
@@ -149,8 +117,9 @@ TEST(FetchdMainTest, SigtermDrainsNotServingButServingUntilTheDelayEnds) {
     auto stub = v1::Compute::NewStub(
         std::shared_ptr<grpc::Channel>(ch, [](grpc::Channel*) {}));
     v1::ComputeResponse response;
-    const grpc::Status status = stub->Run(ContextWithTimeout(kWait).get(),
-                                          SqrtSumRequest(1000), &response);
+    const grpc::Status status =
+        stub->Run(ContextWithTimeout(kEventTimeout).get(), SqrtSumRequest(1000),
+                  &response);
     EXPECT_TRUE(status.ok()) << status.error_message();
   }
   EXPECT_THAT(*err, ::testing::Not(HasSubstr("shutting_down")));
@@ -160,7 +129,7 @@ TEST(FetchdMainTest, SigtermDrainsNotServingButServingUntilTheDelayEnds) {
   channel.reset();
   fresh.reset();
   fetchd.process().Signal(SIGTERM);
-  auto exit = fetchd.process().Wait(kWait);
+  auto exit = fetchd.process().Wait(kEventTimeout);
   ASSERT_TRUE(exit.ok()) << exit.status();
   EXPECT_EQ(exit->exit_code, 0) << exit->err;
   EXPECT_THAT(exit->err, HasSubstr("\"event\":\"stopped\""));
@@ -174,12 +143,12 @@ TEST(FetchdMainTest, SigintCancelsCallsPastTheGraceAndExitsZero) {
   ASSERT_TRUE(fetchd.ok());
   auto stub = v1::Compute::NewStub(grpc::CreateChannel(
       fetchd.address(), grpc::InsecureChannelCredentials()));
-  LongCall call(stub.get(), ::fetchd::testing::kEndlessN);  // hours
-  ASSERT_TRUE(call.WaitUntilRunning());
+  auto call = LongCall(stub.get(), ::fetchd::testing::kEndlessN);  // hours
+  ASSERT_TRUE(WaitUntilRunning(stub.get()));
   const absl::Time signalled = absl::Now();
   fetchd.process().Signal(SIGINT);
-  EXPECT_FALSE(call.Wait().ok());
-  auto exit = fetchd.process().Wait(kWait);
+  EXPECT_FALSE(call->Wait().ok());
+  auto exit = fetchd.process().Wait(kEventTimeout);
   ASSERT_TRUE(exit.ok()) << exit.status();
   EXPECT_EQ(exit->exit_code, 0) << exit->err;
   // Grace, then the cancel stops the kernel: seconds, not hours.
@@ -190,7 +159,7 @@ grpc::Status RunSqrtSum10(const std::string& address) {
   auto stub = v1::Compute::NewStub(
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   v1::ComputeResponse response;
-  return stub->Run(ContextWithTimeout(kWait).get(), SqrtSumRequest(10),
+  return stub->Run(ContextWithTimeout(kEventTimeout).get(), SqrtSumRequest(10),
                    &response);
 }
 
@@ -218,7 +187,7 @@ TEST(FetchdMainTest, LogsOneJsonLinePerRpc) {
   ASSERT_TRUE(fetchd.ok());
   ASSERT_TRUE(RunSqrtSum10(fetchd.address()).ok());
   auto err = fetchd.process().WaitForStderr(
-      R"("event":"rpc","method":"Compute.Run",)", kWait);
+      R"("event":"rpc","method":"Compute.Run",)", kEventTimeout);
   ASSERT_TRUE(err.ok()) << err.status();
   EXPECT_THAT(*err,
               HasSubstr(R"("code":"OK","items":0,"retries":0,"duration_ms":)"));
@@ -234,7 +203,7 @@ TEST(FetchdMainTest, BadFlagValuesExitOneNamingTheFlag) {
         "--armed_calls_per_method=0", "--armed_calls_per_method=5000"}) {
     auto r = RunProcess({FETCHD_PATH, "--listen=127.0.0.1:0",
                          "--metrics_listen=127.0.0.1:0", flag},
-                        kWait);
+                        kEventTimeout);
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->exit_code, 1) << flag;
     const std::string name(
@@ -254,7 +223,7 @@ TEST(FetchdMainTest, TokenKeyFileIsCheckedAndItsAbsenceLogged) {
     auto r =
         RunProcess({FETCHD_PATH, "--listen=127.0.0.1:0",
                     "--metrics_listen=127.0.0.1:0", "--token_key_file=" + path},
-                   kWait);
+                   kEventTimeout);
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->exit_code, 1) << path;
     EXPECT_THAT(r->err, HasSubstr("--token_key_file=" + path)) << path;
@@ -265,15 +234,16 @@ TEST(FetchdMainTest, TokenKeyFileIsCheckedAndItsAbsenceLogged) {
   FetchdProcess random({});
   ASSERT_TRUE(random.ok());
   auto line = random.process().WaitForStderr(
-      R"("event":"resume_token_key","source":"random")", kWait);
+      R"("event":"resume_token_key","source":"random")", kEventTimeout);
   EXPECT_TRUE(line.ok()) << line.status();
 
   const std::string key = ::testing::TempDir() + "/good_token.key";
   std::ofstream(key, std::ios::trunc) << std::string(44, 'k') << "\n";
   FetchdProcess keyed({"--token_key_file=" + key});
   EXPECT_TRUE(keyed.ok());
-  EXPECT_THAT(keyed.process().WaitForStderr("\"serving\"", kWait).value_or(""),
-              ::testing::Not(HasSubstr("resume_token_key")));
+  EXPECT_THAT(
+      keyed.process().WaitForStderr("\"serving\"", kEventTimeout).value_or(""),
+      ::testing::Not(HasSubstr("resume_token_key")));
   std::remove(key.c_str());
 }
 
@@ -282,7 +252,7 @@ TEST(FetchdMainTest, PortInUseExitsOne) {
   ASSERT_TRUE(other.ok());
   auto r = RunProcess({FETCHD_PATH, "--listen=" + other.address(),
                        "--metrics_listen=127.0.0.1:0"},
-                      kWait);
+                      kEventTimeout);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->exit_code, 1);
   EXPECT_THAT(r->err, HasSubstr("start_failed"));
@@ -297,7 +267,7 @@ grpc::Status RunSqrtSumWithToken(const std::string& address,
                                  const std::string& token) {
   auto stub = v1::Compute::NewStub(
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-  auto context = ContextWithTimeout(kWait);
+  auto context = ContextWithTimeout(kEventTimeout);
   context->AddMetadata("authorization", "Bearer " + token);
   v1::ComputeResponse response;
   return stub->Run(context.get(), SqrtSumRequest(10), &response);
@@ -323,7 +293,7 @@ TEST(FetchdMainTest, SecurityFlagErrorsExitOne) {
        }) {
     auto r = RunProcess({FETCHD_PATH, "--listen=127.0.0.1:0",
                          "--metrics_listen=127.0.0.1:0", c.flag},
-                        kWait);
+                        kEventTimeout);
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->exit_code, 1) << c.flag;
     EXPECT_THAT(r->err, HasSubstr(c.error)) << c.flag;
@@ -341,7 +311,8 @@ TEST(FetchdMainTest, SighupReloadsTheTokensFileAlsoWhileDraining) {
   FetchdProcess fetchd({"--auth_tokens_file=" + tokens, "--drain_delay=10m"});
   ASSERT_TRUE(fetchd.ok());
   // Tokens over plaintext: a warning at start.
-  auto err = fetchd.process().WaitForStderr("\"tokens_without_tls\"", kWait);
+  auto err =
+      fetchd.process().WaitForStderr("\"tokens_without_tls\"", kEventTimeout);
   ASSERT_TRUE(err.ok()) << err.status();
   EXPECT_TRUE(RunSqrtSumWithToken(fetchd.address(), kAliceToken).ok());
   EXPECT_EQ(RunSqrtSumWithToken(fetchd.address(), kBobToken).error_code(),
@@ -352,7 +323,7 @@ TEST(FetchdMainTest, SighupReloadsTheTokensFileAlsoWhileDraining) {
                   .ok());
   fetchd.process().Signal(SIGHUP);
   err = fetchd.process().WaitForStderr(
-      R"("event":"auth_tokens_loaded","trigger":"SIGHUP")", kWait);
+      R"("event":"auth_tokens_loaded","trigger":"SIGHUP")", kEventTimeout);
   ASSERT_TRUE(err.ok()) << err.status();
   EXPECT_TRUE(RunSqrtSumWithToken(fetchd.address(), kBobToken).ok());
   EXPECT_EQ(RunSqrtSumWithToken(fetchd.address(), kAliceToken).error_code(),
@@ -361,19 +332,21 @@ TEST(FetchdMainTest, SighupReloadsTheTokensFileAlsoWhileDraining) {
   // During the drain SIGHUP reloads too, and does not end the drain; a bad
   // file keeps bob's token.
   fetchd.process().Signal(SIGTERM);
-  ASSERT_TRUE(
-      fetchd.process().WaitForStderr("\"event\":\"draining\"", kWait).ok());
+  ASSERT_TRUE(fetchd.process()
+                  .WaitForStderr("\"event\":\"draining\"", kEventTimeout)
+                  .ok());
   ASSERT_TRUE(
       ::fetchd::testing::WriteFileAtomically(tokens, "bob tooshort\n").ok());
   fetchd.process().Signal(SIGHUP);
   err = fetchd.process().WaitForStderr(
-      R"("event":"auth_tokens_reload_failed","trigger":"SIGHUP")", kWait);
+      R"("event":"auth_tokens_reload_failed","trigger":"SIGHUP")",
+      kEventTimeout);
   ASSERT_TRUE(err.ok()) << err.status();
   EXPECT_THAT(*err, HasSubstr(":1: the token is shorter"));
   EXPECT_THAT(*err, ::testing::Not(HasSubstr("shutting_down")));
   EXPECT_TRUE(RunSqrtSumWithToken(fetchd.address(), kBobToken).ok());
   fetchd.process().Signal(SIGINT);
-  auto exit = fetchd.process().Wait(kWait);
+  auto exit = fetchd.process().Wait(kEventTimeout);
   ASSERT_TRUE(exit.ok()) << exit.status();
   EXPECT_EQ(exit->exit_code, 0) << exit->err;
 }
@@ -387,7 +360,7 @@ TEST(FetchdMainTest, UpstreamCaFileIsCheckedAtStart) {
   for (const std::string& path : {bad, dir.File("missing.pem")}) {
     auto r = RunProcess({FETCHD_PATH, "--listen=127.0.0.1:0",
                          "--metrics_listen=", "--upstream_ca_file=" + path},
-                        kWait);
+                        kEventTimeout);
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->exit_code, 1) << path;
     EXPECT_THAT(r->err, HasSubstr("--upstream_ca_file=" + path));
@@ -412,8 +385,8 @@ v1::FetchResult FetchOne(const std::string& address, const std::string& url) {
   request.add_items()->set_url(url);
   request.mutable_retry()->set_max_attempts(3);
   v1::BatchFetchResponse response;
-  const grpc::Status status =
-      stub->BatchFetch(ContextWithTimeout(kWait).get(), request, &response);
+  const grpc::Status status = stub->BatchFetch(
+      ContextWithTimeout(kEventTimeout).get(), request, &response);
   EXPECT_TRUE(status.ok()) << status.error_message();
   return response.results_size() == 1 ? response.results(0) : v1::FetchResult();
 }
@@ -463,8 +436,8 @@ TEST(FetchdMainTest, TheGuardIsOnByDefaultAndEachFlagWorks) {
 TEST(FetchdMainTest, AllowPrivateNetworksIsLoggedAsAWarning) {
   FetchdProcess fetchd({"--allow_private_networks"});
   ASSERT_TRUE(fetchd.ok());
-  auto err =
-      fetchd.process().WaitForStderr("\"allow_private_networks\":true", kWait);
+  auto err = fetchd.process().WaitForStderr("\"allow_private_networks\":true",
+                                            kEventTimeout);
   ASSERT_TRUE(err.ok()) << err.status();
   EXPECT_THAT(*err, HasSubstr("\"level\":\"warn\""));
 }
@@ -476,7 +449,7 @@ TEST(FetchdMainTest, ProxyVariablesStopTheStartNamingTheVariable) {
     ASSERT_EQ(setenv(name, "http://127.0.0.1:9", 1), 0);
     auto r = RunProcess(
         {FETCHD_PATH, "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0"},
-        kWait);
+        kEventTimeout);
     unsetenv(name);
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->exit_code, 1) << name;
@@ -502,8 +475,8 @@ TEST(FetchdMainTest, UpstreamProxyIsUsedAndTheEnvironmentIgnored) {
       {"--upstream_proxy=" + with_password, "--allow_cidrs=127.0.0.2/32"});
   unsetenv("http_proxy");
   ASSERT_TRUE(fetchd.ok());
-  auto err =
-      fetchd.process().WaitForStderr("\"event\":\"upstream_proxy\"", kWait);
+  auto err = fetchd.process().WaitForStderr("\"event\":\"upstream_proxy\"",
+                                            kEventTimeout);
   ASSERT_TRUE(err.ok()) << err.status();
   EXPECT_THAT(*err, HasSubstr("does the address checks"));
   EXPECT_THAT(*err, ::testing::Not(HasSubstr("secret")));

@@ -31,13 +31,13 @@ namespace {
 
 using ::fetchd::testing::ContextWithTimeout;
 using ::fetchd::testing::FetchdProcess;
+using ::fetchd::testing::kEventTimeout;
 using ::fetchd::testing::Origin;
 using ::fetchd::testing::ScrapeSample;
 using ::fetchd::testing::SqrtSumRequest;
 using ::fetchd::testing::WaitFor;
 using ::testing::HasSubstr;
 
-constexpr absl::Duration kWait = absl::Seconds(30);
 // 8 callers: 5 Compute.Run, 2 BatchFetch, 1 FetchPages walk.
 constexpr int kComputeCallers = 5;
 constexpr int kBatchCallers = 2;
@@ -70,7 +70,7 @@ class Replica {
   // SIGTERM, then waits for a clean exit (drain, grace, "stopped").
   ::testing::AssertionResult Stop() {
     process_->process().Signal(SIGTERM);
-    auto exit = process_->process().Wait(kWait);
+    auto exit = process_->process().Wait(kEventTimeout);
     if (!exit.ok()) {
       return ::testing::AssertionFailure() << exit.status().ToString();
     }
@@ -225,8 +225,9 @@ void RollOut(bool health_checking) {
     callers.emplace_back([&] {
       while (!stop.load()) {
         v1::ComputeResponse response;
-        const grpc::Status status = compute->Run(
-            ContextWithTimeout(kWait).get(), SqrtSumRequest(20000), &response);
+        const grpc::Status status =
+            compute->Run(ContextWithTimeout(kEventTimeout).get(),
+                         SqrtSumRequest(20000), &response);
         tally.Add("Compute.Run", status);
         if (status.ok() && response.sqrt_sum() <= 0) {
           tally.Fail("Compute.Run: no sum");
@@ -244,7 +245,7 @@ void RollOut(bool health_checking) {
       while (!stop.load()) {
         v1::BatchFetchResponse response;
         const grpc::Status status = fetch->BatchFetch(
-            ContextWithTimeout(kWait).get(), request, &response);
+            ContextWithTimeout(kEventTimeout).get(), request, &response);
         tally.Add("Fetch.BatchFetch", status);
         if (!status.ok()) continue;
         for (const v1::FetchResult& result : response.results()) {
@@ -322,7 +323,7 @@ void RollOut(bool health_checking) {
         return replicas[0].ComputeServed() > 0 &&
                replicas[1].ComputeServed() > 0 && walk_pages.load() > 0;
       },
-      kWait, "calls on both replicas and the walk under way"));
+      kEventTimeout, "calls on both replicas and the walk under way"));
   // The replica serving the walk goes first, so the walk is cut and
   // resumed on the other one.
   const int first = walk_port.load() == replicas[1].port() ? 1 : 0;
@@ -332,7 +333,8 @@ void RollOut(bool health_checking) {
     ASSERT_TRUE(replica.Start()) << "replica " << i;
     // Rolled: the restarted replica takes calls again before the next one
     // goes (what a rollout's readiness gate waits for).
-    ASSERT_TRUE(WaitFor([&] { return replica.ComputeServed() > 0; }, kWait,
+    ASSERT_TRUE(WaitFor([&] { return replica.ComputeServed() > 0; },
+                        kEventTimeout,
                         absl::StrCat("calls on restarted replica ", i)));
   }
   walker.join();

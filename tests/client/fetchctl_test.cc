@@ -8,7 +8,6 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "absl/strings/str_split.h"
 #include "tests/support/certs.h"
 #include "tests/support/origin.h"
 #include "tests/support/subprocess.h"
@@ -17,6 +16,7 @@
 namespace fetchd::client {
 namespace {
 
+using ::fetchd::testing::Lines;
 using ::fetchd::testing::ProcessResult;
 using ::fetchd::testing::RunProcess;
 using ::fetchd::testing::TestServer;
@@ -104,8 +104,7 @@ TEST_F(FetchctlTest, FetchPrintsAJsonLinePerResultAndASummary) {
       Fetchctl({"--json", "fetch", origin_.Url("/html/title"),
                 origin_.Url("/status/404"), "--process=html_title"});
   EXPECT_EQ(r.exit_code, 1) << r.err;  // one item failed
-  std::vector<std::string> lines =
-      absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  const std::vector<std::string> lines = Lines(r.out);
   ASSERT_EQ(lines.size(), 2u) << r.out;
   std::map<int, nlohmann::json> by_index;
   for (const auto& line : lines) {
@@ -157,11 +156,6 @@ TEST_F(FetchctlTest, FetchUsageErrorsExitTwo) {
       Fetchctl({"fetch", origin_.Url("/json"), "--process=nope"}).exit_code, 2);
   EXPECT_EQ(Fetchctl({"fetch", "--urls_file=/nonexistent/list"}).exit_code, 2);
   EXPECT_EQ(origin_.requests(), 0);
-}
-
-// The lines of `text`, without the empty last one.
-std::vector<std::string> Lines(const std::string& text) {
-  return absl::StrSplit(text, '\n', absl::SkipEmpty());
 }
 
 TEST_F(FetchctlTest, PagesPrintsEveryItemInOrder) {

@@ -10,10 +10,10 @@
 namespace fetchd::compute {
 namespace {
 
+using ::fetchd::testing::kEventTimeout;
 using ::fetchd::testing::WaitFor;
 using ::testing::HasSubstr;
 
-constexpr absl::Duration kWait = absl::Seconds(10);
 // Lets a kernel run for ~15 minutes: only a stop ends it.
 constexpr KernelLimits kHugeLimits{.max_n = 1'000'000'000'000};
 
@@ -36,20 +36,37 @@ struct Outcome {
   absl::Status queued =
       runner.Run(SqrtSum{kHugeLimits.max_n}, stop.token(), out.Callback());
   if (!queued.ok()) return ::testing::AssertionFailure() << queued;
-  return WaitFor([&] { return pool.stats().running == 1; }, kWait,
+  return WaitFor([&] { return pool.stats().running == 1; }, kEventTimeout,
                  "the endless kernel to run");
 }
 
 TEST(KernelRunnerTest, RunsTheKernelAndReportsTimings) {
+  absl::Notification release;  // outlives the pool's worker
   WorkerPool pool({.workers = 1, .max_queued_tasks = 4});
   KernelRunner runner(&pool, KernelLimits{});
+  ASSERT_TRUE(pool.Submit([&](absl::Status) {
+                    release.WaitForNotificationWithTimeout(kEventTimeout);
+                  })
+                  .ok());
+  ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kEventTimeout,
+                      "the blocker to run"));
   Outcome out;
+  const absl::Time before = absl::Now();
   ASSERT_TRUE(runner.Run(CountPrimes{1000}, StopToken(), out.Callback()).ok());
-  ASSERT_TRUE(out.done.WaitForNotificationWithTimeout(kWait));
+  const absl::Time queued = absl::Now();
+  // Holds the kernel in the queue for a known time (a delay to measure, not
+  // a synchronisation).
+  absl::SleepFor(absl::Milliseconds(20));
+  const absl::Time released = absl::Now();
+  release.Notify();
+  ASSERT_TRUE(out.done.WaitForNotificationWithTimeout(kEventTimeout));
+  const absl::Duration elapsed = absl::Now() - before;
   ASSERT_TRUE(out.result.ok()) << out.result.status();
   EXPECT_EQ(std::get<2>(out.result->value), 168);
-  EXPECT_GE(out.result->queue_wait, absl::ZeroDuration());
+  // Queued by the time Run returned, started only after the release.
+  EXPECT_GE(out.result->queue_wait, released - queued);
   EXPECT_GT(out.result->run_time, absl::ZeroDuration());
+  EXPECT_LE(out.result->queue_wait + out.result->run_time, elapsed);
 }
 
 TEST(KernelRunnerTest, InvalidKernelIsRejectedWithoutCallingBack) {
@@ -71,7 +88,7 @@ TEST(KernelRunnerTest, TaskStoppedWhileQueuedDoesNotRun) {
   KernelRunner runner(&pool, KernelLimits{});
   ASSERT_TRUE(
       pool.Submit([&](absl::Status) { release.WaitForNotification(); }).ok());
-  ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kWait,
+  ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kEventTimeout,
                       "the blocker to run"));
   StopSource stop;
   Outcome out;
@@ -79,7 +96,7 @@ TEST(KernelRunnerTest, TaskStoppedWhileQueuedDoesNotRun) {
   ASSERT_TRUE(runner.Run(SqrtSum{1}, stop.token(), out.Callback()).ok());
   stop.RequestStop();
   release.Notify();
-  ASSERT_TRUE(out.done.WaitForNotificationWithTimeout(kWait));
+  ASSERT_TRUE(out.done.WaitForNotificationWithTimeout(kEventTimeout));
   EXPECT_EQ(out.result.status().code(), absl::StatusCode::kCancelled);
 }
 
@@ -93,7 +110,7 @@ TEST(KernelRunnerTest, FullPoolIsResourceExhausted) {
       runner.Run(SqrtSum{1}, StopToken(), [](absl::StatusOr<ComputeResult>) {});
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
   stop.RequestStop();
-  ASSERT_TRUE(first.done.WaitForNotificationWithTimeout(kWait));
+  ASSERT_TRUE(first.done.WaitForNotificationWithTimeout(kEventTimeout));
   EXPECT_EQ(first.result.status().code(), absl::StatusCode::kCancelled);
 }
 
@@ -106,7 +123,7 @@ TEST(KernelRunnerTest, PoolShutdownCancelsQueuedRuns) {
   ASSERT_TRUE(runner.Run(SqrtSum{5}, StopToken(), queued.Callback()).ok());
   std::thread stopper([&] { pool.Shutdown(); });
   // The queued run is cancelled while the first still runs.
-  ASSERT_TRUE(queued.done.WaitForNotificationWithTimeout(kWait));
+  ASSERT_TRUE(queued.done.WaitForNotificationWithTimeout(kEventTimeout));
   EXPECT_EQ(queued.result.status().code(), absl::StatusCode::kCancelled);
   EXPECT_FALSE(running.done.HasBeenNotified());
   stop.RequestStop();

@@ -13,10 +13,9 @@
 namespace fetchd::compute {
 namespace {
 
+using ::fetchd::testing::kEventTimeout;
 using ::fetchd::testing::WaitFor;
 using ::testing::HasSubstr;
-
-constexpr absl::Duration kWait = absl::Seconds(10);
 
 // Occupies a worker until Release().
 class Gate {
@@ -62,7 +61,7 @@ TEST(WorkerPoolTest, FullQueueIsResourceExhaustedNamingTheFlag) {
   Gate gate;  // outlives the pool: a worker may still be inside it
   WorkerPool pool({.workers = 1, .max_queued_tasks = 2});
   ASSERT_TRUE(pool.Submit(gate.Task()).ok());
-  ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kWait,
+  ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kEventTimeout,
                       "the gate task to run"));
   absl::BlockingCounter queued_done(2);
   for (int i = 0; i < 2; ++i) {
@@ -83,14 +82,14 @@ TEST(WorkerPoolTest, FullQueueIsResourceExhaustedNamingTheFlag) {
   // Room again once the queue drained.
   absl::Notification again;
   ASSERT_TRUE(pool.Submit([&](absl::Status) { again.Notify(); }).ok());
-  EXPECT_TRUE(again.WaitForNotificationWithTimeout(kWait));
+  EXPECT_TRUE(again.WaitForNotificationWithTimeout(kEventTimeout));
 }
 
 TEST(WorkerPoolTest, ZeroQueueAcceptsOnlyWhatIdleWorkersTake) {
   Gate gate;  // outlives the pool: a worker may still be inside it
   WorkerPool pool({.workers = 1, .max_queued_tasks = 0});
   ASSERT_TRUE(pool.Submit(gate.Task()).ok());  // the idle worker takes it
-  ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kWait,
+  ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kEventTimeout,
                       "the gate task to run"));
   EXPECT_EQ(pool.Submit([](absl::Status) {}).code(),
             absl::StatusCode::kResourceExhausted);
@@ -119,7 +118,7 @@ TEST(WorkerPoolTest, ShutdownCancelsQueuedTasksAndWaitsForRunningOnes) {
   Gate gate;  // outlives the pool: a worker may still be inside it
   WorkerPool pool({.workers = 1, .max_queued_tasks = 10});
   ASSERT_TRUE(pool.Submit(gate.Task()).ok());
-  ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kWait,
+  ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kEventTimeout,
                       "the gate task to run"));
   std::vector<absl::Status> queued(3);
   absl::BlockingCounter cancelled(3);
@@ -154,7 +153,7 @@ TEST(WorkerPoolTest, EveryShutdownCallerWaitsForRunningTasks) {
   Gate gate;  // outlives the pool: a worker may still be inside it
   WorkerPool pool({.workers = 1, .max_queued_tasks = 1});
   ASSERT_TRUE(pool.Submit(gate.Task()).ok());
-  ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kWait,
+  ASSERT_TRUE(WaitFor([&] { return pool.stats().running == 1; }, kEventTimeout,
                       "the gate task to run"));
   std::jthread first([&] { pool.Shutdown(); });
   ASSERT_TRUE(WaitFor(
@@ -162,7 +161,7 @@ TEST(WorkerPoolTest, EveryShutdownCallerWaitsForRunningTasks) {
         return pool.Submit([](absl::Status) {}).code() ==
                absl::StatusCode::kUnavailable;
       },
-      kWait, "the first Shutdown to begin"));
+      kEventTimeout, "the first Shutdown to begin"));
   absl::Notification second_returned;
   std::jthread second([&] {
     pool.Shutdown();
@@ -172,7 +171,7 @@ TEST(WorkerPoolTest, EveryShutdownCallerWaitsForRunningTasks) {
       second_returned.WaitForNotificationWithTimeout(absl::Milliseconds(50)))
       << "a second Shutdown returned while a task was still running";
   gate.Release();
-  EXPECT_TRUE(second_returned.WaitForNotificationWithTimeout(kWait));
+  EXPECT_TRUE(second_returned.WaitForNotificationWithTimeout(kEventTimeout));
 }
 
 TEST(WorkerPoolTest, StatsCountQueuedAndRunning) {
@@ -186,7 +185,7 @@ TEST(WorkerPoolTest, StatsCountQueuedAndRunning) {
         auto s = pool.stats();
         return s.running == 2 && s.queued == 1;
       },
-      kWait, "2 running and 1 queued"));
+      kEventTimeout, "2 running and 1 queued"));
   a.Release();
   b.Release();
   c.Release();
@@ -195,7 +194,7 @@ TEST(WorkerPoolTest, StatsCountQueuedAndRunning) {
         auto s = pool.stats();
         return s.running == 0 && s.queued == 0;
       },
-      kWait, "an idle pool"));
+      kEventTimeout, "an idle pool"));
 }
 
 }  // namespace

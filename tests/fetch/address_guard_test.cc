@@ -27,10 +27,12 @@
 #include "server/fetch/fetch.h"
 #include "tests/support/loopback_harness.h"
 #include "tests/support/origin.h"
+#include "tests/support/test_server.h"
 
 namespace fetchd::fetch {
 namespace {
 
+using ::fetchd::testing::kEventTimeout;
 using ::fetchd::testing::LoopbackOnly;
 using ::fetchd::testing::Origin;
 using ::testing::HasSubstr;
@@ -457,8 +459,6 @@ TEST(AddressGuardTest, BehindAProxyOnlyHostsAndLiteralsAreChecked) {
 // --- The guard in the real engine
 // ----------------------------------------------
 
-constexpr absl::Duration kWait = absl::Seconds(20);
-
 FetchSpec Get(const std::string& url, int max_attempts = 3) {
   FetchSpec spec;
   spec.url = url;
@@ -517,7 +517,7 @@ class GuardedEngine {
         std::move(specs), {},
         [&](size_t i, FetchResult r) { results[i] = std::move(r); },
         [&] { done.Notify(); });
-    EXPECT_TRUE(done.WaitForNotificationWithTimeout(kWait));
+    EXPECT_TRUE(done.WaitForNotificationWithTimeout(kEventTimeout));
     return results;
   }
   FetchResult Fetch(const std::string& url, int max_attempts = 3) {
@@ -539,7 +539,7 @@ class GuardedEngine {
           end = std::move(s);
           done.Notify();
         });
-    EXPECT_TRUE(done.WaitForNotificationWithTimeout(kWait));
+    EXPECT_TRUE(done.WaitForNotificationWithTimeout(kEventTimeout));
     return {std::move(pages), end};
   }
 

@@ -11,16 +11,17 @@
 #include "absl/synchronization/notification.h"
 #include "server/fetch/fetch.h"
 #include "tests/support/recording_origin.h"
+#include "tests/support/test_server.h"
 
 namespace fetchd::fetch {
 namespace {
 
+using ::fetchd::testing::kEventTimeout;
 using ::fetchd::testing::QueryEscape;
 using ::fetchd::testing::RecordingOrigin;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-constexpr absl::Duration kWait = absl::Seconds(20);
 constexpr char kSecret[] = "Bearer s3cret-value";
 
 // An item with every kind of credential header, and one that is not.
@@ -49,7 +50,7 @@ std::vector<FetchResult> RunAll(Engine& engine, std::vector<FetchSpec> specs) {
       std::move(specs), {},
       [&](size_t i, FetchResult result) { results[i] = std::move(result); },
       [&] { done.Notify(); });
-  EXPECT_TRUE(done.WaitForNotificationWithTimeout(kWait));
+  EXPECT_TRUE(done.WaitForNotificationWithTimeout(kEventTimeout));
   return results;
 }
 
@@ -71,7 +72,7 @@ WalkResult RunWalk(Engine& engine, FetchSpec first, PageStrategy strategy,
         out.status = std::move(status);
         done.Notify();
       });
-  EXPECT_TRUE(done.WaitForNotificationWithTimeout(kWait));
+  EXPECT_TRUE(done.WaitForNotificationWithTimeout(kEventTimeout));
   return out;
 }
 

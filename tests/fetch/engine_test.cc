@@ -16,11 +16,10 @@
 namespace fetchd::fetch {
 namespace {
 
+using ::fetchd::testing::kEventTimeout;
 using ::fetchd::testing::Origin;
 using ::fetchd::testing::WaitFor;
 using ::testing::HasSubstr;
-
-constexpr absl::Duration kWait = absl::Seconds(20);
 
 struct BatchRun {
   std::vector<FetchResult> results;
@@ -48,7 +47,7 @@ std::unique_ptr<BatchRun> Start(Engine& engine, std::vector<FetchSpec> specs,
 std::vector<FetchResult> RunAll(Engine& engine, std::vector<FetchSpec> specs,
                                 BatchOptions options = {}) {
   auto run = Start(engine, std::move(specs), options);
-  EXPECT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+  EXPECT_TRUE(run->done.WaitForNotificationWithTimeout(kEventTimeout));
   return std::move(run->results);
 }
 
@@ -95,6 +94,9 @@ TEST_F(EngineTest, EveryItemGetsItsOwnTypedResult) {
   EXPECT_EQ(results[0].attempts, 1);
   EXPECT_GT(results[0].timings.total, absl::ZeroDuration());
   EXPECT_GE(results[0].timings.total, results[0].timings.first_byte);
+  // dns, connect and tls are phases before the first byte.
+  const Timings& t = results[0].timings;
+  EXPECT_LE(t.dns + t.connect + t.tls, t.first_byte);
   EXPECT_EQ(results[1].status.code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(results[1].http_status, 404);
   EXPECT_EQ(results[1].body, "status 404");
@@ -117,6 +119,20 @@ TEST_F(EngineTest, InvalidItemsFailAloneAndTheRestRuns) {
   EXPECT_EQ(origin_.requests(), 1);
 }
 
+// The origin holds its answer for 200 ms: the time to the first byte
+// includes that, and the total the first byte.
+TEST_F(EngineTest, TimingsIncludeTheOriginsDelay) {
+  const absl::Time before = absl::Now();
+  auto results = RunAll(*engine_, {Get(origin_.Url("/delay/200"))});
+  const absl::Duration elapsed = absl::Now() - before;
+  ASSERT_TRUE(results[0].status.ok()) << results[0].status;
+  const Timings& t = results[0].timings;
+  EXPECT_GE(t.first_byte, absl::Milliseconds(200));
+  EXPECT_GE(t.total, t.first_byte);
+  EXPECT_LE(t.total, elapsed);
+  EXPECT_LE(t.dns + t.connect + t.tls, t.first_byte);
+}
+
 TEST_F(EngineTest, MaxConcurrencyBoundsRequestsInFlight) {
   std::vector<FetchSpec> specs(12, Get(origin_.Url("/delay/50")));
   auto results = RunAll(*engine_, specs, {.max_concurrency = 3});
@@ -129,8 +145,8 @@ TEST_F(EngineTest, GlobalInflightLimitHoldsAcrossBatches) {
   std::vector<FetchSpec> specs(10, Get(origin_.Url("/delay/50")));
   auto a = Start(*engine, specs, {.max_concurrency = 10});
   auto b = Start(*engine, specs, {.max_concurrency = 10});
-  ASSERT_TRUE(a->done.WaitForNotificationWithTimeout(kWait));
-  ASSERT_TRUE(b->done.WaitForNotificationWithTimeout(kWait));
+  ASSERT_TRUE(a->done.WaitForNotificationWithTimeout(kEventTimeout));
+  ASSERT_TRUE(b->done.WaitForNotificationWithTimeout(kEventTimeout));
   EXPECT_EQ(origin_.peak_concurrency(), 4);
   EXPECT_EQ(origin_.requests(), 20);
 }
@@ -145,8 +161,8 @@ TEST_F(EngineTest, WaitingBatchesShareSlotsRoundRobin) {
   auto b =
       Start(*engine, std::vector<FetchSpec>(8, Get(origin_.Url("/flaky/rb/0"))),
             {.max_concurrency = 8});
-  ASSERT_TRUE(a->done.WaitForNotificationWithTimeout(kWait));
-  ASSERT_TRUE(b->done.WaitForNotificationWithTimeout(kWait));
+  ASSERT_TRUE(a->done.WaitForNotificationWithTimeout(kEventTimeout));
+  ASSERT_TRUE(b->done.WaitForNotificationWithTimeout(kEventTimeout));
   const auto ta = origin_.arrivals("ra");
   const auto tb = origin_.arrivals("rb");
   ASSERT_EQ(ta.size(), 8u);
@@ -187,15 +203,15 @@ TEST_F(EngineTest, StatsCountAttemptsItemsBytesAndFullHosts) {
 
   std::vector<FetchSpec> slow(4, Get(origin_.Url("/delay/60000")));
   auto run = Start(*engine, slow, {.max_concurrency = 4});
-  EXPECT_TRUE(WaitFor([&] { return engine->stats().inflight == 2; }, kWait,
-                      "two transfers, the host's limit"));
+  EXPECT_TRUE(WaitFor([&] { return engine->stats().inflight == 2; },
+                      kEventTimeout, "two transfers, the host's limit"));
   stats = engine->stats();
   EXPECT_EQ(stats.hosts, 1);
   EXPECT_EQ(stats.hosts_at_limit, 1);
   EXPECT_EQ(stats.waiting, 2);
   run->handle->Cancel();
-  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
-  EXPECT_TRUE(WaitFor([&] { return engine->stats().hosts == 0; }, kWait,
+  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kEventTimeout));
+  EXPECT_TRUE(WaitFor([&] { return engine->stats().hosts == 0; }, kEventTimeout,
                       "no host with transfers"));
   EXPECT_EQ(engine->stats().hosts_at_limit, 0);
   // Cancelled transfers never finished an attempt; their items did end.
@@ -214,10 +230,10 @@ TEST_F(EngineTest, AFullHostDoesNotHoldUpOtherHosts) {
   specs.push_back(Get(other.Url("/json")));
   specs.push_back(Get(other.Url("/json")));
   auto run = Start(*engine, specs, {.max_concurrency = 8});
-  ASSERT_TRUE(WaitFor([&] { return engine->stats().inflight == 2; }, kWait,
-                      "the slow host to fill"));
+  ASSERT_TRUE(WaitFor([&] { return engine->stats().inflight == 2; },
+                      kEventTimeout, "the slow host to fill"));
   EXPECT_EQ(engine->stats().waiting, 2);  // in the engine's FIFO
-  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kEventTimeout));
   for (const auto& r : run->results) EXPECT_TRUE(r.status.ok()) << r.status;
   // The other host's items finish while the slow host's first two run;
   // its last two start only when those end.
@@ -242,7 +258,7 @@ TEST_F(EngineTest, BatchesWaitingForAFullHostAllFinish) {
                   Get(other.Url("/json"))}));
   }
   for (auto& run : runs) {
-    ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+    ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kEventTimeout));
     for (const auto& r : run->results) EXPECT_TRUE(r.status.ok()) << r.status;
   }
   EXPECT_EQ(origin_.peak_concurrency(), 1);
@@ -305,7 +321,7 @@ TEST_F(EngineTest, DeadlineReturnsFinishedItemsAndExpiresTheRest) {
                    {Get(origin_.Url("/json")), Get(origin_.Url("/delay/5000")),
                     Get(origin_.Url("/status/200"))},
                    {.deadline = deadline});
-  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kEventTimeout));
   EXPECT_LT(absl::Now() - deadline, absl::Seconds(2));  // not the 5 s delay
   EXPECT_TRUE(run->results[0].status.ok());
   EXPECT_EQ(run->results[1].status.code(), absl::StatusCode::kDeadlineExceeded);
@@ -315,10 +331,10 @@ TEST_F(EngineTest, DeadlineReturnsFinishedItemsAndExpiresTheRest) {
 TEST_F(EngineTest, CancelRemovesEveryTransferOfTheBatch) {
   std::vector<FetchSpec> specs(6, Get(origin_.Url("/delay/10000")));
   auto run = Start(*engine_, specs, {.max_concurrency = 6});
-  ASSERT_TRUE(WaitFor([&] { return origin_.in_progress() == 6; }, kWait,
+  ASSERT_TRUE(WaitFor([&] { return origin_.in_progress() == 6; }, kEventTimeout,
                       "six requests at the origin"));
   run->handle->Cancel();
-  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kEventTimeout));
   for (const auto& r : run->results) {
     EXPECT_EQ(r.status.code(), absl::StatusCode::kCancelled);
   }
@@ -441,7 +457,7 @@ TEST_F(EngineTest, FailFastCancelsTheRest) {
             {Get(origin_.Url("/delay/5000")), Get(origin_.Url("/status/500")),
              Get(origin_.Url("/delay/5000"))},
             {.max_concurrency = 3, .fail_fast = true});
-  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kEventTimeout));
   ASSERT_FALSE(run->order.empty());
   EXPECT_EQ(run->order[0], 1u);
   EXPECT_EQ(run->results[1].status.code(), absl::StatusCode::kUnavailable);
@@ -456,7 +472,7 @@ TEST_F(EngineTest, FailFastOnAnInvalidItemFetchesNothing) {
       *engine_,
       {Get(origin_.Url("/json")), Get("ftp://x/"), Get(origin_.Url("/json"))},
       {.fail_fast = true});
-  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kEventTimeout));
   EXPECT_EQ(run->results[1].status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(run->results[0].status.code(), absl::StatusCode::kCancelled);
   EXPECT_EQ(run->results[2].status.code(), absl::StatusCode::kCancelled);
@@ -592,14 +608,14 @@ TEST_F(EngineTest, ResultsArriveAsItemsComplete) {
   auto run = Start(*engine_,
                    {Get(origin_.Url("/delay/300")), Get(origin_.Url("/json"))},
                    {.max_concurrency = 2});
-  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kEventTimeout));
   EXPECT_THAT(run->order, ::testing::ElementsAre(1, 0));
 }
 
 TEST_F(EngineTest, DestroyingTheEngineCancelsWhatIsLeft) {
   auto engine = NewEngine();
   auto run = Start(*engine, {Get(origin_.Url("/delay/10000"))});
-  ASSERT_TRUE(WaitFor([&] { return origin_.in_progress() == 1; }, kWait,
+  ASSERT_TRUE(WaitFor([&] { return origin_.in_progress() == 1; }, kEventTimeout,
                       "the request at the origin"));
   engine.reset();
   ASSERT_TRUE(run->done.HasBeenNotified());
@@ -643,19 +659,19 @@ TEST_F(EngineTest, WalkWindowHoldsUntilPagesAreConsumed) {
   PageStrategy strategy;
   strategy.items_pointer = "/items";
   auto run = StartWalk(*engine_, origin_.Url("/pn/w?last=50"), strategy, 3);
-  ASSERT_TRUE(
-      WaitFor([&] { return run->delivered() == 3; }, kWait, "three pages"));
+  ASSERT_TRUE(WaitFor([&] { return run->delivered() == 3; }, kEventTimeout,
+                      "three pages"));
   // Not synchronisation: a window that leaked would fetch on meanwhile.
   absl::SleepFor(absl::Milliseconds(100));
   EXPECT_EQ(origin_.arrivals("w").size(), 3u);
   EXPECT_EQ(run->delivered(), 3u);
   run->handle->Consumed();
-  ASSERT_TRUE(
-      WaitFor([&] { return run->delivered() == 4; }, kWait, "the fourth page"));
+  ASSERT_TRUE(WaitFor([&] { return run->delivered() == 4; }, kEventTimeout,
+                      "the fourth page"));
   EXPECT_EQ(origin_.arrivals("w").size(), 4u);
   // Consuming everything runs the walk to its end (page 51 is empty).
   for (int i = 0; i < 60; ++i) run->handle->Consumed();
-  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kEventTimeout));
   EXPECT_TRUE(run->status.ok()) << run->status;
   absl::MutexLock lock(&run->mu);
   ASSERT_EQ(run->pages.size(), 50u);
@@ -668,10 +684,10 @@ TEST_F(EngineTest, WalkWindowHoldsUntilPagesAreConsumed) {
 TEST_F(EngineTest, CancelledWalkEndsAndLeavesNothingBehind) {
   auto run =
       StartWalk(*engine_, origin_.Url("/drip/100000/5"), PageStrategy{}, 2);
-  ASSERT_TRUE(WaitFor([&] { return engine_->stats().inflight == 2; }, kWait,
-                      "two pages in flight"));
+  ASSERT_TRUE(WaitFor([&] { return engine_->stats().inflight == 2; },
+                      kEventTimeout, "two pages in flight"));
   run->handle->Cancel();
-  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kWait));
+  ASSERT_TRUE(run->done.WaitForNotificationWithTimeout(kEventTimeout));
   EXPECT_EQ(run->status.code(), absl::StatusCode::kCancelled);
   const Engine::Stats stats = engine_->stats();
   EXPECT_EQ(stats.inflight, 0);

@@ -24,14 +24,13 @@ namespace {
 
 using ::fetchd::testing::CertAndKey;
 using ::fetchd::testing::CertOptions;
+using ::fetchd::testing::kEventTimeout;
 using ::fetchd::testing::RecordingOrigin;
 using ::fetchd::testing::TempDir;
 using ::fetchd::testing::TestCa;
 using ::fetchd::testing::WaitFor;
 using ::fetchd::testing::WriteFileAtomically;
 using ::testing::HasSubstr;
-
-constexpr absl::Duration kWait = absl::Seconds(30);
 
 std::vector<FetchResult> RunAll(Engine& engine, std::vector<FetchSpec> specs) {
   std::vector<FetchResult> results(specs.size());
@@ -40,7 +39,7 @@ std::vector<FetchResult> RunAll(Engine& engine, std::vector<FetchSpec> specs) {
       std::move(specs), {.max_concurrency = 128},
       [&](size_t i, FetchResult result) { results[i] = std::move(result); },
       [&] { done.Notify(); });
-  EXPECT_TRUE(done.WaitForNotificationWithTimeout(kWait));
+  EXPECT_TRUE(done.WaitForNotificationWithTimeout(kEventTimeout));
   return results;
 }
 

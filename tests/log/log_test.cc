@@ -4,18 +4,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "absl/strings/str_split.h"
 #include "tests/support/subprocess.h"
 
 namespace fetchd::log {
 namespace {
 
+using ::fetchd::testing::Lines;
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
-
-std::vector<std::string> Lines(::fetchd::testing::TempFile& out) {
-  return absl::StrSplit(out.Text(), '\n', absl::SkipEmpty());
-}
 
 TEST(LogTest, ParseLevelNamesTheFlag) {
   EXPECT_EQ(*ParseLevel("warn"), Level::kWarn);
@@ -38,7 +34,7 @@ TEST(LogTest, LinesAreJsonWithTimeAndLevelFilteredByLevel) {
     logger.Log(Level::kError, R"("event":"shown","n":1)");
     logger.LogAlways(Level::kInfo, R"("event":"always")");
   }  // the destructor writes what is queued
-  const std::vector<std::string> lines = Lines(out);
+  const std::vector<std::string> lines = Lines(out.Text());
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_THAT(
       lines[0],
@@ -57,7 +53,7 @@ TEST(LogTest, AFullQueueDropsAndCountsInsteadOfWaiting) {
     dropped = logger.dropped();
   }
   EXPECT_EQ(dropped, 5u);
-  EXPECT_TRUE(Lines(out).empty());
+  EXPECT_TRUE(Lines(out.Text()).empty());
 }
 
 }  // namespace

@@ -13,14 +13,13 @@ namespace fetchd::rpc {
 namespace {
 
 using ::fetchd::testing::ContextWithTimeout;
+using ::fetchd::testing::kEventTimeout;
 using ::fetchd::testing::QueryEscape;
 using ::fetchd::testing::RecordingOrigin;
 using ::fetchd::testing::TestConfig;
 using ::fetchd::testing::TestServer;
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-constexpr absl::Duration kWait = absl::Seconds(20);
 
 void AddCredentials(v1::FetchItem* item) {
   for (const auto& [name, value] :
@@ -53,7 +52,7 @@ class CrossOriginTest : public ::testing::Test {
 
   grpc::Status Walk(const v1::FetchPagesRequest& req,
                     std::vector<v1::Page>* out) {
-    auto context = ContextWithTimeout(kWait);
+    auto context = ContextWithTimeout(kEventTimeout);
     auto reader = stub_->FetchPages(context.get(), req);
     v1::Page page;
     while (reader->Read(&page)) out->push_back(page);
@@ -67,7 +66,7 @@ class CrossOriginTest : public ::testing::Test {
     AddCredentials(item);
     req.set_allow_cross_origin(allow);
     v1::BatchFetchResponse resp;
-    auto context = ContextWithTimeout(kWait);
+    auto context = ContextWithTimeout(kEventTimeout);
     grpc::Status status = stub_->BatchFetch(context.get(), req, &resp);
     EXPECT_TRUE(status.ok()) << status.error_message();
     return resp.results_size() == 1 ? resp.results(0) : v1::FetchResult();
@@ -208,7 +207,7 @@ TEST(CredentialHeadersConfigTest, TheServersListIsWhatCounts) {
   }
   req.set_allow_cross_origin(true);
   v1::BatchFetchResponse resp;
-  auto context = ContextWithTimeout(kWait);
+  auto context = ContextWithTimeout(kEventTimeout);
   ASSERT_TRUE(stub->BatchFetch(context.get(), req, &resp).ok());
   EXPECT_EQ(resp.results(0).error().code(), 0);
   ASSERT_EQ(b.seen().size(), 1u);

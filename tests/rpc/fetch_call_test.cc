@@ -13,13 +13,13 @@ namespace fetchd::rpc {
 namespace {
 
 using ::fetchd::testing::ContextWithTimeout;
+using ::fetchd::testing::kEventTimeout;
 using ::fetchd::testing::Origin;
 using ::fetchd::testing::TestConfig;
 using ::fetchd::testing::TestServer;
 using ::fetchd::testing::WaitFor;
 using ::testing::HasSubstr;
 
-constexpr absl::Duration kWait = absl::Seconds(20);
 constexpr int kOk = 0;
 constexpr int kDeadline = static_cast<int>(absl::StatusCode::kDeadlineExceeded);
 constexpr int kNotFound = static_cast<int>(absl::StatusCode::kNotFound);
@@ -44,13 +44,13 @@ class FetchCallTest : public ::testing::Test {
   }
   grpc::Status Batch(const v1::BatchFetchRequest& req,
                      v1::BatchFetchResponse* resp,
-                     absl::Duration timeout = kWait) {
+                     absl::Duration timeout = kEventTimeout) {
     return stub_->BatchFetch(ContextWithTimeout(timeout).get(), req, resp);
   }
   // Reads the whole stream; returns its status.
   grpc::Status Stream(const v1::BatchFetchRequest& req,
                       std::vector<v1::FetchResult>* out) {
-    auto context = ContextWithTimeout(kWait);
+    auto context = ContextWithTimeout(kEventTimeout);
     auto reader = stub_->StreamBatchFetch(context.get(), req);
     v1::FetchResult r;
     while (reader->Read(&r)) out->push_back(r);
@@ -82,8 +82,10 @@ TEST_F(FetchCallTest, BatchFetchAnswersEveryItemInRequestOrder) {
   EXPECT_EQ(resp.results(0).headers(0).name(), "content-type");
   EXPECT_EQ(resp.results(0).attempts(), 1);
   EXPECT_GT(resp.results(0).timings().total_us(), 0);
-  EXPECT_GE(resp.results(0).timings().total_us(),
-            resp.results(0).timings().first_byte_us());
+  const v1::Timings& t = resp.results(0).timings();
+  EXPECT_GE(t.total_us(), t.first_byte_us());
+  // dns, connect and tls are phases before the first byte.
+  EXPECT_LE(t.dns_us() + t.connect_us() + t.tls_us(), t.first_byte_us());
   EXPECT_EQ(resp.results(1).error().code(), kNotFound);
   EXPECT_EQ(resp.results(1).http_status(), 404);
   EXPECT_EQ(resp.results(2).processed(), "Hello & welcome");
@@ -101,6 +103,10 @@ TEST_F(FetchCallTest, StreamBatchFetchSendsEachResultAsItCompletes) {
   EXPECT_EQ(results[0].index(), 1u);  // the fast one first
   EXPECT_EQ(results[1].index(), 0u);
   EXPECT_EQ(results[1].body(), "delayed");
+  // The origin's 300 ms are in the delayed item's timings.
+  EXPECT_GE(results[1].timings().first_byte_us(), 300'000);
+  EXPECT_GE(results[1].timings().total_us(),
+            results[1].timings().first_byte_us());
 }
 
 TEST_F(FetchCallTest, RequestLevelErrorsNameTheFieldAndTheLimit) {
@@ -286,7 +292,7 @@ TEST_F(FetchCallTest, CancellingStreamsWhileTheyFinishIsSafe) {
       for (int i = 0; i < 40; ++i) {
         v1::BatchFetchRequest req;
         for (int k = 0; k < 4; ++k) Add(req, "/json");
-        auto context = ContextWithTimeout(kWait);
+        auto context = ContextWithTimeout(kEventTimeout);
         auto reader = stub_->StreamBatchFetch(context.get(), req);
         v1::FetchResult r;
         if ((i + c) % 2 == 0) reader->Read(&r);
@@ -308,9 +314,9 @@ TEST_F(FetchCallTest, CancellingStreamsWhileTheyFinishIsSafe) {
 TEST_F(FetchCallTest, ClientCancelStopsEveryTransfer) {
   v1::BatchFetchRequest req;
   for (int i = 0; i < 4; ++i) Add(req, "/delay/10000");
-  auto context = ContextWithTimeout(kWait);
+  auto context = ContextWithTimeout(kEventTimeout);
   auto reader = stub_->StreamBatchFetch(context.get(), req);
-  ASSERT_TRUE(WaitFor([&] { return origin_.in_progress() == 4; }, kWait,
+  ASSERT_TRUE(WaitFor([&] { return origin_.in_progress() == 4; }, kEventTimeout,
                       "four requests at the origin"));
   context->TryCancel();
   v1::FetchResult r;

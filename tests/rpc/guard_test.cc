@@ -14,12 +14,12 @@ namespace fetchd::rpc {
 namespace {
 
 using ::fetchd::testing::ContextWithTimeout;
+using ::fetchd::testing::kEventTimeout;
 using ::fetchd::testing::Origin;
 using ::fetchd::testing::TestConfig;
 using ::fetchd::testing::TestServer;
 using ::testing::HasSubstr;
 
-constexpr absl::Duration kWait = absl::Seconds(20);
 constexpr int kOk = 0;
 constexpr int kDenied = static_cast<int>(absl::StatusCode::kPermissionDenied);
 constexpr int kInvalid = static_cast<int>(absl::StatusCode::kInvalidArgument);
@@ -49,7 +49,7 @@ class GuardRpcTest : public ::testing::Test {
                                const std::vector<std::string>& urls) {
     v1::BatchFetchResponse resp;
     grpc::Status status = Stub(server)->BatchFetch(
-        ContextWithTimeout(kWait).get(), Request(urls), &resp);
+        ContextWithTimeout(kEventTimeout).get(), Request(urls), &resp);
     EXPECT_TRUE(status.ok()) << status.error_message();
     return resp;
   }
@@ -76,7 +76,7 @@ TEST_F(GuardRpcTest, TheGuardIsOnInADefaultServerConfig) {
     EXPECT_TRUE(r.body().empty());
   }
   // Streamed and walked the same way.
-  auto context = ContextWithTimeout(kWait);
+  auto context = ContextWithTimeout(kEventTimeout);
   auto reader = Stub(server)->StreamBatchFetch(context.get(),
                                                Request({origin_.Url("/json")}));
   v1::FetchResult streamed;
@@ -86,7 +86,7 @@ TEST_F(GuardRpcTest, TheGuardIsOnInADefaultServerConfig) {
   v1::FetchPagesRequest walk;
   walk.mutable_first()->set_url(origin_.Url("/pn/a?page=1&last=3"));
   walk.mutable_page_number();
-  auto walk_context = ContextWithTimeout(kWait);
+  auto walk_context = ContextWithTimeout(kEventTimeout);
   auto pages = Stub(server)->FetchPages(walk_context.get(), walk);
   v1::Page page;
   EXPECT_FALSE(pages->Read(&page));

@@ -14,12 +14,11 @@ namespace fetchd::rpc {
 namespace {
 
 using ::fetchd::testing::ContextWithTimeout;
+using ::fetchd::testing::kEventTimeout;
 using ::fetchd::testing::Origin;
 using ::fetchd::testing::TestServer;
 using ::fetchd::testing::WaitFor;
 using ::testing::HasSubstr;
-
-constexpr absl::Duration kWait = absl::Seconds(20);
 
 class FetchPagesTest : public ::testing::Test {
  protected:
@@ -44,7 +43,7 @@ class FetchPagesTest : public ::testing::Test {
   // Reads the whole stream; returns its status.
   grpc::Status Walk(const v1::FetchPagesRequest& req,
                     std::vector<v1::Page>* out,
-                    absl::Duration timeout = kWait) {
+                    absl::Duration timeout = kEventTimeout) {
     auto context = ContextWithTimeout(timeout);
     auto reader = stub_->FetchPages(context.get(), req);
     v1::Page page;
@@ -299,7 +298,7 @@ class ResumeAcrossServersTest : public FetchPagesTest {
   grpc::Status WalkOn(TestServer& server, const v1::FetchPagesRequest& req,
                       std::vector<v1::Page>* out) {
     auto stub = v1::Fetch::NewStub(server.NewChannel());
-    auto context = ContextWithTimeout(kWait);
+    auto context = ContextWithTimeout(kEventTimeout);
     auto reader = stub->FetchPages(context.get(), req);
     v1::Page page;
     while (reader->Read(&page)) out->push_back(page);
@@ -419,13 +418,13 @@ TEST_F(FetchPagesTest, PrefetchBoundHoldsWithAReaderThatStops) {
   args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 10);
   auto stub = v1::Fetch::NewStub(grpc::CreateCustomChannel(
       server_.address(), grpc::InsecureChannelCredentials(), args));
-  auto context = ContextWithTimeout(kWait);
+  auto context = ContextWithTimeout(kEventTimeout);
   auto reader = stub->FetchPages(context.get(), req);
   v1::Page page;
   ASSERT_TRUE(reader->Read(&page));
   ASSERT_TRUE(
       WaitFor([&] { return origin_.arrivals("m").size() >= kPrefetch + 1u; },
-              kWait, "the window to fill"));
+              kEventTimeout, "the window to fill"));
   // Not synchronisation: an observation window in which a walk that
   // ignored the reader would run on (at ~1 ms per page).
   absl::SleepFor(absl::Milliseconds(300));
@@ -435,7 +434,7 @@ TEST_F(FetchPagesTest, PrefetchBoundHoldsWithAReaderThatStops) {
   // Reading on moves the window.
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(reader->Read(&page));
   EXPECT_TRUE(WaitFor([&] { return origin_.arrivals("m").size() >= seen + 5; },
-                      kWait, "the walk to follow the reader"));
+                      kEventTimeout, "the walk to follow the reader"));
   context->TryCancel();
   while (reader->Read(&page)) {
   }
@@ -446,11 +445,11 @@ TEST_F(FetchPagesTest, ClientCancelStopsTheWalk) {
   // The first page drips for minutes; the origin notices a closed
   // connection at its next write.
   v1::FetchPagesRequest req = PageNumber("/drip/100000/5");
-  auto context = ContextWithTimeout(kWait);
+  auto context = ContextWithTimeout(kEventTimeout);
   auto reader = stub_->FetchPages(context.get(), req);
   ASSERT_TRUE(
       WaitFor([&] { return server_.server().fetch_stats().inflight >= 1; },
-              kWait, "a page to be in flight"));
+              kEventTimeout, "a page to be in flight"));
   context->TryCancel();
   v1::Page page;
   EXPECT_FALSE(reader->Read(&page));

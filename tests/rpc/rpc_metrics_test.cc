@@ -19,6 +19,8 @@ namespace fetchd::rpc {
 namespace {
 
 using ::fetchd::testing::ContextWithTimeout;
+using ::fetchd::testing::kEventTimeout;
+using ::fetchd::testing::Lines;
 using ::fetchd::testing::Origin;
 using ::fetchd::testing::ScrapeMetrics;
 using ::fetchd::testing::SqrtSumRequest;
@@ -26,8 +28,6 @@ using ::fetchd::testing::TestConfig;
 using ::fetchd::testing::TestServer;
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-constexpr absl::Duration kWait = absl::Seconds(20);
 
 TEST(RpcMetricsTest, CountsRpcsByIdentityWithABoundedLabelSet) {
   auth::IdentityLabels labels;
@@ -99,18 +99,21 @@ TEST(RpcMetricsTest, ServerScrapeCountsRpcsAndFetches) {
   request.add_items()->set_url(origin.Url("/bytes/1000"));
   request.add_items()->set_url(origin.Url("/status/404"));
   v1::BatchFetchResponse response;
-  ASSERT_TRUE(
-      fetch->BatchFetch(ContextWithTimeout(kWait).get(), request, &response)
-          .ok());
+  ASSERT_TRUE(fetch
+                  ->BatchFetch(ContextWithTimeout(kEventTimeout).get(), request,
+                               &response)
+                  .ok());
   auto compute = v1::Compute::NewStub(server.NewChannel());
   v1::ComputeResponse out;
-  EXPECT_TRUE(
-      compute->Run(ContextWithTimeout(kWait).get(), SqrtSumRequest(100), &out)
-          .ok());
-  EXPECT_EQ(
-      compute->Run(ContextWithTimeout(kWait).get(), v1::ComputeRequest(), &out)
-          .error_code(),
-      grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(compute
+                  ->Run(ContextWithTimeout(kEventTimeout).get(),
+                        SqrtSumRequest(100), &out)
+                  .ok());
+  EXPECT_EQ(compute
+                ->Run(ContextWithTimeout(kEventTimeout).get(),
+                      v1::ComputeRequest(), &out)
+                .error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
 
   const absl::StatusOr<std::string> page = ScrapeMetrics(port);
   ASSERT_TRUE(page.ok()) << page.status();
@@ -173,9 +176,10 @@ TEST(RpcMetricsTest, GuardRefusalsByReason) {
   request.add_items()->set_url(origin.Url("/status/200"));
   request.add_items()->set_url("http://blocked.test/");
   v1::BatchFetchResponse response;
-  ASSERT_TRUE(
-      fetch->BatchFetch(ContextWithTimeout(kWait).get(), request, &response)
-          .ok());
+  ASSERT_TRUE(fetch
+                  ->BatchFetch(ContextWithTimeout(kEventTimeout).get(), request,
+                               &response)
+                  .ok());
   const absl::StatusOr<std::string> page =
       ScrapeMetrics(server.server().metrics_port());
   ASSERT_TRUE(page.ok()) << page.status();
@@ -210,17 +214,18 @@ TEST(RpcMetricsTest, ReporterLogsOneLinePerRpcWithoutRequestContents) {
     request.mutable_retry()->set_max_attempts(2);
     request.mutable_retry()->mutable_initial_backoff()->set_nanos(1'000'000);
     v1::BatchFetchResponse response;
-    ASSERT_TRUE(
-        fetch->BatchFetch(ContextWithTimeout(kWait).get(), request, &response)
-            .ok());
+    ASSERT_TRUE(fetch
+                    ->BatchFetch(ContextWithTimeout(kEventTimeout).get(),
+                                 request, &response)
+                    .ok());
     v1::BatchFetchRequest empty;  // INVALID_ARGUMENT: no items
-    EXPECT_FALSE(
-        fetch->BatchFetch(ContextWithTimeout(kWait).get(), empty, &response)
-            .ok());
+    EXPECT_FALSE(fetch
+                     ->BatchFetch(ContextWithTimeout(kEventTimeout).get(),
+                                  empty, &response)
+                     .ok());
   }  // server, then logger: every line is written
   const std::string text = out.Text();
-  std::vector<std::string> lines =
-      absl::StrSplit(text, '\n', absl::SkipEmpty());
+  const std::vector<std::string> lines = Lines(text);
   ASSERT_EQ(lines.size(), 2u) << text;
   EXPECT_THAT(
       lines[0],

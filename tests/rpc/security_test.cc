@@ -25,7 +25,9 @@ namespace {
 
 using ::fetchd::testing::CertAndKey;
 using ::fetchd::testing::CertOptions;
+using ::fetchd::testing::CheckHealth;
 using ::fetchd::testing::ContextWithTimeout;
+using ::fetchd::testing::kEventTimeout;
 using ::fetchd::testing::SqrtSumRequest;
 using ::fetchd::testing::TempDir;
 using ::fetchd::testing::TempFile;
@@ -37,7 +39,6 @@ using ::fetchd::testing::WriteFileAtomically;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-constexpr absl::Duration kWait = absl::Seconds(20);
 constexpr char kAliceToken[] = "alice-token-0123456789abcdef";
 constexpr char kBobToken[] = "bob-token-0123456789abcdef";
 
@@ -87,13 +88,6 @@ grpc::Status RunSqrtSum(const std::shared_ptr<grpc::Channel>& channel,
   return status;
 }
 
-grpc::Status CheckHealth(const std::shared_ptr<grpc::Channel>& channel) {
-  grpc::health::v1::HealthCheckResponse response;
-  return grpc::health::v1::Health::NewStub(channel)->Check(
-      ContextWithTimeout(absl::Seconds(5)).get(),
-      grpc::health::v1::HealthCheckRequest(), &response);
-}
-
 class TlsTest : public ::testing::Test {
  protected:
   rpc::ServerConfig TlsConfig(const CertAndKey& cert) {
@@ -112,7 +106,8 @@ TEST_F(TlsTest, HandshakeWithTheRightCaSucceeds) {
   auto channel = TlsChannel(server.address(), ca_.cert_pem());
   grpc::Status status = RunSqrtSum(channel);
   EXPECT_TRUE(status.ok()) << status.error_message();
-  EXPECT_TRUE(CheckHealth(channel).ok());
+  EXPECT_EQ(CheckHealth(channel),
+            grpc::health::v1::HealthCheckResponse::SERVING);
 }
 
 TEST_F(TlsTest, AWrongCaOrPlaintextFails) {
@@ -165,7 +160,7 @@ TEST_F(TlsTest, ACertificateReplacedOnDiskIsServedToNewConnections) {
                    .ok() &&
                cn == "second";
       },
-      kWait, "the new certificate on a new connection"));
+      kEventTimeout, "the new certificate on a new connection"));
   // The old CA no longer vouches for the server.
   EXPECT_FALSE(RunSqrtSum(TlsChannel(server.address(), ca_.cert_pem())).ok());
 }
@@ -210,7 +205,7 @@ TEST_F(MtlsTest, TheVerifiedSubjectIsTheCallersIdentity) {
         return absl::StrContains(log_file_.Text(),
                                  R"("identity":"billing-service")");
       },
-      kWait, "the RPC's log line with the subject"));
+      kEventTimeout, "the RPC's log line with the subject"));
 }
 
 class TokenTest : public ::testing::Test {
@@ -255,7 +250,7 @@ TEST_F(TokenTest, RightWrongAndMissingTokens) {
                absl::StrContains(
                    log, R"("identity":"anonymous","code":"UNAUTHENTICATED")");
       },
-      kWait, "log lines naming the caller"));
+      kEventTimeout, "log lines naming the caller"));
 }
 
 TEST_F(TokenTest, NothingRunsWithoutAToken) {
@@ -314,8 +309,10 @@ TEST_F(TokenTest, NothingRunsWithoutAToken) {
 TEST_F(TokenTest, HealthNeedsNoToken) {
   TestServer server(TokenConfig());
   ASSERT_TRUE(server.ok());
-  grpc::Status status = CheckHealth(server.NewChannel());
-  EXPECT_TRUE(status.ok()) << status.error_message();
+  grpc::Status status;
+  EXPECT_EQ(CheckHealth(server.NewChannel(), &status),
+            grpc::health::v1::HealthCheckResponse::SERVING)
+      << status.error_message();
 }
 
 TEST_F(TokenTest, TheFileIsReloadedWhenItChangesAndOnReload) {
@@ -329,7 +326,7 @@ TEST_F(TokenTest, TheFileIsReloadedWhenItChangesAndOnReload) {
                                   absl::StrCat("bob ", kBobToken, "\n"))
                   .ok());
   EXPECT_TRUE(WaitFor([&] { return RunSqrtSum(channel, kBobToken).ok(); },
-                      kWait, "bob's token to be accepted"));
+                      kEventTimeout, "bob's token to be accepted"));
   EXPECT_EQ(RunSqrtSum(channel, kAliceToken).error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
   // A bad file keeps the tokens in force.
@@ -343,7 +340,7 @@ TEST_F(TokenTest, TheFileIsReloadedWhenItChangesAndOnReload) {
         return absl::StrContains(log_file_.Text(),
                                  R"("event":"auth_tokens_reload_failed")");
       },
-      kWait, "the failed reload in the log"));
+      kEventTimeout, "the failed reload in the log"));
 }
 
 // The reflection stream as grpcurl opens it, with one question.

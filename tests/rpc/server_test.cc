@@ -17,7 +17,9 @@ namespace {
 
 namespace reflection = ::grpc::reflection::v1alpha;
 
+using ::fetchd::testing::CheckHealth;
 using ::fetchd::testing::ContextWithTimeout;
+using ::fetchd::testing::kEventTimeout;
 using ::fetchd::testing::SqrtSumRequest;
 using ::fetchd::testing::TestConfig;
 using ::fetchd::testing::TestServer;
@@ -26,24 +28,12 @@ using ::grpc::health::v1::HealthCheckResponse;
 using ::testing::Contains;
 using ::testing::HasSubstr;
 
-constexpr absl::Duration kWait = absl::Seconds(10);
-
-HealthCheckResponse::ServingStatus CheckHealth(grpc::Channel* channel,
-                                               grpc::Status* status) {
-  auto stub = grpc::health::v1::Health::NewStub(
-      std::shared_ptr<grpc::Channel>(channel, [](grpc::Channel*) {}));
-  grpc::health::v1::HealthCheckResponse response;
-  *status = stub->Check(ContextWithTimeout(absl::Seconds(5)).get(),
-                        grpc::health::v1::HealthCheckRequest(), &response);
-  return response.status();
-}
-
 TEST(ServerTest, HealthIsServingWhileUp) {
   TestServer server;
   ASSERT_TRUE(server.ok());
   auto channel = server.NewChannel();
   grpc::Status status;
-  EXPECT_EQ(CheckHealth(channel.get(), &status), HealthCheckResponse::SERVING);
+  EXPECT_EQ(CheckHealth(channel, &status), HealthCheckResponse::SERVING);
   EXPECT_TRUE(status.ok()) << status.error_message();
 }
 
@@ -197,7 +187,7 @@ TEST(ServerTest, GracefulShutdownFinishesAnInFlightCall) {
   });
   ASSERT_TRUE(
       WaitFor([&] { return server.server().worker_stats().running == 1; },
-              kWait, "the kernel to start"));
+              kEventTimeout, "the kernel to start"));
   server.Shutdown(absl::Seconds(60));
   call.join();
   ASSERT_TRUE(status.ok()) << status.error_message();
@@ -205,7 +195,7 @@ TEST(ServerTest, GracefulShutdownFinishesAnInFlightCall) {
   EXPECT_NEAR(response.sqrt_sum() / (2.0 / 3 * std::pow(kN, 1.5)), 1.0, 1e-6);
   // Health and new calls are refused once shut down.
   grpc::Status after;
-  CheckHealth(channel.get(), &after);
+  EXPECT_NE(CheckHealth(channel, &after), HealthCheckResponse::SERVING);
   EXPECT_FALSE(after.ok());
 }
 
@@ -221,7 +211,7 @@ TEST(ServerTest, ShutdownCancelsCallsStillRunningAfterTheGrace) {
   });
   ASSERT_TRUE(
       WaitFor([&] { return server.server().worker_stats().running == 1; },
-              kWait, "the kernel to start"));
+              kEventTimeout, "the kernel to start"));
   const absl::Time start = absl::Now();
   server.Shutdown(absl::Milliseconds(100));
   // The kernel runs for hours unless the cancel reached it.

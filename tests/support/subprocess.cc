@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 extern char** environ;
 
@@ -126,6 +127,10 @@ absl::StatusOr<ProcessResult> Subprocess::Wait(absl::Duration timeout) {
   if (WIFEXITED(status)) result_.exit_code = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) result_.signal = WTERMSIG(status);
   return result_;
+}
+
+std::vector<std::string> Lines(absl::string_view text) {
+  return absl::StrSplit(text, '\n', absl::SkipEmpty());
 }
 
 absl::StatusOr<ProcessResult> RunProcess(const std::vector<std::string>& argv,

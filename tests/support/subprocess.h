@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace fetchd::testing {
@@ -66,6 +67,9 @@ class TempFile {
  private:
   FILE* file_;
 };
+
+// The lines of `text` (a program's output, a log), without empty ones.
+std::vector<std::string> Lines(absl::string_view text);
 
 // Start + Wait in one call.
 absl::StatusOr<ProcessResult> RunProcess(const std::vector<std::string>& argv,

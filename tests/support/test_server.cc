@@ -1,6 +1,7 @@
 #include "tests/support/test_server.h"
 
 #include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/support/loopback_harness.h"
 
 namespace fetchd::testing {
@@ -62,6 +63,55 @@ std::unique_ptr<grpc::ClientContext> ContextWithTimeout(
   auto context = std::make_unique<grpc::ClientContext>();
   context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   return context;
+}
+
+grpc::health::v1::HealthCheckResponse::ServingStatus CheckHealth(
+    const std::shared_ptr<grpc::Channel>& channel, grpc::Status* status) {
+  grpc::health::v1::HealthCheckResponse response;
+  const grpc::Status result = grpc::health::v1::Health::NewStub(channel)->Check(
+      ContextWithTimeout(absl::Seconds(5)).get(),
+      grpc::health::v1::HealthCheckRequest(), &response);
+  if (status != nullptr) *status = result;
+  return result.ok() ? response.status()
+                     : grpc::health::v1::HealthCheckResponse::UNKNOWN;
+}
+
+PendingCall::PendingCall(v1::Compute::Stub* stub, v1::ComputeRequest request,
+                         Options options)
+    : thread_([this, stub, request = std::move(request), options] {
+        do {
+          auto context = ContextWithTimeout(options.timeout);
+          {
+            absl::MutexLock lock(&mu_);
+            if (cancelled_) {
+              status_ = grpc::Status(grpc::StatusCode::CANCELLED,
+                                     "cancelled between attempts");
+              return;
+            }
+            attempt_ = context.get();
+          }
+          response_.Clear();
+          status_ = stub->Run(context.get(), request, &response_);
+          absl::MutexLock lock(&mu_);
+          attempt_ = nullptr;
+        } while (options.retry_while_exhausted &&
+                 status_.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+      }) {}
+
+PendingCall::~PendingCall() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void PendingCall::Cancel() {
+  absl::MutexLock lock(&mu_);
+  cancelled_ = true;
+  // A context cancelled before its call starts cancels the call at start.
+  if (attempt_ != nullptr) attempt_->TryCancel();
+}
+
+const grpc::Status& PendingCall::Wait() {
+  if (thread_.joinable()) thread_.join();
+  return status_;
 }
 
 }  // namespace fetchd::testing

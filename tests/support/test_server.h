@@ -9,12 +9,23 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "fetchd/v1/compute.grpc.pb.h"
 #include "fetchd/v1/compute.pb.h"
+#include "grpc/health/v1/health.pb.h"
 #include "server/rpc/rpc.h"
 
 namespace fetchd::testing {
+
+// How long a test waits for something it expects to happen promptly (a
+// condition, a notification, an RPC's answer, a child process's exit)
+// before it fails. Generous, for loaded CI machines: a passing test never
+// waits this long, so it costs nothing; only a failure takes it.
+inline constexpr absl::Duration kEventTimeout = absl::Seconds(30);
 
 // Polls `condition` until it holds or `timeout` passes; the failure names
 // `what`. Use as EXPECT_TRUE(WaitFor(...)).
@@ -52,6 +63,50 @@ v1::ComputeRequest SqrtSumRequest(int64_t n);
 
 // A client context whose deadline is `timeout` from now.
 std::unique_ptr<grpc::ClientContext> ContextWithTimeout(absl::Duration timeout);
+
+// Health.Check for the whole server on `channel` (5 s deadline): the
+// status it reports, or UNKNOWN when the call fails; `status` (optional)
+// receives the call's status.
+grpc::health::v1::HealthCheckResponse::ServingStatus CheckHealth(
+    const std::shared_ptr<grpc::Channel>& channel,
+    grpc::Status* status = nullptr);
+
+// A Compute.Run in flight on its own thread, cancellable; the destructor
+// waits for it to end.
+class PendingCall {
+ public:
+  struct Options {
+    absl::Duration timeout = absl::Seconds(60);  // each attempt's deadline
+    // Sends the request again while the server answers RESOURCE_EXHAUSTED:
+    // for a server with one worker and no queue, where a probe may hold the
+    // worker when this call arrives.
+    bool retry_while_exhausted = false;
+  };
+
+  PendingCall(v1::Compute::Stub* stub, v1::ComputeRequest request)
+      : PendingCall(stub, std::move(request), Options()) {}
+  PendingCall(v1::Compute::Stub* stub, v1::ComputeRequest request,
+              Options options);
+  ~PendingCall();
+  PendingCall(const PendingCall&) = delete;
+  PendingCall& operator=(const PendingCall&) = delete;
+
+  // Cancels the attempt in flight and any retry.
+  void Cancel() ABSL_LOCKS_EXCLUDED(mu_);
+  // Waits for the call to end; its status.
+  const grpc::Status& Wait();
+  // Valid after Wait().
+  const v1::ComputeResponse& response() const { return response_; }
+
+ private:
+  absl::Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::ClientContext* attempt_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // Written by the thread; read after it is joined.
+  grpc::Status status_;
+  v1::ComputeResponse response_;
+  std::thread thread_;  // last: starts once the rest is constructed
+};
 
 }  // namespace fetchd::testing
 
