@@ -504,7 +504,7 @@ TEST(FetchdMainTest, ComputeLimitFlagsReachTheServer) {
   request.mutable_sha256_chain()->set_rounds(1001);
   v1::ComputeResponse response;
   grpc::Status status =
-      stub->Run(ContextWithTimeout(kWait).get(), request, &response);
+      stub->Run(ContextWithTimeout(kEventTimeout).get(), request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("--max_compute_rounds"));
   // No client deadline: the server's ends it.
@@ -519,7 +519,7 @@ TEST(FetchdMainTest, ComputeLimitFlagsReachTheServer) {
 TEST(FetchdMainTest, NegativeProcessTimeStopsTheStart) {
   auto r = RunProcess({FETCHD_PATH, "--listen=127.0.0.1:0",
                        "--metrics_listen=", "--max_process_time=-1s"},
-                      kWait);
+                      kEventTimeout);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_NE(r->exit_code, 0);
   EXPECT_THAT(r->err, HasSubstr("--max_process_time"));

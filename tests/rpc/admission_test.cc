@@ -32,7 +32,6 @@ using ::fetchd::testing::TestServer;
 using ::fetchd::testing::WaitFor;
 using ::testing::HasSubstr;
 
-constexpr absl::Duration kWait = absl::Seconds(10);
 
 // --- IdentityLimits -------------------------------------------------------
 
@@ -255,7 +254,7 @@ TEST(AdmissionServerTest, PastMaxConcurrentRpcsANewRpcIsRefusedAtOnce) {
   }
   ASSERT_TRUE(
       WaitFor([&] { return server.server().worker_stats().running == 2; },
-              kWait, "both endless kernels running"));
+              kEventTimeout, "both endless kernels running"));
   const absl::Time start = absl::Now();
   std::string retry_after;
   grpc::Status refused = SqrtSum(channel, "", &retry_after);
@@ -292,7 +291,7 @@ TEST(AdmissionServerTest, PastMaxConcurrentRpcsANewRpcIsRefusedAtOnce) {
               grpc::StatusCode::CANCELLED);
   }
   // Once they are gone, RPCs run again (the places were given back).
-  EXPECT_TRUE(WaitFor([&] { return SqrtSum(channel).ok(); }, kWait,
+  EXPECT_TRUE(WaitFor([&] { return SqrtSum(channel).ok(); }, kEventTimeout,
                       "an RPC admitted after the long ones ended"));
   cq.Shutdown();
   void* tag;
@@ -440,7 +439,7 @@ TEST(AdmissionServerTest, MaxConcurrentStreamsIsPerConnection) {
   long_rpc->Finish(&long_response, &long_status, &long_status);
   ASSERT_TRUE(
       WaitFor([&] { return server.server().worker_stats().running == 1; },
-              kWait, "the endless kernel running"));
+              kEventTimeout, "the endless kernel running"));
   {
     auto context = ContextWithTimeout(absl::Milliseconds(500));
     v1::ComputeResponse response;
