@@ -197,7 +197,9 @@ class ChaosTest : public ::testing::Test {
     EXPECT_EQ(bad.late, 0) << "hostile calls answered after their deadline";
     EXPECT_GT(bad.calls, 0);
     EXPECT_GE(o.solo.good.calls, kMinGoodCalls);
-    if (check_p99) EXPECT_GE(good.calls, kMinGoodCalls);
+    if (check_p99) {
+      EXPECT_GE(good.calls, kMinGoodCalls);
+    }
 
     const absl::Duration solo_p99 = Quantile(o.solo.good.latencies, 0.99);
     const absl::Duration p99 = Quantile(good.latencies, 0.99);

@@ -209,7 +209,9 @@ TEST(HttpEndpointTest, ARequestDrippedSlowerThanTheReadTimeoutIsCut) {
   }
   std::optional<std::string> got = drip.ReadUntilClosed(absl::Seconds(5));
   ASSERT_TRUE(closed || got.has_value());
-  if (got.has_value()) EXPECT_EQ(*got, "");  // no answer to half a request
+  if (got.has_value()) {
+    EXPECT_EQ(*got, "");  // no answer to half a request
+  }
   EXPECT_LT(absl::Now() - start, absl::Seconds(3));
 }
 

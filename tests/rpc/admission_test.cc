@@ -25,6 +25,7 @@ namespace {
 
 using ::fetchd::testing::ContextWithTimeout;
 using ::fetchd::testing::kEndlessN;
+using ::fetchd::testing::kEventTimeout;
 using ::fetchd::testing::SqrtSumRequest;
 using ::fetchd::testing::TempDir;
 using ::fetchd::testing::TestConfig;
