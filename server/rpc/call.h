@@ -312,6 +312,9 @@ class ServerStreamCall : public Call {
 
   Request request_;
   grpc::ServerAsyncWriter<Response> writer_{&context()};
+  // The write path's lock (Write, Finish). Protected so that a subclass
+  // lock held around Write can say it comes first (ABSL_ACQUIRED_BEFORE).
+  absl::Mutex mu_;
 
  private:
   void StartNextWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -344,7 +347,6 @@ class ServerStreamCall : public Call {
   }
   void OnFinished(bool /*ok*/) { Unref(); }
 
-  absl::Mutex mu_;
   std::deque<Response> queue_ ABSL_GUARDED_BY(mu_);
   Response in_flight_ ABSL_GUARDED_BY(mu_);
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
