@@ -24,7 +24,7 @@ namespace fetchd::fetch {
 namespace {
 
 using internal::EasyHandle;
-using internal::HostOf;
+using internal::HostKey;
 
 // The whole file, or why not.
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
@@ -177,13 +177,15 @@ uint64_t Engine::Loop::Submit(std::vector<FetchSpec> items,
   // Validate here, on the caller's thread: parsing thousands of URLs is
   // work the I/O thread should not do.
   batch->invalid.resize(items.size());
+  batch->hosts.resize(items.size());
   bool one_host = true;
   for (size_t i = 0; i < items.size(); ++i) {
     batch->invalid[i] = CheckItem(items[i]);
     if (!batch->invalid[i].ok()) continue;
-    const absl::string_view host = HostOf(items[i].url);
+    batch->hosts[i] = HostKey(items[i].url);
+    const std::string& host = batch->hosts[i];
     if (one_host && batch->one_host.empty()) {
-      batch->one_host = std::string(host);
+      batch->one_host = host;
     } else if (host != batch->one_host) {
       one_host = false;
     }

@@ -2,18 +2,115 @@
 // in, items onto transfer slots within --max_inflight_fetches, a batch's
 // max_concurrency and --max_per_host, round robin over batches; results
 // reported, batches ended. I/O thread only.
+#include <curl/curl.h>
+
 #include <algorithm>
 #include <deque>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/fetch/address_guard.h"
 #include "server/fetch/engine_loop.h"
 
 namespace fetchd::fetch {
+namespace internal {
+namespace {
 
-using internal::HostOf;
+struct UrlDeleter {
+  void operator()(CURLU* url) const { curl_url_cleanup(url); }
+};
+struct CurlString {
+  char* text = nullptr;
+  ~CurlString() { curl_free(text); }
+};
+
+bool IsLowerAlpha(char c) { return c >= 'a' && c <= 'z'; }
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+// A DNS name NormalizeHost would return as it is: lower case letters,
+// digits, '-' and '.', no empty label, no trailing dot, and a last label
+// that starts with a letter (so no IPv4 number in another spelling).
+bool IsCanonicalName(absl::string_view host) {
+  if (host.empty() || host.front() == '.' || host.back() == '.') return false;
+  size_t last_label = 0;
+  for (size_t i = 0; i < host.size(); ++i) {
+    const char c = host[i];
+    if (c == '.') {
+      if (host[i - 1] == '.') return false;
+      last_label = i + 1;
+    } else if (!IsLowerAlpha(c) && !IsDigit(c) && c != '-') {
+      return false;
+    }
+  }
+  return IsLowerAlpha(host[last_label]);
+}
+
+// "a.b.c.d" in decimal, each 0-255 without leading zeros.
+bool IsCanonicalIpv4(absl::string_view host) {
+  int labels = 0;
+  size_t i = 0;
+  while (i <= host.size()) {
+    size_t j = i;
+    int value = 0;
+    while (j < host.size() && IsDigit(host[j]) && j - i < 3) {
+      value = value * 10 + (host[j] - '0');
+      ++j;
+    }
+    const size_t len = j - i;
+    if (len == 0 || value > 255 || (len > 1 && host[i] == '0')) return false;
+    ++labels;
+    if (j == host.size()) break;
+    if (host[j] != '.') return false;
+    i = j + 1;
+  }
+  return labels == 4;
+}
+
+// The slow path: curl parses, NormalizeHost normalizes.
+std::string ParsedHostKey(absl::string_view url) {
+  std::unique_ptr<CURLU, UrlDeleter> parsed(curl_url());
+  const std::string text(url);
+  CurlString host, port;
+  if (parsed == nullptr ||
+      curl_url_set(parsed.get(), CURLUPART_URL, text.c_str(), 0) != CURLUE_OK ||
+      curl_url_get(parsed.get(), CURLUPART_HOST, &host.text, 0) != CURLUE_OK ||
+      curl_url_get(parsed.get(), CURLUPART_PORT, &port.text,
+                   CURLU_DEFAULT_PORT) != CURLUE_OK) {
+    return std::string(HostOf(url));
+  }
+  absl::StatusOr<std::string> normal = NormalizeHost(host.text);
+  if (!normal.ok()) return std::string(HostOf(url));
+  return absl::StrCat(*normal, ":", port.text);
+}
+
+}  // namespace
+
+std::string HostKey(absl::string_view url) {
+  absl::string_view port = "80";
+  if (absl::StartsWithIgnoreCase(url, "https://")) {
+    port = "443";
+  } else if (!absl::StartsWithIgnoreCase(url, "http://")) {
+    return ParsedHostKey(url);
+  }
+  absl::string_view host = HostOf(url);
+  if (const size_t colon = host.rfind(':'); colon != absl::string_view::npos) {
+    port = host.substr(colon + 1);
+    host = host.substr(0, colon);
+    if (port.empty() || port.size() > 5 || port.front() == '0' ||
+        !std::all_of(port.begin(), port.end(), IsDigit)) {
+      return ParsedHostKey(url);
+    }
+  }
+  if (!IsCanonicalName(host) && !IsCanonicalIpv4(host)) {
+    return ParsedHostKey(url);  // also "[v6]", user info, upper case
+  }
+  return absl::StrCat(host, ":", port);
+}
+
+}  // namespace internal
 
 void Engine::Loop::AddBatch(std::unique_ptr<Batch> owned) {
   Batch& batch = *owned;
@@ -74,7 +171,7 @@ void Engine::Loop::ServeFreedHosts() {
       batch.host_blocked = false;
       const size_t scan = HostScan(batch);
       size_t pos = 0;
-      while (pos < scan && HostOf(batch.spec(batch.waiting[pos]).url) != host) {
+      while (pos < scan && batch.host(batch.waiting[pos]) != host) {
         ++pos;
       }
       if (pos < scan && batch.running < batch.options.max_concurrency) {
@@ -123,14 +220,13 @@ void Engine::Loop::StartTransfers() {
     }
     size_t pos = 0;
     const size_t scan = HostScan(batch);
-    while (pos < scan && HostFull(HostOf(batch.spec(batch.waiting[pos]).url))) {
+    while (pos < scan && HostFull(batch.host(batch.waiting[pos]))) {
       ++pos;
     }
     if (pos == scan) {  // wait for a transfer to the first item's host
       if (!batch.host_blocked) {
         batch.host_blocked = true;
-        blocked_on_host_[HostOf(batch.spec(batch.waiting.front()).url)]
-            .push_back(id);
+        blocked_on_host_[batch.host(batch.waiting.front())].push_back(id);
       }
       continue;
     }

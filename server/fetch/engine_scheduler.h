@@ -37,11 +37,13 @@ struct Batch {
   uint64_t id = 0;
   // Item i lives at [i - base]; only walks ever raise base.
   std::deque<FetchSpec> specs;
+  std::deque<std::string> hosts;      // HostKey of each spec's URL (valid ones)
   std::vector<absl::Status> invalid;  // per item: OK or why it is invalid
   std::deque<Item> items;
   size_t base = 0;
   Item* item(size_t i) { return i < base ? nullptr : &items[i - base]; }
   const FetchSpec& spec(size_t i) const { return specs[i - base]; }
+  const std::string& host(size_t i) const { return hosts[i - base]; }
   std::unique_ptr<WalkState> walk;  // set for walks
   BatchOptions options;
   ItemCallback on_item;

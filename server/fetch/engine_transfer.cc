@@ -19,11 +19,17 @@
 namespace fetchd::fetch {
 
 using internal::EasyHandle;
-using internal::HostOf;
 using internal::SlistDeleter;
 namespace {
 
 absl::Duration FromMicros(curl_off_t us) { return absl::Microseconds(us); }
+
+// --low_speed_window in curl's unit: whole seconds, at least 1.
+long LowSpeedSeconds(const Engine::Options& options) {
+  return static_cast<long>(
+      std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(
+                               options.low_speed_window, absl::Seconds(1)))));
+}
 
 }  // namespace
 
@@ -98,6 +104,12 @@ EasyHandle Engine::Loop::AcquireEasy() {
   // five getenv scans per transfer are saved).
   curl_easy_setopt(e, CURLOPT_PROXY, options_.proxy.c_str());
   curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+  // The same for every transfer: set once per handle.
+  if (options_.min_bytes_per_second > 0) {
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT,
+                     static_cast<long>(options_.min_bytes_per_second));
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, LowSpeedSeconds(options_));
+  }
   if (resolve_ != nullptr) curl_easy_setopt(e, CURLOPT_RESOLVE, resolve_.get());
   if (options_.address_policy) {
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &Loop::OnOpenSocket);
@@ -125,7 +137,7 @@ void Engine::Loop::StartAttempt(Batch& batch, size_t index) {
   auto t = std::make_unique<Transfer>();
   t->batch_id = batch.id;
   t->index = index;
-  t->host = std::string(HostOf(spec.url));
+  t->host = batch.host(index);
   t->spec = &spec;
   t->options = &options_;
   t->io_thread = &io_thread_;
@@ -147,6 +159,7 @@ void Engine::Loop::StartAttempt(Batch& batch, size_t index) {
   // hop's origin); every other item keeps curl's own, cheaper following.
   t->manage_redirects = spec.max_redirects > 0 && CarriesCredentials(spec);
   t->started = now;
+  t->ends = now + timeout;
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION,
                    spec.max_redirects > 0 && !t->manage_redirects ? 1L : 0L);
   curl_easy_setopt(e, CURLOPT_MAXREDIRS, static_cast<long>(spec.max_redirects));
@@ -329,7 +342,27 @@ size_t Engine::Loop::OnHeader(char* data, size_t size, size_t n, void* user) {
   absl::string_view line(data, len);
   if (absl::StartsWith(line, "HTTP/")) {
     t->headers.clear();  // a new response (after a redirect or 100)
+    t->header_lines = 0;
+    t->header_bytes = static_cast<int64_t>(len);
     return len;
+  }
+  // Bounded before anything is kept: a hostile origin's 100,000 headers or
+  // megabyte lines end the transfer (returning less than len aborts it).
+  const Options& options = *t->options;
+  t->header_bytes += static_cast<int64_t>(len);
+  if (options.max_response_header_bytes > 0 &&
+      t->header_bytes > options.max_response_header_bytes) {
+    t->header_cap =
+        static_cast<int64_t>(len) > options.max_response_header_bytes
+            ? Transfer::HeaderCap::kLine
+            : Transfer::HeaderCap::kBytes;
+    return 0;
+  }
+  // The blank line that ends the headers is a line too.
+  if (options.max_response_headers > 0 &&
+      ++t->header_lines > options.max_response_headers + 1) {
+    t->header_cap = Transfer::HeaderCap::kCount;
+    return 0;
   }
   if (t->spec->keep_headers.empty()) return len;
   const size_t colon = line.find(':');
@@ -428,6 +461,23 @@ absl::Status Engine::Loop::AttemptStatus(const Transfer& t, CURLcode rc,
     return absl::ResourceExhaustedError(absl::StrCat(
         "response body exceeds max_body_bytes=", t.spec->max_body_bytes));
   }
+  switch (t.header_cap) {
+    case Transfer::HeaderCap::kNone:
+      break;
+    case Transfer::HeaderCap::kCount:
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the origin sent more than --max_response_headers=",
+                       options_.max_response_headers, " response headers"));
+    case Transfer::HeaderCap::kBytes:
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the origin's response headers exceed --max_response_header_bytes=",
+          options_.max_response_header_bytes));
+    case Transfer::HeaderCap::kLine:
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the origin sent a response header line longer than "
+                       "--max_response_header_bytes=",
+                       options_.max_response_header_bytes));
+  }
   const std::string detail =
       t.error[0] != '\0' ? t.error : curl_easy_strerror(rc);
   switch (rc) {
@@ -438,7 +488,20 @@ absl::Status Engine::Loop::AttemptStatus(const Transfer& t, CURLcode rc,
       }
       return absl::OkStatus();
     case CURLE_OPERATION_TIMEDOUT:
+      // Ended before its own timeout: the low-speed limit did it (a
+      // connect timeout is never shorter, curl's default being 300 s).
+      if (options_.min_bytes_per_second > 0 &&
+          absl::Now() < t.ends - absl::Milliseconds(5)) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "the origin sent fewer than ", options_.min_bytes_per_second,
+            " bytes/s for ", LowSpeedSeconds(options_),
+            "s (--min_bytes_per_second, --low_speed_window)"));
+      }
       return absl::DeadlineExceededError(absl::StrCat("timed out: ", detail));
+    case CURLE_OUT_OF_MEMORY:
+      // Besides a real shortage: a response header line over curl's own
+      // cap (CURL_MAX_HTTP_HEADER, 100 KB), "Rejected ... bytes header".
+      return absl::ResourceExhaustedError(absl::StrCat("curl: ", detail));
     case CURLE_TOO_MANY_REDIRECTS:
       return absl::ResourceExhaustedError(absl::StrCat(
           "more than max_redirects=", t.spec->max_redirects, " redirects"));
@@ -523,6 +586,7 @@ void Engine::Loop::FinishAttempt(Transfer* raw, CURLcode rc) {
       !result.status.ok() && item.attempts < spec.retry.max_attempts &&
       result.status.code() != absl::StatusCode::kPermissionDenied &&
       t->redirect_error.ok() && !t->body_too_large &&
+      t->header_cap == Transfer::HeaderCap::kNone &&
       Retryable(spec.retry, rc, http);
   ReleaseEasy(std::move(t->easy));
 

@@ -43,7 +43,7 @@ using EasyHandle = std::unique_ptr<CURL, EasyDeleter>;
 // Transport failures where a new connection may well succeed.
 bool IsConnectError(CURLcode rc);
 
-// "host:port" of an absolute URL, as written (what --max_per_host counts).
+// "host:port" of an absolute URL, as written.
 inline absl::string_view HostOf(absl::string_view url) {
   size_t start = url.find("://");
   start = start == absl::string_view::npos ? 0 : start + 3;
@@ -51,6 +51,14 @@ inline absl::string_view HostOf(absl::string_view url) {
   return url.substr(start,
                     end == absl::string_view::npos ? url.npos : end - start);
 }
+
+// What --max_per_host counts: "host:port" with the host as the address
+// guard sees it (NormalizeHost: lower case, no trailing dot, IPv6 and IPv4
+// in canonical form, IDNA ASCII) and the port written out (80, 443), so
+// that no spelling of one origin gets a second share. A URL that is
+// canonical already (the usual case) is not parsed. For a valid URL; one
+// that cannot be parsed counts as written.
+std::string HostKey(absl::string_view url);
 
 // One attempt of one item, alive while its easy handle is on the multi.
 struct Transfer {
@@ -63,6 +71,12 @@ struct Transfer {
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
   bool body_too_large = false;
+  // Response header lines and bytes of the current response (a status
+  // line starts a new count), and which cap ended the transfer, if one did.
+  int header_lines = 0;
+  int64_t header_bytes = 0;
+  enum class HeaderCap { kNone, kCount, kBytes, kLine };
+  HeaderCap header_cap = HeaderCap::kNone;
   // The address policy's last refusal, and whether a socket was opened
   // since (another address of the host, or a later connection): the
   // refusal decides only if the connect then failed with none allowed.
@@ -71,8 +85,11 @@ struct Transfer {
   // Items that carry credential headers: redirects are followed here,
   // not by curl, so that no hop takes them to another origin.
   bool manage_redirects = false;
-  int redirects = 0;            // hops followed so far
-  absl::Time started;           // the attempt's start (hops share its timeout)
+  int redirects = 0;   // hops followed so far
+  absl::Time started;  // the attempt's start (hops share its timeout)
+  // When the attempt's timeout ends it: a curl timeout well before then is
+  // the low-speed limit's (Options::min_bytes_per_second).
+  absl::Time ends;
   absl::Status redirect_error;  // a hop that may not be followed
   // A hop of this attempt's chain went to another origin: no later hop
   // gets the credential headers, even back on the item's origin (as the

@@ -12,7 +12,7 @@
 
 namespace fetchd::fetch {
 
-using internal::HostOf;
+using internal::HostKey;
 
 uint64_t Engine::Loop::SubmitWalk(FetchSpec first, const PageStrategy& strategy,
                                   WalkPosition from, WalkOptions options,
@@ -106,6 +106,7 @@ void Engine::Loop::FillWalk(Batch& batch) {
             spec.headers.end());
       }
     }
+    batch.hosts.push_back(HostKey(spec.url));
     batch.specs.push_back(std::move(spec));
     batch.items.emplace_back();
     batch.waiting.push_back(static_cast<size_t>(walk.started - walk.start));
@@ -136,6 +137,7 @@ void Engine::Loop::OnPageResult(Batch& batch, size_t index,
            batch.items.front().state == ItemState::kDone) {
       batch.items.pop_front();
       batch.specs.pop_front();
+      batch.hosts.pop_front();
       ++batch.base;
     }
     // A page redirected to another origin: its links were chosen there.
