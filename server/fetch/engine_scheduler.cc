@@ -112,9 +112,27 @@ std::string HostKey(absl::string_view url) {
 
 }  // namespace internal
 
+internal::Identity* Engine::Loop::IdentityOf(const std::string& name) {
+  std::unique_ptr<internal::Identity>& who = identities_[name];
+  if (who == nullptr) {
+    who = std::make_unique<internal::Identity>();
+    who->name = name;
+  }
+  return who.get();
+}
+
+void Engine::Loop::BatchGone(internal::Identity* who) {
+  // NOTE: find, then erase: the key lives in the node being erased.
+  if (--who->batches == 0 && !who->queued) {
+    identities_.erase(identities_.find(who->name));
+  }
+}
+
 void Engine::Loop::AddBatch(std::unique_ptr<Batch> owned) {
   Batch& batch = *owned;
   const uint64_t id = batch.id;
+  batch.identity = IdentityOf(batch.options.identity);
+  ++batch.identity->batches;
   batches_[id] = std::move(owned);
   if (batch.walk != nullptr) {
     if (batch.options.deadline != absl::InfiniteFuture()) {
@@ -174,7 +192,8 @@ void Engine::Loop::ServeFreedHosts() {
       while (pos < scan && batch.host(batch.waiting[pos]) != host) {
         ++pos;
       }
-      if (pos < scan && batch.running < batch.options.max_concurrency) {
+      if (pos < scan && batch.running < batch.options.max_concurrency &&
+          HasRoom(*batch.identity)) {
         const size_t index = batch.waiting[pos];
         batch.waiting.erase(batch.waiting.begin() +
                             static_cast<ptrdiff_t>(pos));
@@ -204,40 +223,56 @@ void Engine::Loop::ServeFreedHosts() {
 
 void Engine::Loop::StartTransfers() {
   ServeFreedHosts();
-  // Round robin over batches, one item at a time: a big batch cannot starve
-  // the others, and each batch keeps its own FIFO order (but for items
-  // whose host is full, which the next few may pass).
+  // Round robin over identities, then over each identity's batches, one
+  // item at a time: a caller with many or big batches cannot starve the
+  // others, nor a big batch its caller's other batches, and each batch
+  // keeps its own FIFO order (but for items whose host is full, which the
+  // next few may pass).
   while (running_ < options_.max_inflight && !runnable_.empty()) {
-    const uint64_t id = runnable_.front();
+    // NOTE: the identity stays queued for its turn, so that a batch ending
+    // during it (a failed start) cannot free it under us.
+    internal::Identity& who = *runnable_.front();
+    if (HasRoom(who) && !who.runnable.empty()) StartNextOf(who);
     runnable_.pop_front();
-    auto it = batches_.find(id);
-    if (it == batches_.end()) continue;
-    Batch& batch = *it->second;
-    batch.runnable = false;
-    if (batch.waiting.empty() ||
-        batch.running >= batch.options.max_concurrency) {
-      continue;
+    who.queued = false;
+    if (!who.runnable.empty() && HasRoom(who)) {
+      who.queued = true;
+      runnable_.push_back(&who);
+    } else if (who.batches == 0) {
+      identities_.erase(identities_.find(who.name));
     }
-    size_t pos = 0;
-    const size_t scan = HostScan(batch);
-    while (pos < scan && HostFull(batch.host(batch.waiting[pos]))) {
-      ++pos;
+  }
+}
+
+void Engine::Loop::StartNextOf(internal::Identity& who) {
+  const uint64_t id = who.runnable.front();
+  who.runnable.pop_front();
+  auto it = batches_.find(id);
+  if (it == batches_.end()) return;
+  Batch& batch = *it->second;
+  batch.runnable = false;
+  if (batch.waiting.empty() || batch.running >= batch.options.max_concurrency) {
+    return;
+  }
+  size_t pos = 0;
+  const size_t scan = HostScan(batch);
+  while (pos < scan && HostFull(batch.host(batch.waiting[pos]))) {
+    ++pos;
+  }
+  if (pos == scan) {  // wait for a transfer to the first item's host
+    if (!batch.host_blocked) {
+      batch.host_blocked = true;
+      blocked_on_host_[batch.host(batch.waiting.front())].push_back(id);
     }
-    if (pos == scan) {  // wait for a transfer to the first item's host
-      if (!batch.host_blocked) {
-        batch.host_blocked = true;
-        blocked_on_host_[batch.host(batch.waiting.front())].push_back(id);
-      }
-      continue;
-    }
-    const size_t index = batch.waiting[pos];
-    batch.waiting.erase(batch.waiting.begin() + static_cast<ptrdiff_t>(pos));
-    --waiting_;
-    StartAttempt(batch, index);
-    // A failed start reports at once, which may end the batch.
-    if (auto again = batches_.find(id); again != batches_.end()) {
-      MakeRunnable(*again->second);
-    }
+    return;
+  }
+  const size_t index = batch.waiting[pos];
+  batch.waiting.erase(batch.waiting.begin() + static_cast<ptrdiff_t>(pos));
+  --waiting_;
+  StartAttempt(batch, index);
+  // A failed start reports at once, which may end the batch.
+  if (auto again = batches_.find(id); again != batches_.end()) {
+    MakeRunnable(*again->second);
   }
 }
 
@@ -304,6 +339,7 @@ void Engine::Loop::EraseIfDone(uint64_t id) {
   }
   std::unique_ptr<Batch> batch = std::move(it->second);
   batches_.erase(it);
+  BatchGone(batch->identity);
   PublishStats();  // stats() agrees with what on_done tells
   if (batch->on_done) batch->on_done();
 }

@@ -184,6 +184,10 @@ struct BatchOptions {
   // to fit and a retry whose backoff would end past it is not started.
   absl::Time deadline = absl::InfiniteFuture();
   bool fail_fast = false;  // the first failure cancels the rest
+  // Who asked (the RPC's caller identity, else its peer address): transfer
+  // slots are shared round robin across identities, then across one
+  // identity's batches and walks. Empty is an identity like any other.
+  std::string identity;
 };
 
 // Called on the I/O thread, exactly once per item, as items finish
@@ -316,6 +320,7 @@ struct WalkOptions {
   // Pages fetched but not yet consumed (WalkHandle::Consumed) at most.
   int prefetch = 2;
   absl::Time deadline = absl::InfiniteFuture();
+  std::string identity;  // as BatchOptions::identity
 };
 // Called on the I/O thread, in page order. Must not block.
 using PageCallback = absl::AnyInvocable<void(Page page)>;
@@ -422,6 +427,11 @@ class Engine {
     // still refuses a single line over 100 KB).
     int max_response_headers = 256;
     int64_t max_response_header_bytes = 64 << 10;
+    // Fair shares (#16): transfers one identity (BatchOptions::identity)
+    // may have running at once; its other items wait while other
+    // identities' run. 0 = no cap (the round robin across identities
+    // still shares every freed slot).
+    int max_inflight_per_identity = 0;
   };
   struct Stats {
     int inflight = 0;     // transfers on the multi handle
