@@ -382,7 +382,10 @@ class Engine {
  public:
   struct Options {
     int max_inflight = 512;  // transfers at once; excess waits in FIFO order
-    int max_per_host = 64;  // transfers per host at once; the rest wait in FIFO
+    // Transfers per host at once; the rest wait in FIFO. The host is the
+    // URL's normalized host and port (lower case, no trailing dot, canonical
+    // IP, IDNA ASCII, default port written out): one origin, one share.
+    int max_per_host = 64;
     double retry_budget_ratio = 0.2;
     double retry_budget_tokens = 20;  // burst of retries allowed at start
     std::string user_agent = "fetchd/0.1";
