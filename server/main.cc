@@ -210,6 +210,26 @@ ABSL_FLAG(int64_t, max_compute_rounds, 100'000'000,
           "largest sha256_chain.rounds a request may ask for (~9 s of CPU "
           "at the default, inside --max_compute_time)");
 
+// Engine: hostile origins and fair shares (#16)
+ABSL_FLAG(int64_t, min_bytes_per_second, 1024,
+          "a transfer that receives fewer bytes a second than this for "
+          "--low_speed_window ends DEADLINE_EXCEEDED (retried as a timeout); "
+          "0 = off");
+ABSL_FLAG(absl::Duration, low_speed_window, absl::Seconds(30),
+          "how long a transfer may stay under --min_bytes_per_second (whole "
+          "seconds, at least 1)");
+ABSL_FLAG(int, max_response_headers, 256,
+          "response header lines per response (each redirect hop on its "
+          "own); past it the item fails RESOURCE_EXHAUSTED; 0 = no cap");
+ABSL_FLAG(int64_t, max_response_header_bytes, 64 << 10,
+          "bytes of one response's header lines together, and so of any one "
+          "line; past it the item fails RESOURCE_EXHAUSTED; 0 = no cap "
+          "(curl still refuses a line over 100 KB)");
+ABSL_FLAG(int, max_inflight_per_identity, 0,
+          "transfers one caller (token or mTLS identity, else peer address) "
+          "may have running at once; 0 = no cap. Slots are shared round "
+          "robin across callers either way");
+
 namespace {
 
 // A proxy URL without its user:password@, for the log.
@@ -322,6 +342,14 @@ int main(int argc, char** argv) {
     }
   }
   fetch.engine.upstream_ca_file = absl::GetFlag(FLAGS_upstream_ca_file);
+  // Engine: hostile origins and fair shares (#16)
+  fetch.engine.min_bytes_per_second = absl::GetFlag(FLAGS_min_bytes_per_second);
+  fetch.engine.low_speed_window = absl::GetFlag(FLAGS_low_speed_window);
+  fetch.engine.max_response_headers = absl::GetFlag(FLAGS_max_response_headers);
+  fetch.engine.max_response_header_bytes =
+      absl::GetFlag(FLAGS_max_response_header_bytes);
+  fetch.engine.max_inflight_per_identity =
+      absl::GetFlag(FLAGS_max_inflight_per_identity);
   // Resume tokens
   if (const std::string path = absl::GetFlag(FLAGS_token_key_file);
       !path.empty()) {

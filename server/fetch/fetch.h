@@ -184,11 +184,18 @@ struct BatchOptions {
   // to fit and a retry whose backoff would end past it is not started.
   absl::Time deadline = absl::InfiniteFuture();
   bool fail_fast = false;  // the first failure cancels the rest
+  // Who asked (the RPC's caller identity, else its peer address): transfer
+  // slots are shared round robin across identities, then across one
+  // identity's batches and walks. Empty is an identity like any other.
+  std::string identity;
 };
 
 // Called on the I/O thread, exactly once per item, as items finish
 // (including items that fail validation, are cancelled or run out of
-// time). Must not block.
+// time). Must not block. A batch submitted while the engine stops ends
+// UNAVAILABLE ("the fetch engine is shutting down"), its callbacks still
+// run once each: on the I/O thread, or, once that thread has ended, on the
+// submitting thread before Submit returns (the same for a walk's done).
 using ItemCallback = absl::AnyInvocable<void(size_t index, FetchResult result)>;
 // Called on the I/O thread once, after the last item's callback.
 using DoneCallback = absl::AnyInvocable<void()>;
@@ -313,6 +320,7 @@ struct WalkOptions {
   // Pages fetched but not yet consumed (WalkHandle::Consumed) at most.
   int prefetch = 2;
   absl::Time deadline = absl::InfiniteFuture();
+  std::string identity;  // as BatchOptions::identity
 };
 // Called on the I/O thread, in page order. Must not block.
 using PageCallback = absl::AnyInvocable<void(Page page)>;
@@ -374,7 +382,10 @@ class Engine {
  public:
   struct Options {
     int max_inflight = 512;  // transfers at once; excess waits in FIFO order
-    int max_per_host = 64;  // transfers per host at once; the rest wait in FIFO
+    // Transfers per host at once; the rest wait in FIFO. The host is the
+    // URL's normalized host and port (lower case, no trailing dot, canonical
+    // IP, IDNA ASCII, default port written out): one origin, one share.
+    int max_per_host = 64;
     double retry_budget_ratio = 0.2;
     double retry_budget_tokens = 20;  // burst of retries allowed at start
     std::string user_agent = "fetchd/0.1";
@@ -406,6 +417,24 @@ class Engine {
     // bundle (--upstream_ca_file); empty = the system bundle only. Read
     // once, at Start. Peer and host-name verification are always on.
     std::string upstream_ca_file;
+    // Hostile origins (#16). A transfer that receives fewer than
+    // min_bytes_per_second bytes a second for low_speed_window (whole
+    // seconds, at least 1) ends DEADLINE_EXCEEDED naming the limit, and is
+    // retried like any timeout (RetryPolicy::on_timeout). 0 = off.
+    int64_t min_bytes_per_second = 1024;
+    absl::Duration low_speed_window = absl::Seconds(30);
+    // Response header lines per response (each redirect hop and each 1xx
+    // counts on its own) and their bytes: past either, or with a single
+    // line longer than the bytes cap, the transfer ends and the item fails
+    // RESOURCE_EXHAUSTED naming the limit, not retried. 0 = no cap (curl
+    // still refuses a single line over 100 KB).
+    int max_response_headers = 256;
+    int64_t max_response_header_bytes = 64 << 10;
+    // Fair shares (#16): transfers one identity (BatchOptions::identity)
+    // may have running at once; its other items wait while other
+    // identities' run. 0 = no cap (the round robin across identities
+    // still shares every freed slot).
+    int max_inflight_per_identity = 0;
   };
   struct Stats {
     int inflight = 0;     // transfers on the multi handle

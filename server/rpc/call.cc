@@ -119,6 +119,12 @@ void Call::Refuse(const RpcAdmission::Refusal& refusal) {
   Reject(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, refusal.message));
 }
 
+// The key fair shares and quotas agree on: the token or mTLS identity, else
+// the peer's address without its port.
+std::string Call::ShareIdentity() {
+  return QuotaKey(caller_.identity, context_.peer());
+}
+
 void Call::OnDone(bool /*ok*/) {
   if (context_.IsCancelled()) OnCancel();
   Unref();

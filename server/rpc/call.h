@@ -182,6 +182,11 @@ class Call {
   // Who called: set before OnStart, constant after (a later issue keys
   // fairness on it).
   const auth::Caller& caller() const { return caller_; }
+  // Whose share of the fetch engine this call draws on (#16 fair shares):
+  // the caller's identity, or for an anonymous caller its peer's address
+  // without the port ("10.0.0.7", as QuotaKey), so that more connections
+  // earn no more shares.
+  std::string ShareIdentity();
 
   // Holds the call alive across one more event (e.g. the final op).
   void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
@@ -322,6 +327,9 @@ class ServerStreamCall : public Call {
 
   Request request_;
   grpc::ServerAsyncWriter<Response> writer_{&context()};
+  // The write path's lock (Write, Finish). Protected so that a subclass
+  // lock held around Write can say it comes first (ABSL_ACQUIRED_BEFORE).
+  absl::Mutex mu_;
 
  private:
   void StartNextWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -354,7 +362,6 @@ class ServerStreamCall : public Call {
   }
   void OnFinished(bool /*ok*/) { Unref(); }
 
-  absl::Mutex mu_;
   std::deque<Response> queue_ ABSL_GUARDED_BY(mu_);
   Response in_flight_ ABSL_GUARDED_BY(mu_);
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
