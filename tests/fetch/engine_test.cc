@@ -657,7 +657,7 @@ TEST_F(EngineTest, SubmittedDuringShutdownStillGetsEveryCallbackOnce) {
             });
       },
       [&] { first.done.Notify(); });
-  ASSERT_TRUE(WaitFor([&] { return origin_.in_progress() == 1; }, kWait,
+  ASSERT_TRUE(WaitFor([&] { return origin_.in_progress() == 1; }, kEventTimeout,
                       "the request at the origin"));
   engine.reset();
   ASSERT_TRUE(first.done.HasBeenNotified());
