@@ -179,6 +179,22 @@ ABSL_FLAG(int, armed_calls_per_method, 1,
           "those (CANCELLED); 1..4096. More cost throughput: see "
           "docs/benchmarks.md");
 
+// Engine: hostile origins and fair shares (#16)
+ABSL_FLAG(int64_t, min_bytes_per_second, 1024,
+          "a transfer that receives fewer bytes a second than this for "
+          "--low_speed_window ends DEADLINE_EXCEEDED (retried as a timeout); "
+          "0 = off");
+ABSL_FLAG(absl::Duration, low_speed_window, absl::Seconds(30),
+          "how long a transfer may stay under --min_bytes_per_second (whole "
+          "seconds, at least 1)");
+ABSL_FLAG(int, max_response_headers, 256,
+          "response header lines per response (each redirect hop on its "
+          "own); past it the item fails RESOURCE_EXHAUSTED; 0 = no cap");
+ABSL_FLAG(int64_t, max_response_header_bytes, 64 << 10,
+          "bytes of one response's header lines together, and so of any one "
+          "line; past it the item fails RESOURCE_EXHAUSTED; 0 = no cap "
+          "(curl still refuses a line over 100 KB)");
+
 // --- Memory budget (issue #16, item 3) ---------------------------------------
 ABSL_FLAG(int64_t, memory_budget_bytes, 0,
           "bytes that response bodies, processed output, kept headers, page "
@@ -310,6 +326,12 @@ int main(int argc, char** argv) {
     }
   }
   fetch.engine.upstream_ca_file = absl::GetFlag(FLAGS_upstream_ca_file);
+  // Engine: hostile origins and fair shares (#16)
+  fetch.engine.min_bytes_per_second = absl::GetFlag(FLAGS_min_bytes_per_second);
+  fetch.engine.low_speed_window = absl::GetFlag(FLAGS_low_speed_window);
+  fetch.engine.max_response_headers = absl::GetFlag(FLAGS_max_response_headers);
+  fetch.engine.max_response_header_bytes =
+      absl::GetFlag(FLAGS_max_response_header_bytes);
   // Resume tokens
   if (const std::string path = absl::GetFlag(FLAGS_token_key_file);
       !path.empty()) {

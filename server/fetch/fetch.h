@@ -193,7 +193,10 @@ struct BatchOptions {
 
 // Called on the I/O thread, exactly once per item, as items finish
 // (including items that fail validation, are cancelled or run out of
-// time). Must not block.
+// time). Must not block. A batch submitted while the engine stops ends
+// UNAVAILABLE ("the fetch engine is shutting down"), its callbacks still
+// run once each: on the I/O thread, or, once that thread has ended, on the
+// submitting thread before Submit returns (the same for a walk's done).
 using ItemCallback = absl::AnyInvocable<void(size_t index, FetchResult result)>;
 // Called on the I/O thread once, after the last item's callback.
 using DoneCallback = absl::AnyInvocable<void()>;
@@ -411,6 +414,19 @@ class Engine {
     // bundle (--upstream_ca_file); empty = the system bundle only. Read
     // once, at Start. Peer and host-name verification are always on.
     std::string upstream_ca_file;
+    // Hostile origins (#16). A transfer that receives fewer than
+    // min_bytes_per_second bytes a second for low_speed_window (whole
+    // seconds, at least 1) ends DEADLINE_EXCEEDED naming the limit, and is
+    // retried like any timeout (RetryPolicy::on_timeout). 0 = off.
+    int64_t min_bytes_per_second = 1024;
+    absl::Duration low_speed_window = absl::Seconds(30);
+    // Response header lines per response (each redirect hop and each 1xx
+    // counts on its own) and their bytes: past either, or with a single
+    // line longer than the bytes cap, the transfer ends and the item fails
+    // RESOURCE_EXHAUSTED naming the limit, not retried. 0 = no cap (curl
+    // still refuses a single line over 100 KB).
+    int max_response_headers = 256;
+    int64_t max_response_header_bytes = 64 << 10;
     // The process-wide memory budget (--memory_budget_bytes; not owned,
     // outlives the engine); null: nothing is counted. A transfer starts
     // only when its first bytes fit (until then it waits, as for a slot),

@@ -316,6 +316,9 @@ class ServerStreamCall : public Call {
 
   Request request_;
   grpc::ServerAsyncWriter<Response> writer_{&context()};
+  // The write path's lock (Write, Finish). Protected so that a subclass
+  // lock held around Write can say it comes first (ABSL_ACQUIRED_BEFORE).
+  absl::Mutex mu_;
 
  private:
   void StartNextWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -357,7 +360,6 @@ class ServerStreamCall : public Call {
     Response message;
     memory::Reservation memory;
   };
-  absl::Mutex mu_;
   std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);
   Response in_flight_ ABSL_GUARDED_BY(mu_);
   memory::Reservation in_flight_memory_ ABSL_GUARDED_BY(mu_);

@@ -50,11 +50,15 @@ class FetchPagesCall final
   const FetchServices services_;
   WalkPlan plan_;  // set in OnStart, before the walk starts
 
-  absl::Mutex walk_mu_;
+  // Held around engine->Walk, which may end the walk at once (an engine
+  // shutting down) and so reach order_mu_.
+  absl::Mutex walk_mu_ ABSL_ACQUIRED_BEFORE(order_mu_);
   std::shared_ptr<fetch::WalkHandle> walk_ ABSL_GUARDED_BY(walk_mu_);
   bool cancelled_ ABSL_GUARDED_BY(walk_mu_) = false;
 
-  absl::Mutex order_mu_;
+  // Flush holds it around Write, which takes the write path's mu_: this
+  // order, never the other.
+  absl::Mutex order_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   std::deque<std::shared_ptr<Slot>> slots_ ABSL_GUARDED_BY(order_mu_);
   std::optional<absl::Status> end_ ABSL_GUARDED_BY(order_mu_);
   bool finishing_ ABSL_GUARDED_BY(order_mu_) = false;

@@ -102,6 +102,24 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (f.engine.max_per_host < 1) {
     return bad("max_per_host", f.engine.max_per_host, "must be >= 1");
   }
+  if (f.engine.min_bytes_per_second < 0) {
+    return bad("min_bytes_per_second", f.engine.min_bytes_per_second,
+               "must be >= 0 (0 = off)");
+  }
+  if (f.engine.min_bytes_per_second > 0 &&
+      f.engine.low_speed_window < absl::Seconds(1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--low_speed_window=", absl::FormatDuration(f.engine.low_speed_window),
+        " is invalid: must be >= 1s"));
+  }
+  if (f.engine.max_response_headers < 0) {
+    return bad("max_response_headers", f.engine.max_response_headers,
+               "must be >= 0 (0 = no cap)");
+  }
+  if (f.engine.max_response_header_bytes < 0) {
+    return bad("max_response_header_bytes", f.engine.max_response_header_bytes,
+               "must be >= 0 (0 = no cap)");
+  }
   if (f.max_batch_items < 1) {
     return bad("max_batch_items", f.max_batch_items, "must be >= 1");
   }

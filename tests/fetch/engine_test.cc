@@ -606,6 +606,54 @@ TEST_F(EngineTest, DestroyingTheEngineCancelsWhatIsLeft) {
   EXPECT_EQ(run->results[0].status.code(), absl::StatusCode::kCancelled);
 }
 
+// fetch.h promises each callback exactly once, also for a batch or walk
+// submitted while the engine stops: here from a callback of the batch the
+// shutdown ends, so the submission is certain to fall in that window.
+TEST_F(EngineTest, SubmittedDuringShutdownStillGetsEveryCallbackOnce) {
+  auto engine = NewEngine();
+  Engine* raw = engine.get();
+  std::atomic<int> late_items{0}, late_done{0}, walk_done{0};
+  absl::Status late_status, walk_status;
+  BatchRun first;
+  first.results.resize(1);
+  first.handle = engine->Submit(
+      {Get(origin_.Url("/delay/10000"))}, {},
+      [&](size_t i, FetchResult result) {
+        first.results[i] = std::move(result);
+        // On the I/O thread, during shutdown.
+        raw->Submit(
+            {Get(origin_.Url("/status/200")), Get(origin_.Url("/status/200"))},
+            {},
+            [&](size_t, FetchResult late) {
+              late_status = late.status;
+              ++late_items;
+            },
+            [&] { ++late_done; });
+        PageStrategy strategy;
+        raw->Walk(
+            Get(origin_.Url("/pn/late?page=1&last=3")), strategy,
+            Paginator(strategy, origin_.Url("/pn/late?page=1&last=3"))
+                .StartPosition(),
+            {}, [](Page) {},
+            [&](absl::Status status) {
+              walk_status = std::move(status);
+              ++walk_done;
+            });
+      },
+      [&] { first.done.Notify(); });
+  ASSERT_TRUE(WaitFor([&] { return origin_.in_progress() == 1; }, kWait,
+                      "the request at the origin"));
+  engine.reset();
+  ASSERT_TRUE(first.done.HasBeenNotified());
+  EXPECT_EQ(first.results[0].status.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(late_items.load(), 2);
+  EXPECT_EQ(late_done.load(), 1);
+  EXPECT_EQ(late_status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(late_status.message(), HasSubstr("shutting down"));
+  EXPECT_EQ(walk_done.load(), 1);
+  EXPECT_EQ(walk_status.code(), absl::StatusCode::kUnavailable);
+}
+
 // A walk as the engine runs it, with a consumer in the test's hands.
 struct WalkRun {
   absl::Mutex mu;

@@ -102,6 +102,14 @@ Origin::Origin(const std::string& address)
                 return sink.write("d", 1);
               });
         });
+  s.Get(R"(/headers/(\d+)/(\d+))",
+        [](const httplib::Request& req, httplib::Response& res) {
+          const std::string value(Int(req, 2), 'h');
+          for (int64_t i = 0; i < Int(req, 1); ++i) {
+            res.set_header(absl::StrCat("X-H-", i), value);
+          }
+          res.set_content("headers", "text/plain");
+        });
   s.Get(R"(/reset/(\d+))",
         [](const httplib::Request& req, httplib::Response& res) {
           const int64_t n = Int(req, 1);

@@ -6,6 +6,7 @@
 //   /bytes/{n}                         n bytes of 'x' (Content-Length)
 //   /drip/{n}/{ms}                     n bytes, one per ms, chunked
 //   /reset/{n}                         announces n bytes, sends n/2, closes
+//   /headers/{n}/{bytes}               n headers X-H-i of `bytes` chars each
 //   /flaky/{key}/{n}                   503 for the first n requests of key,
 //   then 200 /retry-after/{key}/{n}/{s}         503 + "Retry-After: s" n times,
 //   then 200 /retry-after-date/{key}/{n}/{s}    the same with an HTTP-date
