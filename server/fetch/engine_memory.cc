@@ -114,6 +114,9 @@ bool Engine::Loop::ResumePaused() {
     // NOTE: may deliver the held bytes to OnBody at once (which may pause
     // it again, queueing it anew).
     curl_easy_pause(t->easy.get(), CURLPAUSE_CONT);
+    // NOTE: curl 7.88's next poll does not see an unpaused transfer (it
+    // slept the full poll timeout in tests): the next perform must run it.
+    curl_multi_wakeup(multi_.get());
   }
   return true;
 }
@@ -122,12 +125,16 @@ bool Engine::Loop::MakeRoom(Transfer& t, size_t len) {
   const int64_t need = static_cast<int64_t>(t.body.size() + len);
   const int64_t max_body = t.spec->max_body_bytes;
   int64_t capacity = need;
+  bool whole = false;  // the whole body's length is known: all or nothing
   if (t.body.empty()) {
     // The whole body at once when its length is known (and allowed).
     curl_off_t length = -1;
     curl_easy_getinfo(t.easy.get(), CURLINFO_CONTENT_LENGTH_DOWNLOAD_T,
                       &length);
-    if (length > need) capacity = std::min<int64_t>(length, max_body);
+    if (length > need) {
+      capacity = std::min<int64_t>(length, max_body);
+      whole = true;
+    }
   } else {
     capacity = std::min<int64_t>(
         max_body,
@@ -135,7 +142,7 @@ bool Engine::Loop::MakeRoom(Transfer& t, size_t len) {
   }
   capacity = std::max(capacity, need);
   const int64_t headers = t.kept_header_bytes;
-  if (!t.memory.TryGrowTo(headers + capacity) && capacity > need &&
+  if (!t.memory.TryGrowTo(headers + capacity) && !whole && capacity > need &&
       t.memory.TryGrowTo(headers + need)) {
     capacity = need;  // no room to run ahead: just what arrived
   }

@@ -198,10 +198,13 @@ TEST(EngineMemoryTest, KeptHeadersAndPageItemsCount) {
     // Four kept header lines of 1000 characters each, plus the body.
     EXPECT_GE(run->seen[0].reserved,
               4 * 1000 + static_cast<int64_t>(run->seen[0].body_bytes));
-    EXPECT_EQ(budget.reserved(), run->seen[0].reserved);
+    EXPECT_TRUE(
+        WaitFor([&] { return budget.reserved() == run->seen[0].reserved; },
+                kWait, "only the kept result reserved"));
     run->kept.clear();
   }
-  EXPECT_EQ(budget.reserved(), 0);
+  EXPECT_TRUE(WaitFor([&] { return budget.reserved() == 0; }, kWait,
+                      "every byte back"));
 
   // A walk's split items are held with their page until it is let go.
   PageStrategy strategy;
@@ -237,9 +240,12 @@ TEST(EngineMemoryTest, KeptHeadersAndPageItemsCount) {
               items + static_cast<int64_t>(page.result.body.size()));
     held += page.result.memory.bytes();
   }
-  EXPECT_EQ(budget.reserved(), held);
+  // The walk's last (empty, undelivered) page goes just after done.
+  EXPECT_TRUE(WaitFor([&] { return budget.reserved() == held; }, kWait,
+                      "the delivered pages' bytes reserved"));
   pages.clear();
-  EXPECT_EQ(budget.reserved(), 0);
+  EXPECT_TRUE(WaitFor([&] { return budget.reserved() == 0; }, kWait,
+                      "every byte back"));
 }
 
 }  // namespace
