@@ -375,11 +375,17 @@ TEST_F(MemoryBudgetTest, ABodyLargerThanTheBudgetIsResourceExhausted) {
 
 TEST_F(MemoryBudgetTest, QueuedStreamMessagesHoldTheirBytesUntilWritten) {
   // A reader that does not read: results queue in the call, and their
-  // bytes stay reserved until gRPC has written them.
+  // bytes stay reserved until gRPC has written them. The reader's window
+  // stays at gRPC's first 64 KB (no BDP probing to widen it), so the
+  // first 150 KB message cannot be written while nobody reads.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  auto stub = v1::Fetch::NewStub(grpc::CreateCustomChannel(
+      server_.address(), grpc::InsecureChannelCredentials(), args));
   v1::BatchFetchRequest req;
   for (int i = 0; i < 4; ++i) Add(req, "/bytes/150000");
   auto context = ContextWithTimeout(kWait);
-  auto reader = stub_->StreamBatchFetch(context.get(), req);
+  auto reader = stub->StreamBatchFetch(context.get(), req);
   ASSERT_TRUE(WaitFor([&] { return budget().reserved() >= 3 * 150000; }, kWait,
                       "three queued results reserved"));
   EXPECT_LE(budget().reserved(), kBudget);
