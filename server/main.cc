@@ -194,6 +194,10 @@ ABSL_FLAG(int64_t, max_response_header_bytes, 64 << 10,
           "bytes of one response's header lines together, and so of any one "
           "line; past it the item fails RESOURCE_EXHAUSTED; 0 = no cap "
           "(curl still refuses a line over 100 KB)");
+ABSL_FLAG(int, max_inflight_per_identity, 0,
+          "transfers one caller (token or mTLS identity, else peer address) "
+          "may have running at once; 0 = no cap. Slots are shared round "
+          "robin across callers either way");
 
 // --- Memory budget (issue #16, item 3) ---------------------------------------
 ABSL_FLAG(int64_t, memory_budget_bytes, 0,
@@ -332,6 +336,8 @@ int main(int argc, char** argv) {
   fetch.engine.max_response_headers = absl::GetFlag(FLAGS_max_response_headers);
   fetch.engine.max_response_header_bytes =
       absl::GetFlag(FLAGS_max_response_header_bytes);
+  fetch.engine.max_inflight_per_identity =
+      absl::GetFlag(FLAGS_max_inflight_per_identity);
   // Resume tokens
   if (const std::string path = absl::GetFlag(FLAGS_token_key_file);
       !path.empty()) {

@@ -117,6 +117,11 @@ class Engine::Loop {
   void AddBatch(std::unique_ptr<Batch> batch)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_);
   void StartTransfers() ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_);
+  // One turn of `who`: one item of its next runnable batch, if it can go.
+  // False when the memory budget has no room for it (it stays first in
+  // line; StartTransfers stops until a release).
+  bool StartNextOf(internal::Identity& who)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_);
   // Gives the slots that finished transfers freed to the batches waiting
   // for those hosts.
   void ServeFreedHosts() ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_);
@@ -124,10 +129,17 @@ class Engine::Loop {
   // it leaves the multi handle (Ended also wakes a batch waiting for it).
   void Started(const Transfer& t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_) {
     ++running_;
+    ++t.identity->running;
     if (++host_running_[t.host] == options_.max_per_host) ++hosts_at_limit_;
   }
   void Ended(const Transfer& t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_) {
     --running_;
+    // An identity at --max_inflight_per_identity is out of the ring until
+    // one of its transfers ends.
+    if (t.identity->running-- == options_.max_inflight_per_identity &&
+        !t.identity->runnable.empty()) {
+      QueueIdentity(*t.identity);
+    }
     auto running = host_running_.find(t.host);
     if (running != host_running_.end()) {
       if (running->second-- == options_.max_per_host) --hosts_at_limit_;
@@ -147,9 +159,29 @@ class Engine::Loop {
     if (!batch.runnable && !batch.host_blocked && !batch.waiting.empty() &&
         batch.running < batch.options.max_concurrency) {
       batch.runnable = true;
-      runnable_.push_back(batch.id);
+      batch.identity->runnable.push_back(batch.id);
+      QueueIdentity(*batch.identity);
     }
   }
+  // --max_inflight_per_identity.
+  bool HasRoom(const internal::Identity& who) const {
+    return options_.max_inflight_per_identity <= 0 ||
+           who.running < options_.max_inflight_per_identity;
+  }
+  // Into the ring of identities, unless there already or at its cap.
+  void QueueIdentity(internal::Identity& who)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_) {
+    if (!who.queued && HasRoom(who)) {
+      who.queued = true;
+      runnable_.push_back(&who);
+    }
+  }
+  // The identity of a new batch, made on first use.
+  internal::Identity* IdentityOf(const std::string& name)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_);
+  // A batch of `who` ended: forget `who` once nothing refers to it.
+  void BatchGone(internal::Identity* who)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_);
   void Report(Batch& batch, size_t index, FetchResult result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_);
   // Ends every unfinished item of the batch with `status`.
@@ -257,8 +289,10 @@ class Engine::Loop {
   // I/O thread only.
   absl::flat_hash_map<uint64_t, std::unique_ptr<Batch>> batches_
       ABSL_GUARDED_BY(io_thread_);
-  // Batches with waiting items and room.
-  std::deque<uint64_t> runnable_ ABSL_GUARDED_BY(io_thread_);
+  // Identities with a batch that has waiting items and room, round robin.
+  std::deque<internal::Identity*> runnable_ ABSL_GUARDED_BY(io_thread_);
+  absl::flat_hash_map<std::string, std::unique_ptr<internal::Identity>>
+      identities_ ABSL_GUARDED_BY(io_thread_);
   internal::TimerQueue timers_ ABSL_GUARDED_BY(io_thread_);
   std::vector<EasyHandle> idle_easy_ ABSL_GUARDED_BY(io_thread_);
   // Transfers per host on the multi handle, never above --max_per_host: the

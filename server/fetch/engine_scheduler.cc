@@ -112,9 +112,27 @@ std::string HostKey(absl::string_view url) {
 
 }  // namespace internal
 
+internal::Identity* Engine::Loop::IdentityOf(const std::string& name) {
+  std::unique_ptr<internal::Identity>& who = identities_[name];
+  if (who == nullptr) {
+    who = std::make_unique<internal::Identity>();
+    who->name = name;
+  }
+  return who.get();
+}
+
+void Engine::Loop::BatchGone(internal::Identity* who) {
+  // NOTE: find, then erase: the key lives in the node being erased.
+  if (--who->batches == 0 && !who->queued) {
+    identities_.erase(identities_.find(who->name));
+  }
+}
+
 void Engine::Loop::AddBatch(std::unique_ptr<Batch> owned) {
   Batch& batch = *owned;
   const uint64_t id = batch.id;
+  batch.identity = IdentityOf(batch.options.identity);
+  ++batch.identity->batches;
   batches_[id] = std::move(owned);
   if (batch.walk != nullptr) {
     if (batch.options.deadline != absl::InfiniteFuture()) {
@@ -178,6 +196,7 @@ void Engine::Loop::ServeFreedHosts() {
       // robin, where StartTransfers waits for room.
       memory::Reservation memory;
       if (pos < scan && batch.running < batch.options.max_concurrency &&
+          HasRoom(*batch.identity) &&
           AdmitMemory(batch.spec(batch.waiting[pos]), memory)) {
         const size_t index = batch.waiting[pos];
         batch.waiting.erase(batch.waiting.begin() +
@@ -210,49 +229,69 @@ void Engine::Loop::StartTransfers() {
   // Bodies paused for room in the memory budget go before new transfers.
   if (options_.memory_budget != nullptr) ResumePaused();
   ServeFreedHosts();
-  // Round robin over batches, one item at a time: a big batch cannot starve
-  // the others, and each batch keeps its own FIFO order (but for items
-  // whose host is full, which the next few may pass).
+  // Round robin over identities, then over each identity's batches, one
+  // item at a time: a caller with many or big batches cannot starve the
+  // others, nor a big batch its caller's other batches, and each batch
+  // keeps its own FIFO order (but for items whose host is full, which the
+  // next few may pass).
   while (running_ < options_.max_inflight && !runnable_.empty()) {
-    const uint64_t id = runnable_.front();
+    // NOTE: the identity stays queued for its turn, so that a batch ending
+    // during it (a failed start) cannot free it under us.
+    internal::Identity& who = *runnable_.front();
+    // At the memory budget the identity keeps its turn (and its place):
+    // nothing starts until a release wakes the loop.
+    if (HasRoom(who) && !who.runnable.empty() && !StartNextOf(who)) break;
     runnable_.pop_front();
-    auto it = batches_.find(id);
-    if (it == batches_.end()) continue;
-    Batch& batch = *it->second;
-    batch.runnable = false;
-    if (batch.waiting.empty() ||
-        batch.running >= batch.options.max_concurrency) {
-      continue;
-    }
-    size_t pos = 0;
-    const size_t scan = HostScan(batch);
-    while (pos < scan && HostFull(batch.host(batch.waiting[pos]))) {
-      ++pos;
-    }
-    if (pos == scan) {  // wait for a transfer to the first item's host
-      if (!batch.host_blocked) {
-        batch.host_blocked = true;
-        blocked_on_host_[batch.host(batch.waiting.front())].push_back(id);
-      }
-      continue;
-    }
-    const size_t index = batch.waiting[pos];
-    memory::Reservation memory;
-    if (!AdmitMemory(batch.spec(index), memory)) {
-      if (ShedForMemory(batch, pos)) continue;  // waited its timeout: failed
-      // At the memory budget: first in line again, woken by a release.
-      batch.runnable = true;
-      runnable_.push_front(id);
-      break;
-    }
-    batch.waiting.erase(batch.waiting.begin() + static_cast<ptrdiff_t>(pos));
-    --waiting_;
-    StartAttempt(batch, index, std::move(memory));
-    // A failed start reports at once, which may end the batch.
-    if (auto again = batches_.find(id); again != batches_.end()) {
-      MakeRunnable(*again->second);
+    who.queued = false;
+    if (!who.runnable.empty() && HasRoom(who)) {
+      who.queued = true;
+      runnable_.push_back(&who);
+    } else if (who.batches == 0) {
+      identities_.erase(identities_.find(who.name));
     }
   }
+}
+
+bool Engine::Loop::StartNextOf(internal::Identity& who) {
+  const uint64_t id = who.runnable.front();
+  who.runnable.pop_front();
+  auto it = batches_.find(id);
+  if (it == batches_.end()) return true;
+  Batch& batch = *it->second;
+  batch.runnable = false;
+  if (batch.waiting.empty() || batch.running >= batch.options.max_concurrency) {
+    return true;
+  }
+  size_t pos = 0;
+  const size_t scan = HostScan(batch);
+  while (pos < scan && HostFull(batch.host(batch.waiting[pos]))) {
+    ++pos;
+  }
+  if (pos == scan) {  // wait for a transfer to the first item's host
+    if (!batch.host_blocked) {
+      batch.host_blocked = true;
+      blocked_on_host_[batch.host(batch.waiting.front())].push_back(id);
+    }
+    return true;
+  }
+  const size_t index = batch.waiting[pos];
+  memory::Reservation memory;
+  if (!AdmitMemory(batch.spec(index), memory)) {
+    if (ShedForMemory(batch, pos)) return true;  // waited its timeout: failed
+    // At the memory budget: first in its identity's line again, woken by a
+    // release.
+    batch.runnable = true;
+    who.runnable.push_front(id);
+    return false;
+  }
+  batch.waiting.erase(batch.waiting.begin() + static_cast<ptrdiff_t>(pos));
+  --waiting_;
+  StartAttempt(batch, index, std::move(memory));
+  // A failed start reports at once, which may end the batch.
+  if (auto again = batches_.find(id); again != batches_.end()) {
+    MakeRunnable(*again->second);
+  }
+  return true;
 }
 
 void Engine::Loop::Report(Batch& batch, size_t index, FetchResult result) {
@@ -318,6 +357,7 @@ void Engine::Loop::EraseIfDone(uint64_t id) {
   }
   std::unique_ptr<Batch> batch = std::move(it->second);
   batches_.erase(it);
+  BatchGone(batch->identity);
   PublishStats();  // stats() agrees with what on_done tells
   if (batch->on_done) batch->on_done();
 }

@@ -26,6 +26,17 @@
 
 namespace fetchd::fetch::internal {
 
+// One caller's share of the transfer slots (BatchOptions::identity): the
+// loop's runnable_ is a ring of identities, each with its own ring of
+// batches. Lives while it has a batch or is in runnable_.
+struct Identity {
+  std::string name;
+  std::deque<uint64_t> runnable;  // its batches with waiting items and room
+  int running = 0;                // its transfers on the multi handle
+  int batches = 0;                // its batches and walks not yet ended
+  bool queued = false;            // in the loop's runnable_
+};
+
 enum class ItemState { kWaiting, kRunning, kBackingOff, kDone };
 struct Item {
   ItemState state = ItemState::kWaiting;
@@ -45,13 +56,14 @@ struct Batch {
   const FetchSpec& spec(size_t i) const { return specs[i - base]; }
   const std::string& host(size_t i) const { return hosts[i - base]; }
   std::unique_ptr<WalkState> walk;  // set for walks
+  Identity* identity = nullptr;     // set by AddBatch
   BatchOptions options;
   ItemCallback on_item;
   DoneCallback on_done;
   std::deque<size_t> waiting;  // FIFO of items ready for a transfer
   int running = 0;
   size_t remaining = 0;       // items not yet reported
-  bool runnable = false;      // queued in runnable_
+  bool runnable = false;      // queued in its identity's runnable
   bool host_blocked = false;  // queued in blocked_on_host_
   // Set (by Submit, on the caller's thread) when every valid item goes to
   // one host, as in most batches: a full host then blocks the whole

@@ -139,6 +139,7 @@ void Engine::Loop::StartAttempt(Batch& batch, size_t index,
   t->batch_id = batch.id;
   t->index = index;
   t->host = batch.host(index);
+  t->identity = batch.identity;
   t->spec = &spec;
   t->options = &options_;
   t->io_thread = &io_thread_;

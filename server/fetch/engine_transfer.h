@@ -30,6 +30,8 @@
 
 namespace fetchd::fetch::internal {
 
+struct Identity;  // engine_scheduler.h
+
 struct EasyDeleter {
   void operator()(CURL* easy) const { curl_easy_cleanup(easy); }
 };
@@ -65,7 +67,8 @@ std::string HostKey(absl::string_view url);
 struct Transfer {
   uint64_t batch_id = 0;
   size_t index = 0;
-  std::string host;  // counted against --max_per_host while running
+  std::string host;              // counted against --max_per_host while running
+  Identity* identity = nullptr;  // its batch's, counted while running
   EasyHandle easy;
   std::unique_ptr<curl_slist, SlistDeleter> request_headers;
   const FetchSpec* spec = nullptr;

@@ -48,6 +48,7 @@ uint64_t Engine::Loop::SubmitWalk(FetchSpec first, const PageStrategy& strategy,
   walk.on_page = std::move(on_page);
   walk.on_done = std::move(on_done);
   batch->options.deadline = options.deadline;
+  batch->options.identity = std::move(options.identity);
   // The window is also the walk's concurrency: pages in flight <= prefetch.
   batch->options.max_concurrency = std::max(1, options.prefetch);
   return Enqueue(std::move(batch));
@@ -192,6 +193,7 @@ void Engine::Loop::EndWalk(uint64_t id, absl::Status status) {
         break;
     }
   }
+  BatchGone(batch->identity);
   PublishStats();
   WalkState& walk = *batch->walk;
   for (Page& page : walk.outbox) walk.on_page(std::move(page));

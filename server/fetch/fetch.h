@@ -189,6 +189,10 @@ struct BatchOptions {
   // to fit and a retry whose backoff would end past it is not started.
   absl::Time deadline = absl::InfiniteFuture();
   bool fail_fast = false;  // the first failure cancels the rest
+  // Who asked (the RPC's caller identity, else its peer address): transfer
+  // slots are shared round robin across identities, then across one
+  // identity's batches and walks. Empty is an identity like any other.
+  std::string identity;
 };
 
 // Called on the I/O thread, exactly once per item, as items finish
@@ -321,6 +325,7 @@ struct WalkOptions {
   // Pages fetched but not yet consumed (WalkHandle::Consumed) at most.
   int prefetch = 2;
   absl::Time deadline = absl::InfiniteFuture();
+  std::string identity;  // as BatchOptions::identity
 };
 // Called on the I/O thread, in page order. Must not block.
 using PageCallback = absl::AnyInvocable<void(Page page)>;
@@ -382,7 +387,10 @@ class Engine {
  public:
   struct Options {
     int max_inflight = 512;  // transfers at once; excess waits in FIFO order
-    int max_per_host = 64;  // transfers per host at once; the rest wait in FIFO
+    // Transfers per host at once; the rest wait in FIFO. The host is the
+    // URL's normalized host and port (lower case, no trailing dot, canonical
+    // IP, IDNA ASCII, default port written out): one origin, one share.
+    int max_per_host = 64;
     double retry_budget_ratio = 0.2;
     double retry_budget_tokens = 20;  // burst of retries allowed at start
     std::string user_agent = "fetchd/0.1";
@@ -427,6 +435,11 @@ class Engine {
     // still refuses a single line over 100 KB).
     int max_response_headers = 256;
     int64_t max_response_header_bytes = 64 << 10;
+    // Fair shares (#16): transfers one identity (BatchOptions::identity)
+    // may have running at once; its other items wait while other
+    // identities' run. 0 = no cap (the round robin across identities
+    // still shares every freed slot).
+    int max_inflight_per_identity = 0;
     // The process-wide memory budget (--memory_budget_bytes; not owned,
     // outlives the engine); null: nothing is counted. A transfer starts
     // only when its first bytes fit (until then it waits, as for a slot),

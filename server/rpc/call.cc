@@ -1,6 +1,11 @@
 // CqLoop and Call: the lifetime rules of the completion-queue framework.
 #include "server/rpc/call.h"
 
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
 namespace fetchd::rpc {
 
 CqLoop::CqLoop(std::unique_ptr<grpc::ServerCompletionQueue> cq,
@@ -84,6 +89,19 @@ void Call::OnRequested(bool ok) {
     caller_ = *std::move(caller);
   }
   OnStart();
+}
+
+std::string Call::ShareIdentity() {
+  if (caller_.identity != auth::kAnonymous) return caller_.identity;
+  // "ipv4:1.2.3.4:5678", "ipv6:[::1]:5678", "unix:/path" (no port).
+  std::string peer = context_.peer();
+  if (!absl::StartsWith(peer, "unix:")) {
+    const size_t colon = peer.rfind(':');
+    if (colon != std::string::npos && colon > peer.find(':')) {
+      peer.resize(colon);
+    }
+  }
+  return absl::StrCat("peer:", peer);
 }
 
 void Call::OnDone(bool /*ok*/) {

@@ -176,6 +176,11 @@ class Call {
   // Who called: set before OnStart, constant after (a later issue keys
   // fairness on it).
   const auth::Caller& caller() const { return caller_; }
+  // Whose share of the fetch engine this call draws on (#16 fair shares):
+  // the caller's identity, or for an anonymous caller its peer's address
+  // without the port ("peer:ipv4:10.0.0.7"), so that more connections
+  // earn no more shares.
+  std::string ShareIdentity();
 
   // Holds the call alive across one more event (e.g. the final op).
   void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }

@@ -145,6 +145,7 @@ void FetchCall<Base>::OnStart() {
       PlanBatch(this->request_, *services_.config, DeadlineOf(this->context()));
   if (!plan.ok()) return this->Finish(ToGrpcStatus(plan.status()));
   fail_fast_ = plan->options.fail_fast;
+  plan->options.identity = this->ShareIdentity();
   drop_body_ = plan->drop_body;
   OnPlanned(*plan);
   driver_.Start(

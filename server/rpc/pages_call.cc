@@ -18,6 +18,7 @@ void FetchPagesCall::OnStart() {
       PlanWalk(request_, *services_.config, DeadlineOf(context()));
   if (!plan.ok()) return Finish(ToGrpcStatus(plan.status()));
   plan_ = *std::move(plan);
+  plan_.options.identity = ShareIdentity();
   absl::MutexLock lock(&walk_mu_);
   // NOTE: under walk_mu_, so OnMessageSent and OnCancel see the handle.
   walk_ = services_.engine->Walk(

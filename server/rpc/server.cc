@@ -112,6 +112,10 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
         "--low_speed_window=", absl::FormatDuration(f.engine.low_speed_window),
         " is invalid: must be >= 1s"));
   }
+  if (f.engine.max_inflight_per_identity < 0) {
+    return bad("max_inflight_per_identity", f.engine.max_inflight_per_identity,
+               "must be >= 0 (0 = no cap)");
+  }
   if (f.engine.max_response_headers < 0) {
     return bad("max_response_headers", f.engine.max_response_headers,
                "must be >= 0 (0 = no cap)");
