@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/log/log.h"
+#include "server/memory/memory.h"
 #include "server/rpc/resume_token.h"
 #include "server/rpc/rpc.h"
 
@@ -230,6 +231,14 @@ ABSL_FLAG(int, max_inflight_per_identity, 0,
           "may have running at once; 0 = no cap. Slots are shared round "
           "robin across callers either way");
 
+// --- Memory budget (issue #16, item 3) ---------------------------------------
+ABSL_FLAG(int64_t, memory_budget_bytes, 0,
+          "bytes that response bodies, processed output, kept headers, page "
+          "items and queued messages may hold at once, process-wide; at the "
+          "budget new transfers wait, and a body that cannot fit fails "
+          "RESOURCE_EXHAUSTED. 0 = 60% of the cgroup's memory limit "
+          "(memory.max, or v1 memory.limit_in_bytes), else 1 GiB");
+
 namespace {
 
 // A proxy URL without its user:password@, for the log.
@@ -331,6 +340,21 @@ int main(int argc, char** argv) {
   fetch.default_item_timeout = absl::GetFlag(FLAGS_default_item_timeout);
   fetch.max_response_bytes = absl::GetFlag(FLAGS_max_response_bytes);
   fetch.deadline_reserve = absl::GetFlag(FLAGS_deadline_reserve);
+  // Memory budget: the flag, else the cgroup's limit, else the default.
+  if (absl::GetFlag(FLAGS_memory_budget_bytes) < 0) {
+    logger.LogAlways(
+        Level::kError,
+        R"("event":"start_failed","error":"--memory_budget_bytes must be >= 0, and 0 derives it from the cgroup")");
+    return 1;
+  }
+  const fetchd::memory::BudgetChoice memory_budget =
+      fetchd::memory::ChooseBudgetForThisProcess(
+          absl::GetFlag(FLAGS_memory_budget_bytes));
+  fetch.memory_budget_bytes = memory_budget.bytes;
+  logger.LogAlways(
+      Level::kInfo,
+      absl::StrFormat(R"("event":"memory_budget","bytes":%d,"source":"%s")",
+                      memory_budget.bytes, JsonEscape(memory_budget.source)));
   fetch.process_inline_max_bytes = static_cast<size_t>(
       std::max<int64_t>(0, absl::GetFlag(FLAGS_process_inline_max_bytes)));
   // Upstream credentials and TLS

@@ -79,6 +79,10 @@ void WalkHandle::Cancel() { engine_->Cancel(id_); }
 
 Engine::Loop::~Loop() {
   Stop();
+  // Before multi_ goes: a release on another thread may be waking it.
+  if (options_.memory_budget != nullptr && memory_waker_ != 0) {
+    options_.memory_budget->RemoveWaker(memory_waker_);
+  }
   if (ca_bundle_fd_ >= 0) close(ca_bundle_fd_);
 }
 
@@ -102,6 +106,12 @@ absl::Status Engine::Loop::Init() {
     resolve = curl_slist_append(resolve, entry.c_str());
   }
   resolve_.reset(resolve);
+  // A release in the memory budget wakes the loop: transfers waiting for
+  // room start (curl_multi_wakeup is the one call safe from any thread).
+  if (options_.memory_budget != nullptr) {
+    memory_waker_ =
+        options_.memory_budget->AddWaker([m] { curl_multi_wakeup(m); });
+  }
   thread_ = std::thread([this] { Run(); });
   return absl::OkStatus();
 }

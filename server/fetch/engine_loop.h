@@ -118,7 +118,9 @@ class Engine::Loop {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_);
   void StartTransfers() ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_);
   // One turn of `who`: one item of its next runnable batch, if it can go.
-  void StartNextOf(internal::Identity& who)
+  // False when the memory budget has no room for it (it stays first in
+  // line; StartTransfers stops until a release).
+  bool StartNextOf(internal::Identity& who)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_);
   // Gives the slots that finished transfers freed to the batches waiting
   // for those hosts.
@@ -188,7 +190,8 @@ class Engine::Loop {
   void EraseIfDone(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_);
 
   // --- engine_transfer.cc: the transfer.
-  void StartAttempt(Batch& batch, size_t index)
+  // `memory`: what AdmitMemory reserved for it.
+  void StartAttempt(Batch& batch, size_t index, memory::Reservation memory)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_);
   void CollectDone() ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_);
   void FinishAttempt(Transfer* transfer, CURLcode rc)
@@ -214,6 +217,30 @@ class Engine::Loop {
   // Options::address_policy for the transfer's current URL (the redirect
   // hop's, on a redirect); a refusal is kept in t->refused.
   static bool Allowed(Transfer* t, const sockaddr* address, socklen_t length);
+
+  // --- engine_memory.cc: the memory budget (Options::memory_budget).
+  // Admission: true with `out` holding the transfer's first bytes, or
+  // false: no room (the budget wakes the loop on its next release).
+  bool AdmitMemory(const FetchSpec& spec, memory::Reservation& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_);
+  // Admission found no room for waiting item batch.waiting[pos]: true when
+  // it has been blocked for the item's timeout and the item was failed
+  // RESOURCE_EXHAUSTED (the batch may have ended).
+  bool ShedForMemory(Batch& batch, size_t pos)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_);
+  // Resumes paused bodies in order while they fit; true when none is left.
+  bool ResumePaused() ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_);
+  // OnBody: room for `len` more body bytes; false when there is none (the
+  // transfer pauses if t.paused_need was set, else fails: t.memory_short).
+  static bool MakeRoom(Transfer& t, size_t len);
+  // OnHeader: room for a kept header of `bytes`; false sets memory_short.
+  static bool HoldHeader(Transfer& t, int64_t bytes);
+  // The attempt's status when memory ended it; OK otherwise.
+  absl::Status MemoryStatus(const Transfer& t, CURLcode rc) const;
+  // The result takes the attempt's bytes (body capacity and kept headers).
+  static void KeepMemory(Transfer& t, FetchResult& result);
+  // A page's split items count too: OK, or the error the walk ends with.
+  absl::Status HoldPageItems(Page& page);
 
   // --- engine_retry.cc: retry and timers.
   bool Retryable(const RetryPolicy& policy, CURLcode rc, long http) const;
@@ -285,6 +312,14 @@ class Engine::Loop {
   int waiting_ ABSL_GUARDED_BY(io_thread_) = 0;
   int backing_off_ ABSL_GUARDED_BY(io_thread_) = 0;
   RetryBudget budget_ ABSL_GUARDED_BY(io_thread_);
+  // The memory budget's waker (it wakes this loop on a release), and the
+  // transfers whose bodies wait for room, oldest first (batch id, index).
+  int memory_waker_ = 0;
+  std::deque<std::pair<uint64_t, size_t>> memory_paused_
+      ABSL_GUARDED_BY(io_thread_);
+  // Since when admission has found no room (InfiniteFuture: it has).
+  absl::Time memory_blocked_since_ ABSL_GUARDED_BY(io_thread_) =
+      absl::InfiniteFuture();
   absl::BitGen rng_ ABSL_GUARDED_BY(io_thread_);
 
   // Published for stats() from any thread; written by the I/O thread only.

@@ -192,13 +192,17 @@ void Engine::Loop::ServeFreedHosts() {
       while (pos < scan && batch.host(batch.waiting[pos]) != host) {
         ++pos;
       }
+      // No room in the memory budget: the batch goes back to the round
+      // robin, where StartTransfers waits for room.
+      memory::Reservation memory;
       if (pos < scan && batch.running < batch.options.max_concurrency &&
-          HasRoom(*batch.identity)) {
+          HasRoom(*batch.identity) &&
+          AdmitMemory(batch.spec(batch.waiting[pos]), memory)) {
         const size_t index = batch.waiting[pos];
         batch.waiting.erase(batch.waiting.begin() +
                             static_cast<ptrdiff_t>(pos));
         --waiting_;
-        StartAttempt(batch, index);
+        StartAttempt(batch, index, std::move(memory));
       }
       auto again = batches_.find(id);
       if (again == batches_.end()) continue;  // a failed start ended it
@@ -222,6 +226,8 @@ void Engine::Loop::ServeFreedHosts() {
 }
 
 void Engine::Loop::StartTransfers() {
+  // Bodies paused for room in the memory budget go before new transfers.
+  if (options_.memory_budget != nullptr) ResumePaused();
   ServeFreedHosts();
   // Round robin over identities, then over each identity's batches, one
   // item at a time: a caller with many or big batches cannot starve the
@@ -232,7 +238,9 @@ void Engine::Loop::StartTransfers() {
     // NOTE: the identity stays queued for its turn, so that a batch ending
     // during it (a failed start) cannot free it under us.
     internal::Identity& who = *runnable_.front();
-    if (HasRoom(who) && !who.runnable.empty()) StartNextOf(who);
+    // At the memory budget the identity keeps its turn (and its place):
+    // nothing starts until a release wakes the loop.
+    if (HasRoom(who) && !who.runnable.empty() && !StartNextOf(who)) break;
     runnable_.pop_front();
     who.queued = false;
     if (!who.runnable.empty() && HasRoom(who)) {
@@ -244,15 +252,15 @@ void Engine::Loop::StartTransfers() {
   }
 }
 
-void Engine::Loop::StartNextOf(internal::Identity& who) {
+bool Engine::Loop::StartNextOf(internal::Identity& who) {
   const uint64_t id = who.runnable.front();
   who.runnable.pop_front();
   auto it = batches_.find(id);
-  if (it == batches_.end()) return;
+  if (it == batches_.end()) return true;
   Batch& batch = *it->second;
   batch.runnable = false;
   if (batch.waiting.empty() || batch.running >= batch.options.max_concurrency) {
-    return;
+    return true;
   }
   size_t pos = 0;
   const size_t scan = HostScan(batch);
@@ -264,16 +272,26 @@ void Engine::Loop::StartNextOf(internal::Identity& who) {
       batch.host_blocked = true;
       blocked_on_host_[batch.host(batch.waiting.front())].push_back(id);
     }
-    return;
+    return true;
   }
   const size_t index = batch.waiting[pos];
+  memory::Reservation memory;
+  if (!AdmitMemory(batch.spec(index), memory)) {
+    if (ShedForMemory(batch, pos)) return true;  // waited its timeout: failed
+    // At the memory budget: first in its identity's line again, woken by a
+    // release.
+    batch.runnable = true;
+    who.runnable.push_front(id);
+    return false;
+  }
   batch.waiting.erase(batch.waiting.begin() + static_cast<ptrdiff_t>(pos));
   --waiting_;
-  StartAttempt(batch, index);
+  StartAttempt(batch, index, std::move(memory));
   // A failed start reports at once, which may end the batch.
   if (auto again = batches_.find(id); again != batches_.end()) {
     MakeRunnable(*again->second);
   }
+  return true;
 }
 
 void Engine::Loop::Report(Batch& batch, size_t index, FetchResult result) {

@@ -129,7 +129,8 @@ void Engine::Loop::ReleaseEasy(EasyHandle easy) {
   }
 }
 
-void Engine::Loop::StartAttempt(Batch& batch, size_t index) {
+void Engine::Loop::StartAttempt(Batch& batch, size_t index,
+                                memory::Reservation memory) {
   Item& item = *batch.item(index);
   const FetchSpec& spec = batch.spec(index);
   const absl::Time now = absl::Now();
@@ -142,6 +143,11 @@ void Engine::Loop::StartAttempt(Batch& batch, size_t index) {
   t->spec = &spec;
   t->options = &options_;
   t->io_thread = &io_thread_;
+  if (options_.memory_budget != nullptr) {
+    t->memory = memory.budget() != nullptr ? std::move(memory)
+                                           : options_.memory_budget->Empty();
+    t->paused = &memory_paused_;
+  }
   t->easy = AcquireEasy();
   CURL* e = t->easy.get();
   curl_easy_setopt(e, CURLOPT_URL, spec.url.c_str());
@@ -308,6 +314,7 @@ bool Engine::Loop::FollowRedirect(Transfer& t, long http) {
                    absl::StartsWithIgnoreCase(next, "https:") ? 1L : 0L);
   t.body.clear();
   t.headers.clear();
+  t.kept_header_bytes = 0;
   t.error[0] = '\0';
   // The last hop's refusals were not why it ended (it answered).
   t.refused = absl::OkStatus();
@@ -332,6 +339,10 @@ size_t Engine::Loop::OnBody(char* data, size_t size, size_t n, void* user) {
     t->body_too_large = true;
     return CURL_WRITEFUNC_ERROR;  // aborts the transfer
   }
+  // Reserved before the string grows: it never allocates past the budget.
+  if (t->body.size() + len > t->body.capacity() && !MakeRoom(*t, len)) {
+    return t->paused_need > 0 ? CURL_WRITEFUNC_PAUSE : CURL_WRITEFUNC_ERROR;
+  }
   t->body.append(data, len);
   return len;
 }
@@ -343,6 +354,7 @@ size_t Engine::Loop::OnHeader(char* data, size_t size, size_t n, void* user) {
   absl::string_view line(data, len);
   if (absl::StartsWith(line, "HTTP/")) {
     t->headers.clear();  // a new response (after a redirect or 100)
+    t->kept_header_bytes = 0;
     t->header_lines = 0;
     t->header_bytes = static_cast<int64_t>(len);
     return len;
@@ -372,6 +384,7 @@ size_t Engine::Loop::OnHeader(char* data, size_t size, size_t n, void* user) {
       absl::AsciiStrToLower(absl::StripAsciiWhitespace(line.substr(0, colon)));
   for (const std::string& wanted : t->spec->keep_headers) {
     if (wanted == name) {
+      if (!HoldHeader(*t, static_cast<int64_t>(line.size()))) return 0;
       t->headers.emplace_back(
           std::move(name),
           std::string(absl::StripAsciiWhitespace(line.substr(colon + 1))));
@@ -458,6 +471,7 @@ absl::Status Engine::Loop::AttemptStatus(const Transfer& t, CURLcode rc,
     return t.refused;
   }
   if (!t.redirect_error.ok()) return t.redirect_error;
+  if (absl::Status memory = MemoryStatus(t, rc); !memory.ok()) return memory;
   if (t.body_too_large || rc == CURLE_FILESIZE_EXCEEDED) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "response body exceeds max_body_bytes=", t.spec->max_body_bytes));
@@ -586,7 +600,7 @@ void Engine::Loop::FinishAttempt(Transfer* raw, CURLcode rc) {
   const bool retry_wanted =
       !result.status.ok() && item.attempts < spec.retry.max_attempts &&
       result.status.code() != absl::StatusCode::kPermissionDenied &&
-      t->redirect_error.ok() && !t->body_too_large &&
+      t->redirect_error.ok() && !t->body_too_large && t->memory_short == 0 &&
       t->header_cap == Transfer::HeaderCap::kNone &&
       Retryable(spec.retry, rc, http);
   ReleaseEasy(std::move(t->easy));
@@ -595,6 +609,7 @@ void Engine::Loop::FinishAttempt(Transfer* raw, CURLcode rc) {
   if (retry_wanted && ScheduleRetry(batch, raw->index, result, after)) return;
   result.body = std::move(t->body);
   result.headers = std::move(t->headers);
+  KeepMemory(*t, result);
   const uint64_t id = batch.id;
   Report(batch, raw->index, std::move(result));
   if (auto it = batches_.find(id); it != batches_.end()) {

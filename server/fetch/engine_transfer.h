@@ -17,6 +17,7 @@
 #include <curl/curl.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <utility>
@@ -102,6 +103,16 @@ struct Transfer {
   // The loop's role, asserted by the curl callbacks.
   const ThreadRole* io_thread = nullptr;
   char error[CURL_ERROR_SIZE] = {};
+  // The memory budget (engine_memory.cc): what the attempt holds (its
+  // first bytes from admission, then its body's capacity and kept
+  // headers); the bytes it needed and could not have (> 0: it fails); and
+  // while its body waits for room, how many bytes it waits for, in the
+  // loop's queue of paused transfers (`paused`).
+  memory::Reservation memory;
+  int64_t kept_header_bytes = 0;
+  int64_t memory_short = 0;
+  int64_t paused_need = 0;
+  std::deque<std::pair<uint64_t, size_t>>* paused = nullptr;
 };
 
 }  // namespace fetchd::fetch::internal

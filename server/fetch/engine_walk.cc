@@ -148,6 +148,10 @@ void Engine::Loop::OnPageResult(Batch& batch, size_t index,
       if (!origin.ok() || *origin != walk.origin) walk.left_origin = true;
     }
     Paginator::Decision decision = walk.paginator.OnPage(page);
+    if (absl::Status held = HoldPageItems(page); !held.ok()) {
+      decision.deliver = false;  // the memory budget has no room for it
+      decision.end = std::move(held);
+    }
     page.next.left_origin = walk.left_origin;
     if (decision.deliver) {
       if (walk.strip_link) {

@@ -39,6 +39,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/fetch/address_guard.h"
+#include "server/memory/memory.h"
 
 namespace fetchd::fetch {
 
@@ -150,6 +151,10 @@ struct FetchResult {
   int attempts = 0;
   // The HTTP version of the last response: 10, 11, 20 or 30; 0 for none.
   int http_version = 0;
+  // What body, headers (and a page's items) hold against the memory budget
+  // (Engine::Options::memory_budget): whoever keeps the result keeps it,
+  // and releases it with the bytes (the rpc layer: once gRPC took them).
+  memory::Reservation memory;
 };
 
 // The gRPC-style code for an HTTP status (OK below 400).
@@ -435,6 +440,13 @@ class Engine {
     // identities' run. 0 = no cap (the round robin across identities
     // still shares every freed slot).
     int max_inflight_per_identity = 0;
+    // The process-wide memory budget (--memory_budget_bytes; not owned,
+    // outlives the engine); null: nothing is counted. A transfer starts
+    // only when its first bytes fit (until then it waits, as for a slot),
+    // reserves its body as it arrives, and fails RESOURCE_EXHAUSTED naming
+    // the budget when the body cannot fit; the result carries the bytes
+    // (FetchResult::memory).
+    memory::Budget* memory_budget = nullptr;
   };
   struct Stats {
     int inflight = 0;     // transfers on the multi handle

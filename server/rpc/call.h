@@ -32,6 +32,7 @@
 #include "absl/time/time.h"
 #include "server/auth/auth.h"
 #include "server/rpc/admission.h"
+#include "server/memory/memory.h"
 #include "server/rpc/security.h"
 
 namespace fetchd::rpc {
@@ -284,12 +285,15 @@ class ServerStreamCall : public Call {
   using Call::Call;
 
   // Queues `message`; it is written after the ones queued before it. After
-  // the client went away (a write failed) messages are dropped.
-  void Write(Response message) ABSL_LOCKS_EXCLUDED(mu_) {
+  // the client went away (a write failed) messages are dropped. `memory`
+  // (what the message holds against the memory budget) is kept until gRPC
+  // has written the message, or it is dropped.
+  void Write(Response message, memory::Reservation memory = {})
+      ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
     if (broken_ || finish_status_.has_value()) return;
     queued_bytes_ += message.ByteSizeLong();
-    queue_.push_back(std::move(message));
+    queue_.push_back({std::move(message), std::move(memory)});
     if (!writing_) StartNextWrite();
   }
 
@@ -334,7 +338,8 @@ class ServerStreamCall : public Call {
  private:
   void StartNextWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     writing_ = true;
-    in_flight_ = std::move(queue_.front());
+    in_flight_ = std::move(queue_.front().message);
+    in_flight_memory_ = std::move(queue_.front().memory);
     queue_.pop_front();
     queued_bytes_ -= in_flight_.ByteSizeLong();
     writer_.Write(in_flight_, &written_);
@@ -346,6 +351,10 @@ class ServerStreamCall : public Call {
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
+      // Written (or never to be): its bytes go, and so does their share of
+      // the memory budget.
+      in_flight_ = Response();
+      in_flight_memory_.Release();
       if (!ok) {  // the client is gone: drop what is left
         broken_ = true;
         queue_.clear();
@@ -362,8 +371,13 @@ class ServerStreamCall : public Call {
   }
   void OnFinished(bool /*ok*/) { Unref(); }
 
-  std::deque<Response> queue_ ABSL_GUARDED_BY(mu_);
+  struct Queued {
+    Response message;
+    memory::Reservation memory;
+  };
+  std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);
   Response in_flight_ ABSL_GUARDED_BY(mu_);
+  memory::Reservation in_flight_memory_ ABSL_GUARDED_BY(mu_);
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;

@@ -34,10 +34,29 @@ absl::Status ItemOutcome::status() const {
   return processed->status();
 }
 
-void ItemOutcome::ToProto(bool drop_body, v1::FetchResult* out) && {
+memory::Reservation ItemOutcome::ToProto(bool drop_body,
+                                         v1::FetchResult* out) && {
+  memory::Reservation memory = std::move(result.memory);
+  const bool drop = drop_body || body_over_budget;
+  if (drop) {  // the body goes with the conversion: so do its bytes
+    memory.ShrinkTo(memory.bytes() -
+                    static_cast<int64_t>(result.body.capacity()));
+  }
   ToProtoResult(index, *url, std::move(result),
-                processed.has_value() ? &*processed : nullptr,
-                drop_body || body_over_budget, out);
+                processed.has_value() ? &*processed : nullptr, drop, out);
+  return memory;
+}
+
+void HoldProcessed(fetch::FetchResult& result,
+                   absl::StatusOr<std::string>& output) {
+  if (!output.ok()) return;
+  if (!result.memory.TryGrow(static_cast<int64_t>(output->capacity()))) {
+    const memory::Budget* budget = result.memory.budget();
+    output = absl::ResourceExhaustedError(absl::StrCat(
+        "the memory budget of ", budget != nullptr ? budget->limit() : 0,
+        " bytes (--memory_budget_bytes) is spent: no room for ", output->size(),
+        " bytes of processed output"));
+  }
 }
 
 // --- BatchDriver
@@ -106,6 +125,7 @@ void BatchDriver::OnFetched(size_t spec_index, fetch::FetchResult result) {
   held->result = std::move(result);
   services_.processor->Run(processor, held->result.body,
                            [this, held](absl::StatusOr<std::string> output) {
+                             HoldProcessed(held->result, output);
                              held->processed = std::move(output);
                              Complete(std::move(*held));
                            });
@@ -184,9 +204,11 @@ void BatchFetchCall::OnResult(ItemOutcome outcome) {
   } else if (!drop_body()) {
     body_bytes_ += size;
   }
-  // Converted straight into the arena-allocated response.
+  // Converted straight into the arena-allocated response, which holds its
+  // bytes until the response is sent (the call's end).
   const int index = static_cast<int>(outcome.index);
-  std::move(outcome).ToProto(drop_body(), response_->mutable_results(index));
+  held_.Merge(std::move(outcome).ToProto(drop_body(),
+                                         response_->mutable_results(index)));
 }
 
 // --- StreamBatchFetch
@@ -211,8 +233,9 @@ void StreamBatchFetchCall::OnResult(ItemOutcome outcome) {
     DropBodyOverBudget(outcome, queued, limit);
   }
   v1::FetchResult message;
-  std::move(outcome).ToProto(drop_body(), &message);
-  Write(std::move(message));
+  memory::Reservation memory =
+      std::move(outcome).ToProto(drop_body(), &message);
+  Write(std::move(message), std::move(memory));
 }
 
 }  // namespace fetchd::rpc

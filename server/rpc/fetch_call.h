@@ -38,9 +38,16 @@ struct ItemOutcome {
 
   // The item's status: the fetch's, else the processor's.
   absl::Status status() const;
-  // Into the API's FetchResult.
-  void ToProto(bool drop_body, v1::FetchResult* out) &&;
+  // Into the API's FetchResult. Returns what the message holds against the
+  // memory budget (the body's bytes are released when it is dropped).
+  memory::Reservation ToProto(bool drop_body, v1::FetchResult* out) &&;
 };
+
+// Counts a processor's `output` in the result's reservation; when the
+// memory budget has no room for it, it becomes RESOURCE_EXHAUSTED naming
+// the budget (and is freed).
+void HoldProcessed(fetch::FetchResult& result,
+                   absl::StatusOr<std::string>& output);
 
 // Runs one plan: rejected items first, then the engine's results, each
 // processed if asked and handed to `deliver` exactly once per item. `deliver`
@@ -126,6 +133,9 @@ class BatchFetchCall final
 
   absl::Mutex response_mu_;  // results arrive on several threads
   int64_t body_bytes_ ABSL_GUARDED_BY(response_mu_) = 0;
+  // The response's bytes against the memory budget, released with the call
+  // (after the response is sent).
+  memory::Reservation held_ ABSL_GUARDED_BY(response_mu_);
 };
 
 class StreamBatchFetchCall final

@@ -44,6 +44,11 @@ void FetchPagesCall::Convert(Slot& slot,
   fetch::Page& page = slot.page;
   slot.message.set_index(page.index);
   const bool drop_body = plan_.drop_body || plan_.strategy.split_items;
+  slot.memory = std::move(page.result.memory);
+  if (drop_body) {  // the body goes with the conversion: so do its bytes
+    slot.memory.ShrinkTo(slot.memory.bytes() -
+                         static_cast<int64_t>(page.result.body.capacity()));
+  }
   ToProtoResult(0, page.url, std::move(page.result), processed, drop_body,
                 slot.message.mutable_result());
   for (std::string& item : page.items) slot.message.add_items(std::move(item));
@@ -65,6 +70,7 @@ void FetchPagesCall::OnPage(fetch::Page page) {
   }
   services_.processor->Run(plan_.processor, slot->page.result.body,
                            [this, slot](absl::StatusOr<std::string> output) {
+                             HoldProcessed(slot->page.result, output);
                              Convert(*slot, &output);
                              Flush(slot.get());
                            });
@@ -84,7 +90,8 @@ void FetchPagesCall::Flush(Slot* ready) {
     absl::MutexLock lock(&order_mu_);
     if (ready != nullptr) ready->ready = true;
     while (!slots_.empty() && slots_.front()->ready) {
-      Write(std::move(slots_.front()->message));
+      Write(std::move(slots_.front()->message),
+            std::move(slots_.front()->memory));
       slots_.pop_front();
     }
     if (!slots_.empty() || !end_.has_value() || finishing_) return;

@@ -27,7 +27,9 @@ class FetchPagesCall final
   // (a big body is processed on the worker pool).
   struct Slot {
     fetch::Page page;
-    v1::Page message;    // written by Convert before `ready`
+    v1::Page message;  // written by Convert before `ready`
+    // The page's bytes against the memory budget, until gRPC wrote it.
+    memory::Reservation memory;
     bool ready = false;  // guarded by order_mu_
   };
 

@@ -20,6 +20,7 @@
 #include "server/compute/compute.h"
 #include "server/fetch/fetch.h"
 #include "server/log/log.h"
+#include "server/memory/memory.h"
 
 namespace fetchd::rpc {
 
@@ -32,6 +33,11 @@ struct FetchConfig {
   int64_t default_max_body_bytes = 8 << 20;
   int default_max_redirects = 5;
   absl::Duration default_item_timeout = absl::Seconds(30);
+  // The process-wide memory budget (--memory_budget_bytes, resolved: main
+  // derives it from the cgroup when the flag is 0). Bodies as they arrive,
+  // processed output, kept headers, page items and messages queued for a
+  // stream count against it; Server::Start hands it to the engine.
+  int64_t memory_budget_bytes = memory::kDefaultBudgetBytes;
   // Body bytes one RPC may hold before they are sent (unary: the whole
   // response; streaming: results queued for a slow reader).
   int64_t max_response_bytes = 256 << 20;
@@ -139,6 +145,8 @@ class Server {
 
   compute::WorkerPool::Stats worker_stats() const;
   fetch::Engine::Stats fetch_stats() const;
+  // The memory budget (limit, reserved now, peak). Thread-safe.
+  const memory::Budget& memory_budget() const;
 
  private:
   struct State;

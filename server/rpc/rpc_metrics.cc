@@ -108,7 +108,8 @@ std::string RenderMetrics(const RpcMetrics& rpcs,
                           const fetch::Engine::Stats& fetch,
                           const compute::WorkerPool::Stats& pool,
                           const log::Logger* logger,
-                          const fetch::AddressGuard* guard) {
+                          const fetch::AddressGuard* guard,
+                          const memory::Budget* memory) {
   metrics::Exposition out;
   rpcs.Render(out);
 
@@ -167,6 +168,17 @@ std::string RenderMetrics(const RpcMetrics& rpcs,
     single("fetchd_log_dropped_lines_total", "counter",
            "Log lines dropped because the log writer fell behind.",
            static_cast<double>(logger->dropped()));
+  }
+  if (memory != nullptr) {
+    single("fetchd_memory_budget_bytes", "gauge",
+           "The process-wide memory budget (--memory_budget_bytes, or 60% of "
+           "the cgroup's memory limit): bodies, processed output, kept "
+           "headers, page items and queued messages together.",
+           static_cast<double>(memory->limit()));
+    single("fetchd_memory_reserved_bytes", "gauge",
+           "Bytes reserved against the memory budget now; at the budget new "
+           "transfers wait.",
+           static_cast<double>(memory->reserved()));
   }
   if (guard != nullptr) {
     out.Family("fetchd_fetch_refusals_total", "counter",

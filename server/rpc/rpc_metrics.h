@@ -62,13 +62,14 @@ class RpcReporter final : public RpcObserver {
 };
 
 // The text of /metrics: RPCs, the fetch engine, the worker pool, the log
-// lines dropped (`logger` may be null) and the SSRF guard's refusals
-// (`guard` may be null).
+// lines dropped (`logger` may be null), the SSRF guard's refusals
+// (`guard` may be null) and the memory budget (`memory` may be null).
 std::string RenderMetrics(const RpcMetrics& rpcs,
                           const fetch::Engine::Stats& fetch,
                           const compute::WorkerPool::Stats& pool,
                           const log::Logger* logger,
-                          const fetch::AddressGuard* guard = nullptr);
+                          const fetch::AddressGuard* guard = nullptr,
+                          const memory::Budget* memory = nullptr);
 
 }  // namespace fetchd::rpc
 

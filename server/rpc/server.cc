@@ -25,6 +25,7 @@ namespace fetchd::rpc {
 struct Server::State {
   State(const ServerConfig& c, std::unique_ptr<auth::Authenticator> a)
       : config(c),
+        memory_budget(c.fetch.memory_budget_bytes),
         authenticator(std::move(a)),
         pool({.workers = c.workers, .max_queued_tasks = c.max_queued_tasks}),
         runner(&pool, c.kernel_limits),
@@ -38,6 +39,8 @@ struct Server::State {
   // Destroyed bottom-up: the gRPC server before its CQs, the CQs (and any
   // call state) before the service, runner and pool that calls point at.
   ServerConfig config;
+  // Outlives every reservation: the engine's, the calls', the results'.
+  memory::Budget memory_budget;
   std::unique_ptr<auth::Authenticator> authenticator;
   // Null when there is nothing to check (no tokens, no mTLS): every caller
   // is anonymous and calls skip the check.
@@ -110,6 +113,10 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   const FetchConfig& f = c.fetch;
   if (f.engine.max_inflight < 1) {
     return bad("max_inflight_fetches", f.engine.max_inflight, "must be >= 1");
+  }
+  if (f.memory_budget_bytes < 1) {
+    return bad("memory_budget_bytes", f.memory_budget_bytes,
+               "must be >= 1 (0 is resolved before: the cgroup's limit)");
   }
   if (f.engine.max_per_host < 1) {
     return bad("max_per_host", f.engine.max_per_host, "must be >= 1");
@@ -279,6 +286,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
         std::make_unique<CallAuthenticator>(state->authenticator.get(), mtls);
   }
   fetch::Engine::Options engine_options = config.fetch.engine;
+  engine_options.memory_budget = &state->memory_budget;
   if (absl::Status s =
           InstallAddressGuard(config.fetch, *state, engine_options);
       !s.ok()) {
@@ -291,9 +299,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   if (!config.metrics_listen.empty()) {
     State* st = state.get();
     auto endpoint = metrics::HttpEndpoint::Start(config.metrics_listen, [st] {
-      std::string text =
-          RenderMetrics(st->rpc_metrics, st->engine->stats(), st->pool.stats(),
-                        st->config.logger, st->guard.get());
+      std::string text = RenderMetrics(
+          st->rpc_metrics, st->engine->stats(), st->pool.stats(),
+          st->config.logger, st->guard.get(), &st->memory_budget);
       metrics::Exposition admission;
       st->admission->Render(admission);
       return text + admission.text();
@@ -406,6 +414,10 @@ compute::WorkerPool::Stats Server::worker_stats() const {
 
 fetch::Engine::Stats Server::fetch_stats() const {
   return state_->engine->stats();
+}
+
+const memory::Budget& Server::memory_budget() const {
+  return state_->memory_budget;
 }
 
 absl::Status Server::Reload() {

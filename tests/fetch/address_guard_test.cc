@@ -530,7 +530,7 @@ class GuardedEngine {
     std::vector<Page> pages;
     absl::Status end = absl::UnknownError("no end");
     absl::Notification done;
-    if (engine_ == nullptr) return {pages, end};
+    if (engine_ == nullptr) return {std::move(pages), end};
     FetchSpec first = Get(first_url, 1);
     engine_->Walk(
         first, strategy, Paginator(strategy, first_url).StartPosition(),

@@ -20,10 +20,10 @@
 namespace fetchd::fetch {
 namespace {
 
+using ::fetchd::testing::kEventTimeout;
 using ::fetchd::testing::Origin;
 using internal::HostKey;
 
-constexpr absl::Duration kWait = absl::Seconds(20);
 
 TEST(HostKeyTest, OneKeyPerHostAndPortWhateverTheSpelling) {
   EXPECT_EQ(HostKey("http://example.com/a"), "example.com:80");
@@ -78,7 +78,7 @@ TEST(EngineSchedulerTest, PerHostCapKeysOnTheNormalizedHost) {
       std::move(specs), {.max_concurrency = 16},
       [&](size_t i, FetchResult result) { results[i] = std::move(result); },
       [&] { done.Notify(); });
-  ASSERT_TRUE(done.WaitForNotificationWithTimeout(kWait));
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(kEventTimeout));
   for (const FetchResult& r : results) EXPECT_TRUE(r.status.ok()) << r.status;
   EXPECT_EQ(origin.requests(), 16);
   EXPECT_EQ(origin.peak_concurrency(), 2);
@@ -118,7 +118,7 @@ TEST(EngineSchedulerTest, SlotsAreSharedRoundRobinAcrossIdentities) {
   SubmitAs(*engine, "B",
            std::vector<FetchSpec>(4, Get(origin.Url("/delay/20"))), seen);
   ASSERT_TRUE(::fetchd::testing::WaitFor([&] { return seen.batches_done == 9; },
-                                         kWait, "every batch"));
+                                         kEventTimeout, "every batch"));
   absl::MutexLock lock(&seen.mu);
   ASSERT_EQ(seen.order.size(), 68u);
   int a_before_last_b = 0, b_seen = 0;
@@ -143,7 +143,7 @@ TEST(EngineSchedulerTest, MaxInflightPerIdentityCapsOneCaller) {
   SubmitAs(*engine, "A",
            std::vector<FetchSpec>(12, Get(origin.Url("/delay/50"))), seen);
   ASSERT_TRUE(::fetchd::testing::WaitFor([&] { return seen.batches_done == 2; },
-                                         kWait, "both batches"));
+                                         kEventTimeout, "both batches"));
   EXPECT_EQ(origin.requests(), 24);
   EXPECT_EQ(origin.peak_concurrency(), 3);
   // Another identity has its own 3 beside A's.
@@ -153,7 +153,7 @@ TEST(EngineSchedulerTest, MaxInflightPerIdentityCapsOneCaller) {
   SubmitAs(*engine, "B",
            std::vector<FetchSpec>(12, Get(origin.Url("/delay/50"))), seen);
   ASSERT_TRUE(::fetchd::testing::WaitFor([&] { return seen.batches_done == 4; },
-                                         kWait, "all four batches"));
+                                         kEventTimeout, "all four batches"));
   EXPECT_EQ(origin.peak_concurrency(), 6);
   EXPECT_EQ(engine->stats().inflight, 0);
 }

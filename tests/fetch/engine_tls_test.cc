@@ -48,7 +48,7 @@ FetchResult FetchOne(Engine& engine, const std::string& url) {
   spec.url = url;
   spec.retry.max_attempts = 3;  // a certificate problem is not retried
   spec.retry.initial_backoff = absl::Milliseconds(10);
-  return RunAll(engine, {spec})[0];
+  return std::move(RunAll(engine, {spec})[0]);
 }
 
 CertOptions Loopback() {

@@ -11,14 +11,15 @@
 #include "absl/synchronization/notification.h"
 #include "server/fetch/fetch.h"
 #include "tests/support/origin.h"
+#include "tests/support/test_server.h"
 
 namespace fetchd::fetch {
 namespace {
 
+using ::fetchd::testing::kEventTimeout;
 using ::fetchd::testing::Origin;
 using ::testing::HasSubstr;
 
-constexpr absl::Duration kWait = absl::Seconds(20);
 
 std::unique_ptr<Engine> NewEngine(Engine::Options options) {
   auto engine = Engine::Start(std::move(options));
@@ -40,7 +41,7 @@ std::vector<FetchResult> RunAll(Engine& engine, std::vector<FetchSpec> specs) {
       std::move(specs), {},
       [&](size_t i, FetchResult result) { results[i] = std::move(result); },
       [&] { done.Notify(); });
-  EXPECT_TRUE(done.WaitForNotificationWithTimeout(kWait));
+  EXPECT_TRUE(done.WaitForNotificationWithTimeout(kEventTimeout));
   return results;
 }
 

@@ -392,5 +392,107 @@ TEST_F(TinyProcessBudgetTest, ProcessorsPastTheBudgetAreResourceExhausted) {
   EXPECT_EQ(resp.results(1).error().code(), kOk);
 }
 
+// --- The memory budget (--memory_budget_bytes) ----------------------------
+
+class MemoryBudgetTest : public FetchCallTest {
+ protected:
+  static constexpr int64_t kBudget = 1 << 20;
+  static ServerConfig Config() {
+    ServerConfig c = TestConfig();
+    c.fetch.memory_budget_bytes = kBudget;
+    return c;
+  }
+  MemoryBudgetTest() : FetchCallTest(Config()) {}
+  const memory::Budget& budget() { return server_.server().memory_budget(); }
+  ::testing::AssertionResult AllBytesBack() {
+    return WaitFor([&] { return budget().reserved() == 0; }, kEventTimeout,
+                   "the memory budget's bytes back to 0");
+  }
+};
+
+TEST_F(MemoryBudgetTest, AStreamOfMoreThanTheBudgetSucceedsItemByItem) {
+  // 16 x 200 KB: three times the budget, each of which fits alone.
+  v1::BatchFetchRequest req;
+  for (int i = 0; i < 16; ++i) Add(req, "/bytes/200000");
+  std::vector<v1::FetchResult> results;
+  grpc::Status status = Stream(req, &results);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(results.size(), 16u);
+  for (const auto& r : results) {
+    EXPECT_EQ(r.error().code(), kOk) << r.error().message();
+    EXPECT_EQ(r.body().size(), 200000u);
+  }
+  EXPECT_LE(budget().peak(), kBudget);
+  EXPECT_TRUE(AllBytesBack());
+}
+
+TEST_F(MemoryBudgetTest, ABodyLargerThanTheBudgetIsResourceExhausted) {
+  v1::BatchFetchRequest req;
+  Add(req, "/bytes/3000000");
+  Add(req, "/json");
+  v1::BatchFetchResponse resp;
+  ASSERT_TRUE(Batch(req, &resp).ok());
+  EXPECT_EQ(resp.results(0).error().code(), kExhausted);
+  EXPECT_THAT(resp.results(0).error().message(),
+              HasSubstr("memory budget of 1048576 bytes is spent"));
+  EXPECT_EQ(resp.results(1).error().code(), kOk);
+  EXPECT_LE(budget().peak(), kBudget);
+  EXPECT_TRUE(AllBytesBack());
+}
+
+TEST_F(MemoryBudgetTest, QueuedStreamMessagesHoldTheirBytesUntilWritten) {
+  // A reader that does not read: results queue in the call, and their
+  // bytes stay reserved until gRPC has written them. The reader's window
+  // stays at gRPC's first 64 KB (no BDP probing to widen it), so the
+  // first 150 KB message cannot be written while nobody reads.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  auto stub = v1::Fetch::NewStub(grpc::CreateCustomChannel(
+      server_.address(), grpc::InsecureChannelCredentials(), args));
+  v1::BatchFetchRequest req;
+  for (int i = 0; i < 4; ++i) Add(req, "/bytes/150000");
+  auto context = ContextWithTimeout(kEventTimeout);
+  auto reader = stub->StreamBatchFetch(context.get(), req);
+  ASSERT_TRUE(WaitFor([&] { return budget().reserved() >= 3 * 150000; }, kEventTimeout,
+                      "three queued results reserved"));
+  EXPECT_LE(budget().reserved(), kBudget);
+  int read = 0;
+  v1::FetchResult r;
+  while (reader->Read(&r)) {
+    EXPECT_EQ(r.body().size(), 150000u);
+    ++read;
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(read, 4);
+  EXPECT_TRUE(AllBytesBack());
+}
+
+TEST_F(MemoryBudgetTest, ProcessedOutputAndDroppedBodiesAreAccounted) {
+  v1::BatchFetchRequest req;
+  Add(req, "/html/title")->mutable_process()->mutable_html_title();
+  Add(req, "/bytes/500000");
+  req.set_drop_body(true);
+  v1::BatchFetchResponse resp;
+  ASSERT_TRUE(Batch(req, &resp).ok());
+  EXPECT_EQ(resp.results(0).processed(), "Hello & welcome");
+  EXPECT_EQ(resp.results(1).body_bytes(), 500000);
+  EXPECT_TRUE(AllBytesBack());
+}
+
+TEST_F(MemoryBudgetTest, CancelledStreamsGiveEveryByteBack) {
+  v1::BatchFetchRequest req;
+  for (int i = 0; i < 8; ++i) Add(req, "/bytes/200000");
+  auto context = ContextWithTimeout(kEventTimeout);
+  auto reader = stub_->StreamBatchFetch(context.get(), req);
+  ASSERT_TRUE(WaitFor([&] { return budget().reserved() > 0; }, kEventTimeout,
+                      "bytes reserved"));
+  context->TryCancel();
+  v1::FetchResult r;
+  while (reader->Read(&r)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::CANCELLED);
+  EXPECT_TRUE(AllBytesBack());
+}
+
 }  // namespace
 }  // namespace fetchd::rpc

@@ -159,6 +159,53 @@ TEST(RpcMetricsTest, ServerScrapeCountsRpcsAndFetches) {
   }
 }
 
+// The memory budget's two gauges: the budget, and what is reserved now,
+// back to 0 once every RPC has ended.
+TEST(RpcMetricsTest, MemoryBudgetGauges) {
+  memory::Budget budget(5000);
+  std::optional<memory::Reservation> held = budget.TryReserve(1234);
+  ASSERT_TRUE(held.has_value());
+  RpcMetrics rpcs;
+  std::string text = RenderMetrics(rpcs, {}, {}, nullptr, nullptr, &budget);
+  EXPECT_THAT(text, HasSubstr("# TYPE fetchd_memory_budget_bytes gauge\n"
+                              "fetchd_memory_budget_bytes 5000\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE fetchd_memory_reserved_bytes gauge\n"
+                              "fetchd_memory_reserved_bytes 1234\n"));
+  held.reset();
+  text = RenderMetrics(rpcs, {}, {}, nullptr, nullptr, &budget);
+  EXPECT_THAT(text, HasSubstr("fetchd_memory_reserved_bytes 0\n"));
+
+  Origin origin;
+  ServerConfig config = TestConfig();
+  config.metrics_listen = "127.0.0.1:0";
+  config.fetch.memory_budget_bytes = 3 << 20;
+  TestServer server(config);
+  ASSERT_TRUE(server.ok());
+  auto fetch = v1::Fetch::NewStub(server.NewChannel());
+  v1::BatchFetchRequest request;
+  for (int i = 0; i < 4; ++i) {
+    request.add_items()->set_url(origin.Url("/bytes/100000"));
+  }
+  v1::BatchFetchResponse response;
+  ASSERT_TRUE(
+      fetch->BatchFetch(ContextWithTimeout(kEventTimeout).get(), request, &response)
+          .ok());
+  for (const auto& r : response.results()) {
+    EXPECT_EQ(r.body().size(), 100000u);
+  }
+  EXPECT_GE(server.server().memory_budget().peak(), 4 * 100000);
+  EXPECT_TRUE(::fetchd::testing::WaitFor(
+      [&] {
+        const absl::StatusOr<std::string> page =
+            ScrapeMetrics(server.server().metrics_port());
+        return page.ok() &&
+               absl::StrContains(*page,
+                                 "fetchd_memory_budget_bytes 3145728\n") &&
+               absl::StrContains(*page, "fetchd_memory_reserved_bytes 0\n");
+      },
+      kEventTimeout, "the gauges: budget 3 MiB, nothing reserved"));
+}
+
 // The SSRF guard's refusals, by reason (a bounded label set).
 TEST(RpcMetricsTest, GuardRefusalsByReason) {
   Origin origin;
