@@ -2,8 +2,11 @@
 //   admission  a transfer starts only when its first bytes fit
 //              (AdmitMemory); until then it waits, as for a slot, and the
 //              budget wakes the loop on the next release;
-//   growth     a body reserves as it arrives: all of it at its first bytes
-//              when Content-Length says how much, else doubling
+//   growth     a body reserves as it arrives, twice its bytes
+//              (kBodyMemoryFactor: gRPC's serialized copy when it is sent),
+//              and never into the last eighth of the budget (the headroom
+//              kept for new transfers' first bytes): all of it at its first
+//              bytes when Content-Length says how much, else doubling
 //              (MakeRoom), so the string never allocates past what is
 //              reserved. A body whose first bytes find no room pauses
 //              (holding only its kept headers) and resumes in order once
@@ -30,6 +33,16 @@ namespace {
 // most bodies (or all of a smaller max_body_bytes).
 constexpr int64_t kFirstBytes = 64 << 10;
 
+// The share of the budget that bodies may not grow into: kept for new
+// transfers' first bytes, so a few huge bodies waiting for room do not stop
+// every small fetch of every other caller.
+int64_t Headroom(const memory::Budget* budget) {
+  return budget == nullptr ? 0 : budget->limit() / 8;
+}
+
+// A body's bytes against the budget (kBodyMemoryFactor).
+int64_t BodyCost(int64_t bytes) { return kBodyMemoryFactor * bytes; }
+
 absl::Status Spent(const memory::Budget* budget, int64_t needed,
                    absl::string_view what) {
   const int64_t limit = budget != nullptr ? budget->limit() : 0;
@@ -46,8 +59,9 @@ bool Engine::Loop::AdmitMemory(const FetchSpec& spec,
                                memory::Reservation& out) {
   memory::Budget* budget = options_.memory_budget;
   if (budget == nullptr) return true;
-  // Bodies paused for room come first: a new transfer would take it.
-  if (!ResumePaused()) return false;
+  // Paused bodies resume first if they can; if not, new transfers may
+  // still start in the headroom that bodies cannot grow into.
+  ResumePaused();
   const int64_t first = std::min<int64_t>(spec.max_body_bytes, kFirstBytes);
   std::optional<memory::Reservation> r = budget->TryReserve(first);
   if (!r.has_value()) {
@@ -104,12 +118,13 @@ bool Engine::Loop::ResumePaused() {
       memory_paused_.pop_front();
       continue;
     }
-    if (!t->memory.TryGrowTo(t->paused_need)) {
+    if (!t->memory.TryGrowTo(t->paused_need, Headroom(budget))) {
       budget->WakeOnRelease();
-      if (!t->memory.TryGrowTo(t->paused_need)) return false;
+      if (!t->memory.TryGrowTo(t->paused_need, Headroom(budget))) return false;
     }
     memory_paused_.pop_front();
-    t->body.reserve(static_cast<size_t>(t->paused_need - t->kept_header_bytes));
+    t->body.reserve(static_cast<size_t>(
+        (t->paused_need - t->kept_header_bytes) / kBodyMemoryFactor));
     t->paused_need = 0;
     // NOTE: may deliver the held bytes to OnBody at once (which may pause
     // it again, queueing it anew).
@@ -142,32 +157,38 @@ bool Engine::Loop::MakeRoom(Transfer& t, size_t len) {
   }
   capacity = std::max(capacity, need);
   const int64_t headers = t.kept_header_bytes;
-  if (!t.memory.TryGrowTo(headers + capacity) && !whole && capacity > need &&
-      t.memory.TryGrowTo(headers + need)) {
+  memory::Budget* budget = t.memory.budget();
+  // Growth leaves the headroom free (what is already reserved, such as the
+  // first bytes taken at admission, is used as it is).
+  const int64_t keep_free = Headroom(budget);
+  if (!t.memory.TryGrowTo(headers + BodyCost(capacity), keep_free) && !whole &&
+      capacity > need &&
+      t.memory.TryGrowTo(headers + BodyCost(need), keep_free)) {
     capacity = need;  // no room to run ahead: just what arrived
   }
-  if (t.memory.bytes() >= headers + capacity) {
+  if (t.memory.bytes() >= headers + BodyCost(capacity)) {
     t.body.reserve(static_cast<size_t>(capacity));
     return true;
   }
-  memory::Budget* budget = t.memory.budget();
   const bool fits_alone =
-      budget != nullptr && headers + capacity <= budget->limit();
+      budget != nullptr &&
+      headers + BodyCost(capacity) <= budget->limit() - Headroom(budget);
   if (t.body.empty() && fits_alone && t.paused != nullptr) {
     // Nothing of the body held yet: wait for room, holding only the kept
     // headers, so that paused bodies never hold up each other.
-    t.memory.ShrinkTo(headers + static_cast<int64_t>(t.body.capacity()));
-    t.paused_need = headers + capacity;
+    t.memory.ShrinkTo(headers +
+                      BodyCost(static_cast<int64_t>(t.body.capacity())));
+    t.paused_need = headers + BodyCost(capacity);
     t.paused->emplace_back(t.batch_id, t.index);
     return false;
   }
-  t.memory_short = headers + capacity;
+  t.memory_short = headers + BodyCost(capacity);
   return false;
 }
 
 bool Engine::Loop::HoldHeader(Transfer& t, int64_t bytes) {
   if (t.memory.TryGrowTo(t.kept_header_bytes + bytes +
-                         static_cast<int64_t>(t.body.capacity()))) {
+                         BodyCost(static_cast<int64_t>(t.body.capacity())))) {
     t.kept_header_bytes += bytes;
     return true;
   }
@@ -192,8 +213,8 @@ absl::Status Engine::Loop::MemoryStatus(const Transfer& t, CURLcode rc) const {
 
 void Engine::Loop::KeepMemory(Transfer& t, FetchResult& result) {
   result.memory = std::move(t.memory);
-  result.memory.ShrinkTo(t.kept_header_bytes +
-                         static_cast<int64_t>(result.body.capacity()));
+  result.memory.ShrinkTo(t.kept_header_bytes + BodyCost(static_cast<int64_t>(
+                                                   result.body.capacity())));
 }
 
 absl::Status Engine::Loop::HoldPageItems(Page& page) {

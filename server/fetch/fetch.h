@@ -137,6 +137,10 @@ struct Timings {
   absl::Duration dns, connect, tls, first_byte, total;  // of the last attempt
 };
 
+// What a body costs against the memory budget per byte of it: its own
+// bytes, and the copy gRPC serializes while the result is being sent.
+inline constexpr int64_t kBodyMemoryFactor = 2;
+
 struct FetchResult {
   // OK for a 2xx/3xx answer; otherwise the item's error: HTTP errors map
   // 404->NOT_FOUND, 429->RESOURCE_EXHAUSTED, 5xx->UNAVAILABLE, ...;

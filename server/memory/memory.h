@@ -67,6 +67,9 @@ class Reservation {
   bool TryGrowTo(int64_t total) {
     return total <= bytes_ || TryGrow(total - bytes_);
   }
+  // TryGrowTo, but only while at least `keep_free` bytes of the budget stay
+  // free afterwards (room kept for others' first bytes).
+  inline bool TryGrowTo(int64_t total, int64_t keep_free);
   // Holds at most `total` bytes, releasing the rest.
   inline void ShrinkTo(int64_t total);
   // Releases everything; the reservation stays tied to its budget.
@@ -120,12 +123,12 @@ class Budget {
 
  private:
   friend class Reservation;
-  bool TryTake(int64_t bytes) {
+  bool TryTake(int64_t bytes, int64_t keep_free = 0) {
     if (bytes <= 0) return true;
     // seq_cst: pairs with WakeOnRelease (see Give).
     int64_t current = reserved_.load();
     do {
-      if (bytes > limit_ - current) return false;
+      if (bytes > limit_ - keep_free - current) return false;
     } while (!reserved_.compare_exchange_weak(current, current + bytes));
     NotePeak(current + bytes);
     return true;
@@ -161,6 +164,15 @@ bool Reservation::TryGrow(int64_t more) {
   if (more <= 0) return true;
   if (budget_ != nullptr && !budget_->TryTake(more)) return false;
   bytes_ += more;
+  return true;
+}
+
+bool Reservation::TryGrowTo(int64_t total, int64_t keep_free) {
+  if (total <= bytes_) return true;
+  if (budget_ != nullptr && !budget_->TryTake(total - bytes_, keep_free)) {
+    return false;
+  }
+  bytes_ = total;
   return true;
 }
 

@@ -40,7 +40,8 @@ memory::Reservation ItemOutcome::ToProto(bool drop_body,
   const bool drop = drop_body || body_over_budget;
   if (drop) {  // the body goes with the conversion: so do its bytes
     memory.ShrinkTo(memory.bytes() -
-                    static_cast<int64_t>(result.body.capacity()));
+                    fetch::kBodyMemoryFactor *
+                        static_cast<int64_t>(result.body.capacity()));
   }
   ToProtoResult(index, *url, std::move(result),
                 processed.has_value() ? &*processed : nullptr, drop, out);

@@ -47,7 +47,8 @@ void FetchPagesCall::Convert(Slot& slot,
   slot.memory = std::move(page.result.memory);
   if (drop_body) {  // the body goes with the conversion: so do its bytes
     slot.memory.ShrinkTo(slot.memory.bytes() -
-                         static_cast<int64_t>(page.result.body.capacity()));
+                         fetch::kBodyMemoryFactor *
+                             static_cast<int64_t>(page.result.body.capacity()));
   }
   ToProtoResult(0, page.url, std::move(page.result), processed, drop_body,
                 slot.message.mutable_result());

@@ -93,10 +93,10 @@ TEST(EngineMemoryTest, BodiesLargerTogetherThanTheBudgetWaitAndAllSucceed) {
   for (int i = 0; i < kItems; ++i) {
     EXPECT_TRUE(run->seen[i].status.ok()) << i << ": " << run->seen[i].status;
     EXPECT_EQ(run->seen[i].body_bytes, static_cast<size_t>(kBody)) << i;
-    // The result carried its body's bytes (Content-Length: reserved once,
-    // exactly).
-    EXPECT_GE(run->seen[i].reserved, kBody) << i;
-    EXPECT_LT(run->seen[i].reserved, kBody + 4096) << i;
+    // The result carried its body's cost (Content-Length: reserved once,
+    // exactly, at kBodyMemoryFactor bytes per byte).
+    EXPECT_GE(run->seen[i].reserved, kBodyMemoryFactor * kBody) << i;
+    EXPECT_LT(run->seen[i].reserved, kBodyMemoryFactor * kBody + 4096) << i;
   }
   EXPECT_LE(budget.peak(), budget.limit());
   EXPECT_GT(budget.peak(), kBody);
@@ -133,11 +133,12 @@ TEST(EngineMemoryTest, AtTheBudgetNewTransfersWaitUntilARelease) {
   memory::Budget budget(100'000);
   auto engine = NewEngine(&budget);
   ASSERT_NE(engine, nullptr);
-  // A result held by its consumer keeps 90 KB of the budget...
-  auto first = Submit(*engine, {Get(origin.Url("/bytes/90000"))}, 1,
+  // A result held by its consumer keeps 80 KB of the budget (a 40 KB body
+  // at kBodyMemoryFactor)...
+  auto first = Submit(*engine, {Get(origin.Url("/bytes/40000"))}, 1,
                       /*keep=*/true);
   ASSERT_TRUE(first->done.WaitForNotificationWithTimeout(kEventTimeout));
-  EXPECT_GE(budget.reserved(), 90'000);
+  EXPECT_GE(budget.reserved(), 80'000);
   // ...so the next transfer cannot take its first bytes, and waits.
   auto second = Submit(*engine, {Get(origin.Url("/bytes/5000"))}, 1);
   ASSERT_TRUE(WaitFor(
@@ -158,12 +159,53 @@ TEST(EngineMemoryTest, AtTheBudgetNewTransfersWaitUntilARelease) {
                       "every byte back"));
 }
 
+// A big body waiting for room does not stop small fetches: bodies never grow
+// into the last eighth of the budget, which is kept for first bytes.
+TEST(EngineMemoryTest, APausedBigBodyDoesNotHoldUpSmallFetches) {
+  Origin origin;
+  memory::Budget budget(1 << 20);  // 1 MiB, 128 KiB of it headroom
+  auto engine = NewEngine(&budget);
+  ASSERT_NE(engine, nullptr);
+  // Held by its consumer: 400 KB at kBodyMemoryFactor, 800 KB.
+  auto holder = Submit(*engine, {Get(origin.Url("/bytes/400000"))}, 1,
+                       /*keep=*/true);
+  ASSERT_TRUE(holder->done.WaitForNotificationWithTimeout(kEventTimeout));
+  // Needs 600 KB more than is free: it waits for room...
+  FetchSpec big = Get(origin.Url("/bytes/300000"));
+  big.timeout = absl::Seconds(20);
+  auto waiting = Submit(*engine, {big}, 1);
+  // ...while small fetches still start and finish.
+  auto small = Submit(*engine,
+                      {Get(origin.Url("/bytes/1000")),
+                       Get(origin.Url("/bytes/1000"))},
+                      2);
+  ASSERT_TRUE(small->done.WaitForNotificationWithTimeout(kEventTimeout));
+  {
+    absl::MutexLock lock(&small->mu);
+    for (int i = 0; i < 2; ++i) {
+      EXPECT_TRUE(small->seen[i].status.ok()) << small->seen[i].status;
+      EXPECT_EQ(small->seen[i].body_bytes, 1000u);
+    }
+  }
+  EXPECT_FALSE(waiting->done.HasBeenNotified());
+  // The holder lets go: the big body resumes and completes.
+  {
+    absl::MutexLock lock(&holder->mu);
+    holder->kept.clear();
+  }
+  ASSERT_TRUE(waiting->done.WaitForNotificationWithTimeout(kEventTimeout));
+  absl::MutexLock lock(&waiting->mu);
+  EXPECT_TRUE(waiting->seen[0].status.ok()) << waiting->seen[0].status;
+  EXPECT_EQ(waiting->seen[0].body_bytes, 300000u);
+  EXPECT_LE(budget.peak(), budget.limit());
+}
+
 TEST(EngineMemoryTest, AnItemThatCannotStartWithinItsTimeoutFails) {
   Origin origin;
   memory::Budget budget(100'000);
   auto engine = NewEngine(&budget);
   ASSERT_NE(engine, nullptr);
-  auto holder = Submit(*engine, {Get(origin.Url("/bytes/90000"))}, 1,
+  auto holder = Submit(*engine, {Get(origin.Url("/bytes/40000"))}, 1,
                        /*keep=*/true);
   ASSERT_TRUE(holder->done.WaitForNotificationWithTimeout(kEventTimeout));
   FetchSpec waiting = Get(origin.Url("/bytes/10"));
