@@ -240,9 +240,9 @@ TEST(EngineMemoryTest, KeptHeadersAndPageItemsCount) {
     // Four kept header lines of 1000 characters each, plus the body.
     EXPECT_GE(run->seen[0].reserved,
               4 * 1000 + static_cast<int64_t>(run->seen[0].body_bytes));
-    EXPECT_TRUE(
-        WaitFor([&] { return budget.reserved() == run->seen[0].reserved; },
-                kEventTimeout, "only the kept result reserved"));
+    const int64_t held = run->seen[0].reserved;
+    EXPECT_TRUE(WaitFor([&] { return budget.reserved() == held; },
+                        kEventTimeout, "only the kept result reserved"));
     run->kept.clear();
   }
   EXPECT_TRUE(WaitFor([&] { return budget.reserved() == 0; }, kEventTimeout,
