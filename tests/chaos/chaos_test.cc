@@ -368,9 +368,9 @@ TEST_F(ChaosTest, DeepJson) {
   const Outcome o = Run("deep-json");
   ExpectAllItems(o, "FAILED_PRECONDITION", 4);
   ASSERT_TRUE(o.fault.hostile.item_messages.count("FAILED_PRECONDITION"));
-  EXPECT_TRUE(absl::StrContains(
-      o.fault.hostile.item_messages.at("FAILED_PRECONDITION"),
-      "deeper than 512 levels"))
+  EXPECT_TRUE(
+      absl::StrContains(o.fault.hostile.item_messages.at("FAILED_PRECONDITION"),
+                        "deeper than 512 levels"))
       << o.fault.hostile.item_messages.at("FAILED_PRECONDITION");
 }
 
