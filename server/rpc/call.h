@@ -31,8 +31,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/auth/auth.h"
-#include "server/rpc/admission.h"
 #include "server/memory/memory.h"
+#include "server/rpc/admission.h"
 #include "server/rpc/security.h"
 
 namespace fetchd::rpc {

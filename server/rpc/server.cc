@@ -299,9 +299,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   if (!config.metrics_listen.empty()) {
     State* st = state.get();
     auto endpoint = metrics::HttpEndpoint::Start(config.metrics_listen, [st] {
-      std::string text = RenderMetrics(
-          st->rpc_metrics, st->engine->stats(), st->pool.stats(),
-          st->config.logger, st->guard.get(), &st->memory_budget);
+      std::string text =
+          RenderMetrics(st->rpc_metrics, st->engine->stats(), st->pool.stats(),
+                        st->config.logger, st->guard.get(), &st->memory_budget);
       metrics::Exposition admission;
       st->admission->Render(admission);
       return text + admission.text();

@@ -24,7 +24,6 @@ using ::fetchd::testing::Origin;
 using ::fetchd::testing::WaitFor;
 using ::testing::HasSubstr;
 
-
 FetchSpec Get(const std::string& url) {
   FetchSpec spec;
   spec.url = url;
@@ -175,10 +174,9 @@ TEST(EngineMemoryTest, APausedBigBodyDoesNotHoldUpSmallFetches) {
   big.timeout = absl::Seconds(20);
   auto waiting = Submit(*engine, {big}, 1);
   // ...while small fetches still start and finish.
-  auto small = Submit(*engine,
-                      {Get(origin.Url("/bytes/1000")),
-                       Get(origin.Url("/bytes/1000"))},
-                      2);
+  auto small = Submit(
+      *engine, {Get(origin.Url("/bytes/1000")), Get(origin.Url("/bytes/1000"))},
+      2);
   ASSERT_TRUE(small->done.WaitForNotificationWithTimeout(kEventTimeout));
   {
     absl::MutexLock lock(&small->mu);

@@ -24,7 +24,6 @@ using ::fetchd::testing::kEventTimeout;
 using ::fetchd::testing::Origin;
 using internal::HostKey;
 
-
 TEST(HostKeyTest, OneKeyPerHostAndPortWhateverTheSpelling) {
   EXPECT_EQ(HostKey("http://example.com/a"), "example.com:80");
   EXPECT_EQ(HostKey("https://example.com/a"), "example.com:443");

@@ -20,7 +20,6 @@ using ::fetchd::testing::kEventTimeout;
 using ::fetchd::testing::Origin;
 using ::testing::HasSubstr;
 
-
 std::unique_ptr<Engine> NewEngine(Engine::Options options) {
   auto engine = Engine::Start(std::move(options));
   EXPECT_TRUE(engine.ok()) << engine.status();

@@ -33,7 +33,6 @@ using ::fetchd::testing::TestServer;
 using ::fetchd::testing::WaitFor;
 using ::testing::HasSubstr;
 
-
 // --- IdentityLimits -------------------------------------------------------
 
 TEST(IdentityLimitsTest, ParsesLinesCommentsAndTheDefault) {

@@ -242,7 +242,8 @@ TEST_F(MaxComputeTimeTest, KernelsAtTheirCapsEndAtTheServerDeadline) {
     EXPECT_THAT(status.error_message(), HasSubstr("--max_compute_time=200ms"));
     EXPECT_GE(took, absl::Milliseconds(200));
     EXPECT_LT(took, absl::Seconds(3));  // the kernel polled its token
-    EXPECT_TRUE(WaitFor([&] { return Idle(); }, kEventTimeout, "the worker to stop"));
+    EXPECT_TRUE(
+        WaitFor([&] { return Idle(); }, kEventTimeout, "the worker to stop"));
   }
 }
 

@@ -453,8 +453,8 @@ TEST_F(MemoryBudgetTest, QueuedStreamMessagesHoldTheirBytesUntilWritten) {
   for (int i = 0; i < 4; ++i) Add(req, "/bytes/150000");
   auto context = ContextWithTimeout(kEventTimeout);
   auto reader = stub->StreamBatchFetch(context.get(), req);
-  ASSERT_TRUE(WaitFor([&] { return budget().reserved() >= 3 * 150000; }, kEventTimeout,
-                      "three queued results reserved"));
+  ASSERT_TRUE(WaitFor([&] { return budget().reserved() >= 3 * 150000; },
+                      kEventTimeout, "three queued results reserved"));
   EXPECT_LE(budget().reserved(), kBudget);
   int read = 0;
   v1::FetchResult r;

@@ -187,9 +187,10 @@ TEST(RpcMetricsTest, MemoryBudgetGauges) {
     request.add_items()->set_url(origin.Url("/bytes/100000"));
   }
   v1::BatchFetchResponse response;
-  ASSERT_TRUE(
-      fetch->BatchFetch(ContextWithTimeout(kEventTimeout).get(), request, &response)
-          .ok());
+  ASSERT_TRUE(fetch
+                  ->BatchFetch(ContextWithTimeout(kEventTimeout).get(), request,
+                               &response)
+                  .ok());
   for (const auto& r : response.results()) {
     EXPECT_EQ(r.body().size(), 100000u);
   }
