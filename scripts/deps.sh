@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages fetchd needs, once; silent when all are there.
 #   scripts/deps.sh build   compilers, CMake, gRPC, Protobuf, Abseil, OpenSSL, libcurl,
+#                           SQLite and libpq (the job stores),
 #                           gumbo, JSON (nlohmann, simdjson), tcmalloc, GoogleTest,
 #                           cpp-httplib (the test origin)
 #   scripts/deps.sh test    build + clang, its sanitizer and libFuzzer runtimes
 #                           (libclang-rt-14-dev: tests/fuzz), PyYAML and kubectl
-#                           (the k8s/ manifest test), nghttpd (the h2 test origin)
+#                           (the k8s/ manifest test), nghttpd (the h2 test origin),
+#                           PostgreSQL (a private server for the jobs tests)
 #   scripts/deps.sh bench   build + what bench/ drives: nginx (origin), wrk, Python
 #                           aiohttp (seed peer), Go and Node (peers)
 set -euo pipefail
@@ -13,10 +15,11 @@ set -euo pipefail
 build=(cmake ninja-build g++ pkg-config ca-certificates
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libssl-dev nlohmann-json3-dev libsimdjson-dev libcurl4-openssl-dev
-  libidn2-dev
+  libidn2-dev libsqlite3-dev libpq-dev
   libgumbo-dev libgoogle-perftools-dev
   libgtest-dev libgmock-dev libcpp-httplib-dev)  # tests are in the default build
-test=(clang libclang-rt-14-dev python3-yaml nghttp2-server)  # nghttpd: the h2 origin
+test=(clang libclang-rt-14-dev python3-yaml nghttp2-server  # nghttpd: the h2 origin
+  postgresql)  # a private PostgreSQL server for the jobs tests
 bench=(python3 python3-aiohttp nginx wrk curl bc golang-go nodejs)
 
 wanted=("${build[@]}")

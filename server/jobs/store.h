@@ -24,7 +24,13 @@
 namespace fetchd::jobs {
 
 // The values are the API's JobState / JobKind numbers (stored as integers).
-enum class State { kQueued = 1, kRunning = 2, kSucceeded = 3, kFailed = 4, kCancelled = 5 };
+enum class State {
+  kQueued = 1,
+  kRunning = 2,
+  kSucceeded = 3,
+  kFailed = 4,
+  kCancelled = 5
+};
 enum class Kind { kBatchFetch = 1, kFetchPages = 2, kCompute = 3 };
 
 inline bool IsTerminal(State state) {
@@ -41,14 +47,19 @@ struct Counts {
 
 // The webhook a job was submitted with.
 struct WebhookConfig {
-  std::string url;  // empty: no webhook
+  std::string url;        // empty: no webhook
   std::string secret;     // inline secret, or
   std::string secret_id;  // a name in --webhook_secrets_file
   bool progress = false;  // also job.progress events
 };
 
 // Values are the API's WebhookDeliveryState numbers.
-enum class DeliveryState { kNone = 0, kPending = 1, kDelivered = 2, kFailed = 3 };
+enum class DeliveryState {
+  kNone = 0,
+  kPending = 1,
+  kDelivered = 2,
+  kFailed = 3
+};
 
 // One webhook POST to make (an event of a job), and how it went.
 struct Delivery {
@@ -110,8 +121,8 @@ struct CreateLimits {
   // QUEUED or RUNNING jobs one identity may have (--max_jobs_queued);
   // 0: no cap.
   int max_jobs_queued = 0;
-  // The store's size (StoreBytes) past which Create refuses (--max_store_bytes);
-  // 0: no cap.
+  // The store's size (StoreBytes) past which Create refuses
+  // (--max_store_bytes); 0: no cap.
   int64_t max_store_bytes = 0;
 };
 
@@ -145,7 +156,7 @@ struct Commit {
   std::vector<ResultRow> rows;
   // Walks: counts.total becomes this when set (pages known so far).
   std::optional<int64_t> total;
-  std::string checkpoint;  // non-empty: replaces Job::checkpoint
+  std::string checkpoint;            // non-empty: replaces Job::checkpoint
   std::optional<Delivery> delivery;  // a job.progress webhook to enqueue
   absl::Time now;
 };
@@ -196,8 +207,8 @@ class JobStore {
                                      absl::string_view id, absl::Time now) = 0;
 
   // Removes the job, its results, events and deliveries. NOT_FOUND as Get.
-  virtual absl::Status Delete(absl::string_view identity,
-                              absl::string_view id, absl::Time now) = 0;
+  virtual absl::Status Delete(absl::string_view identity, absl::string_view id,
+                              absl::Time now) = 0;
 
   // --- runners -------------------------------------------------------------
 
