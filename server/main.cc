@@ -20,7 +20,7 @@
 #include "absl/time/time.h"
 #include "server/log/log.h"
 #include "server/memory/memory.h"
-#include "server/rpc/resume_token.h"
+#include "server/request/resume_token.h"
 #include "server/rpc/rpc.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
@@ -320,7 +320,7 @@ int main(int argc, char** argv) {
   config.kernel_limits.max_rounds = absl::GetFlag(FLAGS_max_compute_rounds);
   config.kernel_limits.max_time = absl::GetFlag(FLAGS_max_compute_time);
   config.fetch.max_process_time = absl::GetFlag(FLAGS_max_process_time);
-  fetchd::rpc::FetchConfig& fetch = config.fetch;
+  fetchd::request::FetchConfig& fetch = config.fetch;
   fetch.engine.max_inflight = absl::GetFlag(FLAGS_max_inflight_fetches);
   fetch.engine.max_per_host = absl::GetFlag(FLAGS_max_per_host);
   fetch.engine.retry_budget_ratio = absl::GetFlag(FLAGS_retry_budget_ratio);
@@ -377,7 +377,7 @@ int main(int argc, char** argv) {
   // Resume tokens
   if (const std::string path = absl::GetFlag(FLAGS_token_key_file);
       !path.empty()) {
-    absl::StatusOr<std::string> key = fetchd::rpc::ReadResumeTokenKey(path);
+    absl::StatusOr<std::string> key = fetchd::request::ReadResumeTokenKey(path);
     if (!key.ok()) {
       logger.LogAlways(Level::kError,
                        absl::StrFormat(R"("event":"start_failed","error":"%s")",

@@ -9,13 +9,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "fetchd/v1/compute.grpc.pb.h"
+#include "server/request/resume_token.h"
 #include "server/rpc/admission.h"
 #include "server/rpc/call.h"
 #include "server/rpc/compute_call.h"
 #include "server/rpc/fetch_call.h"
 #include "server/rpc/pages_call.h"
 #include "server/rpc/reflection.h"
-#include "server/rpc/resume_token.h"
 #include "server/rpc/rpc.h"
 #include "server/rpc/rpc_metrics.h"
 #include "server/rpc/security.h"
@@ -33,7 +33,7 @@ struct Server::State {
                   c.fetch.max_process_time) {}
 
   FetchServices fetch_services() {
-    return {&fetch_service, engine.get(), &processor, &config.fetch};
+    return {&fetch_service, {engine.get(), &processor, &config.fetch}};
   }
 
   // Destroyed bottom-up: the gRPC server before its CQs, the CQs (and any
@@ -110,7 +110,7 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
         "--max_process_time=", absl::FormatDuration(c.fetch.max_process_time),
         " is invalid: must be >= 0 (0: no limit)"));
   }
-  const FetchConfig& f = c.fetch;
+  const request::FetchConfig& f = c.fetch;
   if (f.engine.max_inflight < 1) {
     return bad("max_inflight_fetches", f.engine.max_inflight, "must be >= 1");
   }
@@ -188,10 +188,11 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
     return bad("max_walk_pages", f.max_walk_pages, "must be >= 1");
   }
   if (!f.resume_token_key.empty() &&
-      f.resume_token_key.size() < kMinResumeTokenKeyBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--token_key_file holds ", f.resume_token_key.size(),
-        " bytes of key; at least ", kMinResumeTokenKeyBytes, " are needed"));
+      f.resume_token_key.size() < request::kMinResumeTokenKeyBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--token_key_file holds ", f.resume_token_key.size(),
+                     " bytes of key; at least ",
+                     request::kMinResumeTokenKeyBytes, " are needed"));
   }
   if (!f.engine.proxy.empty() && !absl::StrContains(f.engine.proxy, "://")) {
     return absl::InvalidArgumentError(
@@ -227,8 +228,8 @@ namespace {
 // could refuse (--allow_private_networks and no deny or host rule), no
 // policy runs at all.
 template <typename State>
-absl::Status InstallAddressGuard(const FetchConfig& config, State& state,
-                                 fetch::Engine::Options& engine) {
+absl::Status InstallAddressGuard(const request::FetchConfig& config,
+                                 State& state, fetch::Engine::Options& engine) {
   fetch::AddressGuardOptions options = config.address_guard;
   options.behind_proxy = !engine.proxy.empty();
   absl::StatusOr<std::unique_ptr<fetch::AddressGuard>> guard =
@@ -263,7 +264,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
     return valid;
   }
   if (config.fetch.resume_token_key.empty()) {  // no --token_key_file
-    absl::StatusOr<std::string> key = RandomResumeTokenKey();
+    absl::StatusOr<std::string> key = request::RandomResumeTokenKey();
     if (!key.ok()) return key.status();
     config.fetch.resume_token_key = *std::move(key);
   }
