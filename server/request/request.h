@@ -21,7 +21,9 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "fetchd/v1/compute.pb.h"
 #include "fetchd/v1/fetch.pb.h"
+#include "server/compute/compute.h"
 #include "server/fetch/fetch.h"
 #include "server/memory/memory.h"
 #include "server/process/process.h"
@@ -210,6 +212,26 @@ class BatchDriver {
   std::atomic<size_t> remaining_{0};
   std::shared_ptr<fetch::BatchHandle> handle_;
 };
+
+// --- Compute and walks (results.cc)
+// -------------------------------------------
+
+// The request's kernel (INVALID_ARGUMENT naming the oneof when unset). Its
+// limits are checked by compute::KernelRunner when it runs.
+absl::StatusOr<compute::Kernel> KernelFromProto(const v1::ComputeRequest& req);
+
+// A kernel's answer, with its queue and run times.
+void ToProtoCompute(compute::ComputeResult result, v1::ComputeResponse* out);
+
+void ToProtoDuration(absl::Duration d, google::protobuf::Duration* out);
+
+// A walk's page as the API's Page, with the resume token that continues
+// after it. Returns what the message holds against the memory budget (the
+// body's share is released when the plan drops bodies).
+memory::Reservation ToProtoPage(const FetchConfig& config, const WalkPlan& plan,
+                                fetch::Page page,
+                                const absl::StatusOr<std::string>* processed,
+                                v1::Page* out);
 
 }  // namespace fetchd::request
 

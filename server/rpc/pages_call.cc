@@ -41,20 +41,9 @@ void FetchPagesCall::OnMessageSent() {
 
 void FetchPagesCall::Convert(Slot& slot,
                              const absl::StatusOr<std::string>* processed) {
-  fetch::Page& page = slot.page;
-  slot.message.set_index(page.index);
-  const bool drop_body = plan_.drop_body || plan_.strategy.split_items;
-  slot.memory = std::move(page.result.memory);
-  if (drop_body) {  // the body goes with the conversion: so do its bytes
-    slot.memory.ShrinkTo(slot.memory.bytes() -
-                         fetch::kBodyMemoryFactor *
-                             static_cast<int64_t>(page.result.body.capacity()));
-  }
-  request::ToProtoResult(0, page.url, std::move(page.result), processed,
-                         drop_body, slot.message.mutable_result());
-  for (std::string& item : page.items) slot.message.add_items(std::move(item));
-  slot.message.set_resume_token(
-      request::ResumeToken(*services_.request.config, plan_, page.next));
+  slot.memory =
+      request::ToProtoPage(*services_.request.config, plan_,
+                           std::move(slot.page), processed, &slot.message);
 }
 
 void FetchPagesCall::OnPage(fetch::Page page) {

@@ -19,6 +19,7 @@
 #include "server/auth/auth.h"
 #include "server/compute/compute.h"
 #include "server/fetch/fetch.h"
+#include "server/jobs/jobs.h"
 #include "server/log/log.h"
 #include "server/memory/memory.h"
 #include "server/request/request.h"
@@ -68,6 +69,8 @@ struct ServerConfig {
   // A grpc::ResourceQuota on the server: memory gRPC itself may use for
   // connections and messages in flight.
   int64_t grpc_memory_quota_bytes = int64_t{1} << 30;
+  // The Jobs service (#17); jobs.store empty: not served.
+  jobs::JobsConfig jobs;
 };
 
 // INVALID_ARGUMENT naming the flag when a value is out of range.

@@ -111,7 +111,8 @@ void CheckWalk(const v1::FetchPagesRequest& request, absl::Time deadline) {
 }
 
 void CheckCompute(const v1::ComputeRequest& request) {
-  absl::StatusOr<compute::Kernel> kernel = KernelFromProto(request);
+  absl::StatusOr<compute::Kernel> kernel =
+      request::KernelFromProto(request);
   if (!kernel.ok()) return;
   (void)compute::ValidateKernel(*kernel, compute::KernelLimits{});
   (void)compute::KernelName(*kernel);
