@@ -187,7 +187,8 @@ class Query {
     return Check(sqlite3_bind_int64(stmt_, i, v));
   }
   Query& Text(int i, absl::string_view v) {
-    return Check(sqlite3_bind_text(stmt_, i, v.data(),
+    // An empty view may have a null data(), which would bind NULL.
+    return Check(sqlite3_bind_text(stmt_, i, v.empty() ? "" : v.data(),
                                    static_cast<int>(v.size()), SQLITE_STATIC));
   }
   Query& Blob(int i, absl::string_view v) {
@@ -457,6 +458,7 @@ Job ReadJob(const Query& q) {
   job.webhook.secret = q.ColStr(24);
   job.webhook.secret_id = q.ColStr(25);
   job.webhook.progress = q.ColInt(26) != 0;
+  job.last_delivery.state = DeliveryState::kNone;  // until one is read
   return job;
 }
 
