@@ -1226,4 +1226,7 @@ absl::StatusOr<std::unique_ptr<JobStore>> OpenSqliteStore(
   return std::make_unique<SqliteStore>(std::move(writer), std::move(reader));
 }
 
+#undef FETCHD_ASSIGN_OR_RETURN
+#undef FETCHD_RETURN_IF_ERROR
+
 }  // namespace fetchd::jobs
