@@ -252,7 +252,9 @@ TEST_P(JobStoreConformance,
   ASSERT_TRUE(same.ok()) << same.status();
   EXPECT_FALSE(same->created);
   // Per identity.
-  EXPECT_TRUE(store_->Create(MakeJob("bob", t0_), limits).ok());
+  // Later than alice's, so the claim below takes one of hers.
+  EXPECT_TRUE(
+      store_->Create(MakeJob("bob", t0_ + absl::Seconds(1)), limits).ok());
   // RUNNING counts too; a finished job frees its place.
   absl::StatusOr<std::vector<Job>> claimed =
       store_->Claim("r1", 1, absl::Minutes(1), t0_);
