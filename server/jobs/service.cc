@@ -793,4 +793,23 @@ void JobsService::Shutdown() { impl_->Shutdown(); }
 
 JobsService::Stats JobsService::stats() const { return impl_->stats(); }
 
+void JobsService::Render(metrics::Exposition& out) const {
+  const Stats now = stats();
+  out.Family("fetchd_jobs_running", "gauge",
+             "jobs this replica runs now (at most --max_jobs_running)");
+  out.Sample("fetchd_jobs_running", now.running);
+  out.Family("fetchd_jobs_finished_total", "counter",
+             "jobs this replica ended (succeeded, failed or cancelled by "
+             "fail_fast) since it started");
+  out.Sample("fetchd_jobs_finished_total", static_cast<double>(now.finished));
+  out.Family("fetchd_job_results_total", "counter",
+             "results this replica committed to the job store");
+  out.Sample("fetchd_job_results_total", static_cast<double>(now.results));
+  out.Family("fetchd_job_watchers", "gauge", "Jobs.Watch streams open");
+  out.Sample("fetchd_job_watchers", now.watchers);
+  out.Family("fetchd_job_store_up", "gauge",
+             "1 while the job store answers (health of fetchd.v1.Jobs)");
+  out.Sample("fetchd_job_store_up", healthy() ? 1 : 0);
+}
+
 }  // namespace fetchd::jobs
