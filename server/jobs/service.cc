@@ -238,6 +238,7 @@ class JobsService::Impl {
        compute::KernelRunner* kernels, std::unique_ptr<JobStore> store)
       : config_(std::move(config)),
         services_(services),
+        kernels_(kernels),
         store_(std::move(store)),
         executor_(config_.store_threads, config_.max_pending_ops),
         runner_(
@@ -287,8 +288,8 @@ class JobsService::Impl {
                          absl::FormatDuration(config_.max_ttl), ")"));
       }
     }
-    absl::StatusOr<WorkSummary> work =
-        CheckWork(request, *services_.config, config_.max_job_items);
+    absl::StatusOr<WorkSummary> work = CheckWork(
+        request, *services_.config, kernels_->limits(), config_.max_job_items);
     if (!work.ok()) return work.status();
     WebhookConfig webhook;
     if (request.has_webhook()) {
@@ -667,6 +668,7 @@ class JobsService::Impl {
  public:
   const JobsConfig config_;
   const request::Services services_;
+  compute::KernelRunner* const kernels_;
   const std::unique_ptr<JobStore> store_;
 
  private:

@@ -424,6 +424,12 @@ TEST_F(JobsTest, BadWorkIsRefusedAtSubmitNamingTheField) {
   grpc::Status invalid = stub->Submit(Context().get(), bad, &response);
   EXPECT_EQ(invalid.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(invalid.error_message(), HasSubstr("batch_fetch."));
+  v1::SubmitRequest huge;
+  huge.mutable_compute()->mutable_count_primes()->set_limit(
+      int64_t{1} << 62);  // past --max_compute_n
+  grpc::Status too_big = stub->Submit(Context().get(), huge, &response);
+  EXPECT_EQ(too_big.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(too_big.error_message(), HasSubstr("compute."));
   v1::ListResponse listed;
   ASSERT_TRUE(stub->List(Context().get(), v1::ListRequest(), &listed).ok());
   EXPECT_EQ(listed.jobs_size(), 0);  // nothing half-written
