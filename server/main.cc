@@ -271,6 +271,9 @@ ABSL_FLAG(absl::Duration, job_poll_interval, absl::Milliseconds(500),
           "how often a replica looks for jobs and progress it was not told "
           "of (other replicas' submits and progress)");
 ABSL_FLAG(int, job_store_threads, 2, "threads running Jobs RPCs' store calls");
+ABSL_FLAG(int, max_job_watchers, 1024,
+          "Jobs.Watch streams open at once on this replica; past it "
+          "RESOURCE_EXHAUSTED");
 ABSL_FLAG(std::string, webhook_secrets_file, "",
           "webhook secrets by id, one 'ID SECRET' per line (Submit's "
           "webhook.secret_id); re-read on SIGHUP");
@@ -503,6 +506,7 @@ int main(int argc, char** argv) {
     jobs.max_ttl = absl::GetFlag(FLAGS_max_job_ttl);
     jobs.poll_interval = absl::GetFlag(FLAGS_job_poll_interval);
     jobs.store_threads = absl::GetFlag(FLAGS_job_store_threads);
+    jobs.max_watchers = absl::GetFlag(FLAGS_max_job_watchers);
     jobs.webhook_secrets_file = absl::GetFlag(FLAGS_webhook_secrets_file);
     jobs.webhook_progress_interval =
         absl::GetFlag(FLAGS_webhook_progress_interval);
