@@ -266,9 +266,18 @@ class Runner::Impl {
       const std::string id = job.id;
       auto running = std::make_unique<RunningJob>(this, std::move(job));
       RunningJob* raw = running.get();
+      std::unique_ptr<RunningJob> stale;
       {
         absl::MutexLock lock(&mu_);
+        // Our own lease ended (the store was unreachable past it) and we
+        // took the job again: the old run stops first.
+        auto it = running_.find(id);
+        if (it != running_.end()) stale = std::move(it->second);
         running_[id] = std::move(running);
+      }
+      if (stale != nullptr) {
+        stale->Stop(/*release=*/false);
+        stale->Join();
       }
       on_change_(id);
       raw->Start();
