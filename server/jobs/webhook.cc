@@ -89,6 +89,26 @@ std::string BodyPrefix(absl::string_view body) {
   return out;
 }
 
+// The POST of `delivery`, signed at `unix_now`.
+fetch::FetchSpec PostSpec(const WebhookSenderOptions& options,
+                          const Delivery& delivery, absl::string_view secret,
+                          int64_t unix_now) {
+  fetch::FetchSpec spec;
+  spec.url = delivery.webhook.url;
+  spec.method = fetch::Method::kPost;
+  spec.body = delivery.body;
+  spec.headers = {{"Content-Type", "application/json"},
+                  {std::string(kEventHeader), delivery.event},
+                  {std::string(kDeliveryHeader), absl::StrCat(delivery.id)},
+                  {std::string(kSignatureHeader),
+                   SignWebhook(secret, unix_now, delivery.body)}};
+  spec.timeout = options.timeout;
+  spec.max_body_bytes = options.max_response_bytes;
+  spec.max_redirects = 0;
+  spec.retry.max_attempts = 1;  // retries are the store's, with backoff
+  return spec;
+}
+
 }  // namespace
 
 // --- signatures
@@ -401,6 +421,20 @@ absl::StatusOr<std::unique_ptr<WebhookSender>> WebhookSender::Start(
   if (options.max_response_bytes < 1) {
     return bad("max_response_bytes must be at least 1");
   }
+  // A POST the engine would refuse for its limits would fail every
+  // delivery: refused here, at start, instead.
+  Delivery sample;
+  sample.webhook.url = "http://webhook.invalid/";
+  sample.event = std::string(kJobCompleted);
+  sample.body = "{}";
+  if (absl::Status s = fetch::ValidateFetchSpec(
+          PostSpec(options, sample, "0123456789abcdef", 0), options.limits);
+      !s.ok()) {
+    return bad(absl::StrCat(
+        "its POSTs would break the engine's limits (--webhook_timeout is "
+        "the POST's timeout): ",
+        s.message()));
+  }
   std::unique_ptr<WebhookSender> sender(
       new WebhookSender(store, engine, std::move(options)));
   sender->thread_ = std::thread([s = sender.get()] { s->Run(); });
@@ -542,20 +576,7 @@ absl::StatusOr<int> WebhookSender::ClaimAndSend(int max) {
       outcomes_.push_back(std::move(outcome));
       continue;
     }
-    fetch::FetchSpec spec;
-    spec.url = delivery.webhook.url;
-    spec.method = fetch::Method::kPost;
-    spec.body = delivery.body;
-    spec.headers = {{"Content-Type", "application/json"},
-                    {std::string(kEventHeader), delivery.event},
-                    {std::string(kDeliveryHeader), absl::StrCat(delivery.id)},
-                    {std::string(kSignatureHeader),
-                     SignWebhook(*secret, unix_now, delivery.body)}};
-    spec.timeout = options_.timeout;
-    spec.max_body_bytes = options_.max_response_bytes;
-    spec.max_redirects = 0;
-    spec.retry.max_attempts = 1;  // retries are the store's, with backoff
-    specs.push_back(std::move(spec));
+    specs.push_back(PostSpec(options_, delivery, *secret, unix_now));
     sending->push_back(std::move(delivery));
   }
   if (specs.empty()) return count;
@@ -621,12 +642,10 @@ std::optional<absl::Time> WebhookSender::Record(Outcome outcome,
     } else {
       d.last_error = outcome.status.ToString();
     }
-    // The address guard's refusal and a URL the engine cannot use do not
-    // change on a retry.
+    // The address guard's refusal does not change on a retry.
     const bool permanent =
         outcome.http_status == 0 &&
-        (outcome.status.code() == absl::StatusCode::kPermissionDenied ||
-         outcome.status.code() == absl::StatusCode::kInvalidArgument);
+        outcome.status.code() == absl::StatusCode::kPermissionDenied;
     if (permanent || d.attempts >= options_.max_attempts) {
       d.state = DeliveryState::kFailed;
       d.next_attempt_at = absl::InfinitePast();

@@ -210,6 +210,9 @@ struct WebhookSenderOptions {
   // Receiver answers are read up to this many bytes (only a prefix shows in
   // last_error); a 2xx is a delivery whatever its body.
   int64_t max_response_bytes = 64 << 10;
+  // The engine's Options::limits: Start refuses options whose POSTs the
+  // engine would refuse (e.g. a timeout over --max_timeout).
+  fetch::FetchLimits limits;
   // The engine's fair-share identity of webhook POSTs.
   std::string identity = "fetchd-webhooks";
   // For secret_id deliveries (not owned; may be null: no secret ids).
@@ -229,9 +232,8 @@ struct WebhookSenderOptions {
 //   - anything else (another status, a transport error, a timeout, an
 //     unknown secret_id): kPending again with next_attempt_at = now +
 //     WebhookBackoff, until max_attempts attempts: then kFailed;
-//   - a URL the engine refuses (PERMISSION_DENIED by the address guard,
-//     INVALID_ARGUMENT): kFailed at once, since a retry would be refused
-//     the same way;
+//   - an address or host the engine's guard refuses (PERMISSION_DENIED):
+//     kFailed at once, since a retry would be refused the same way;
 //   last_error says what happened ("HTTP 500: <body prefix>", the
 //   transport error).
 // A store error is logged; the delivery's lease runs out and it is claimed
@@ -250,7 +252,8 @@ class WebhookSender {
   };
 
   // INVALID_ARGUMENT naming the option for a bad value (lease not above
-  // timeout, max_attempts < 1, ...). Starts the thread.
+  // timeout, max_attempts < 1, a timeout over limits.max_timeout, ...).
+  // Starts the thread.
   static absl::StatusOr<std::unique_ptr<WebhookSender>> Start(
       JobStore* store, fetch::Engine* engine, WebhookSenderOptions options);
   ~WebhookSender();  // Shutdown()
