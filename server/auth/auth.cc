@@ -9,14 +9,11 @@
 #include <openssl/x509.h>
 #include <sys/stat.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
+#include "server/auth/line_file.h"
 
 namespace fetchd::auth {
 namespace {
@@ -35,35 +32,18 @@ bool IsIdentityChar(char c) {
          absl::StrContains("._:@/+-", c);
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path,
-                                     absl::string_view what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(
-        absl::StrCat("cannot read ", what, " ", path, ": ", strerror(errno)));
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 }  // namespace
 
 absl::StatusOr<TokenSet> TokenSet::Parse(absl::string_view text,
                                          absl::string_view source) {
   TokenSet set;
-  int line_number = 0;
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    ++line_number;
+  for (const FileLine& line : SplitLineFile(text, Comments::kWholeLine)) {
     auto bad = [&](absl::string_view why) {
       // NOTE: never the line itself: it may hold a token.
       return absl::InvalidArgumentError(
-          absl::StrCat(source, ":", line_number, ": ", why));
+          absl::StrCat(source, ":", line.number, ": ", why));
     };
-    line = absl::StripAsciiWhitespace(line);
-    if (line.empty() || line[0] == '#') continue;
-    std::vector<absl::string_view> fields =
-        absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    const std::vector<absl::string_view>& fields = line.fields;
     if (fields.size() > 2) {
       return bad(
           absl::StrCat("expected \"IDENTITY TOKEN\" or \"TOKEN\", found ",
@@ -106,7 +86,7 @@ absl::StatusOr<TokenSet> TokenSet::Parse(absl::string_view text,
 }
 
 absl::StatusOr<TokenSet> TokenSet::Load(const std::string& path) {
-  absl::StatusOr<std::string> text = ReadFile(path, "--auth_tokens_file");
+  absl::StatusOr<std::string> text = ReadFileText(path, "--auth_tokens_file");
   if (!text.ok()) return text.status();
   return Parse(*text, path);
 }
@@ -346,7 +326,7 @@ absl::Status CheckTlsFiles(const TlsFiles& files) {
     return absl::OkStatus();
   }
   auto read = [](const std::string& path, absl::string_view flag) {
-    absl::StatusOr<std::string> text = ReadFile(path, flag);
+    absl::StatusOr<std::string> text = ReadFileText(path, flag);
     if (!text.ok())
       return absl::StatusOr<std::string>(
           absl::InvalidArgumentError(text.status().message()));

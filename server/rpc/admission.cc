@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "server/auth/auth.h"
+#include "server/auth/line_file.h"
 
 namespace fetchd::rpc {
 
@@ -24,19 +25,14 @@ namespace fetchd::rpc {
 absl::StatusOr<IdentityLimits> IdentityLimits::Parse(absl::string_view text,
                                                      absl::string_view path) {
   IdentityLimits out;
-  int line_number = 0;
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    ++line_number;
+  for (const auth::FileLine& line :
+       auth::SplitLineFile(text, auth::Comments::kTrailing)) {
+    const int line_number = line.number;
     auto bad = [&](absl::string_view why) {
       return absl::InvalidArgumentError(absl::StrCat(
           "--identity_limits_file ", path, " line ", line_number, ": ", why));
     };
-    if (size_t hash = line.find('#'); hash != absl::string_view::npos) {
-      line = line.substr(0, hash);
-    }
-    std::vector<absl::string_view> words =
-        absl::StrSplit(line, absl::ByAnyChar(" \t\r"), absl::SkipEmpty());
-    if (words.empty()) continue;
+    const std::vector<absl::string_view>& words = line.fields;
     if (words.size() < 2) {
       return bad(absl::StrCat("\"", words[0],
                               "\" has no limits; want IDENTITY "
