@@ -108,6 +108,10 @@ class JobsService {
   // Told when healthy() changes (on the upkeep thread).
   void OnHealthChange(absl::AnyInvocable<void(bool healthy)> callback);
 
+  // Reads --webhook_secrets_file again (SIGHUP); on an error the secrets
+  // in force stay.
+  absl::Status Reload();
+
   // The start of a stop: ends every watch (UNAVAILABLE: watch again on
   // another replica with from_seq) and stops the runner (running jobs go
   // back to QUEUED). Store calls are still answered. Idempotent.

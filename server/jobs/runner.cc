@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "fetchd/v1/jobs.pb.h"
+#include "server/jobs/webhook.h"
 #include "server/jobs/work.h"
 
 namespace fetchd::jobs {
@@ -29,16 +30,6 @@ constexpr absl::Duration kStoreRetry = absl::Seconds(1);
 void SetError(const absl::Status& status, v1::Status* out) {
   out->set_code(static_cast<int>(status.code()));
   out->set_message(std::string(status.message()));
-}
-
-// TODO(webhook merge): webhook.h's versions replace these two.
-bool ProgressDue(absl::Time last, absl::Time now, absl::Duration interval) {
-  return now - last >= interval;
-}
-std::string WebhookEventBody(absl::string_view event, const Job& job,
-                             absl::Time now) {
-  return absl::StrCat(R"({"type":")", event, R"(","job":{"id":")", job.id,
-                      R"("},"created":)", absl::ToUnixSeconds(now), "}");
 }
 
 }  // namespace
@@ -105,7 +96,7 @@ class RunningJob {
     absl::MutexLock lock(&mu_);
     return stop_;
   }
-  std::optional<Delivery> ProgressDelivery();
+  std::optional<Delivery> ProgressDelivery(const Counts& counts);
   std::optional<Delivery> EndDelivery(State state, const absl::Status& error);
 
   Runner::Impl* const runner_;
@@ -126,7 +117,10 @@ class RunningJob {
   std::string checkpoint_ ABSL_GUARDED_BY(mu_);
   int64_t pages_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status first_failure_ ABSL_GUARDED_BY(mu_);  // fail_fast
-  absl::Time last_progress_ = absl::InfinitePast();  // job thread only
+  // Job thread only: when the last job.progress went out, and the counts
+  // as of the last commit (for webhook bodies).
+  absl::Time last_progress_ = absl::InfinitePast();
+  Counts counts_;
 };
 
 class Runner::Impl {
@@ -370,11 +364,19 @@ bool RunningJob::CommitNow(std::optional<int64_t> total,
   commit.total = total;
   commit.checkpoint = std::move(checkpoint);
   const int64_t rows = static_cast<int64_t>(commit.rows.size());
+  Counts after = counts_;
+  for (const ResultRow& row : commit.rows) {
+    ++after.done;
+    if (row.failed) ++after.failed;
+    after.bytes += row.body_bytes;
+  }
+  if (commit.total.has_value()) after.total = *commit.total;
   for (;;) {
     commit.now = absl::Now();
-    commit.delivery = ProgressDelivery();
+    commit.delivery = ProgressDelivery(after);
     absl::Status status = runner_->store()->CommitResults(commit);
     if (status.ok()) {
+      counts_ = after;
       runner_->results_.fetch_add(rows);
       if (commit.delivery.has_value()) {
         last_progress_ = commit.now;
@@ -708,7 +710,7 @@ std::optional<RunningJob::End> RunningJob::RunCompute(
   }
 }
 
-std::optional<Delivery> RunningJob::ProgressDelivery() {
+std::optional<Delivery> RunningJob::ProgressDelivery(const Counts& counts) {
   if (job_.webhook.url.empty() || !job_.webhook.progress) return std::nullopt;
   const absl::Time now = absl::Now();
   if (!ProgressDue(last_progress_, now,
@@ -717,26 +719,21 @@ std::optional<Delivery> RunningJob::ProgressDelivery() {
   }
   Job snapshot = job_;
   snapshot.state = State::kRunning;
-  return Delivery{.job_id = job_.id,
-                  .event = "job.progress",
-                  .body = WebhookEventBody("job.progress", snapshot, now)};
+  snapshot.counts = counts;
+  return NewWebhookDelivery(snapshot, "job.progress", now);
 }
 
 std::optional<Delivery> RunningJob::EndDelivery(State state,
                                                 const absl::Status& error) {
-  if (job_.webhook.url.empty()) return std::nullopt;
   const absl::Time now = absl::Now();
   Job snapshot = job_;
   snapshot.state = state;
+  snapshot.counts = counts_;
   snapshot.finished_at = now;
   snapshot.expires_at = now + job_.ttl;
   snapshot.error_code = static_cast<int>(error.code());
   snapshot.error_message = std::string(error.message());
-  const char* event =
-      state == State::kSucceeded ? "job.completed" : "job.failed";
-  return Delivery{.job_id = job_.id,
-                  .event = event,
-                  .body = WebhookEventBody(event, snapshot, now)};
+  return NewWebhookDelivery(snapshot, TerminalWebhookEvent(state), now);
 }
 
 // --- Runner -----------------------------------------------------------------

@@ -24,6 +24,7 @@
 #include "absl/time/clock.h"
 #include "server/jobs/jobs.h"
 #include "server/jobs/runner.h"
+#include "server/jobs/webhook.h"
 #include "server/jobs/work.h"
 
 namespace fetchd::jobs {
@@ -235,11 +236,13 @@ absl::Status ValidateJobsConfig(const JobsConfig& config) {
 class JobsService::Impl {
  public:
   Impl(JobsConfig config, request::Services services,
-       compute::KernelRunner* kernels, std::unique_ptr<JobStore> store)
+       compute::KernelRunner* kernels, std::unique_ptr<JobStore> store,
+       std::unique_ptr<WebhookSecrets> secrets)
       : config_(std::move(config)),
         services_(services),
         kernels_(kernels),
         store_(std::move(store)),
+        secrets_(std::move(secrets)),
         executor_(config_.store_threads, config_.max_pending_ops),
         runner_(
             store_.get(), services_, kernels,
@@ -251,13 +254,33 @@ class JobsService::Impl {
                 .max_job_items = config_.max_job_items,
                 .webhook_progress_interval = config_.webhook_progress_interval},
             [this](const std::string& job_id) { NotifyChange(job_id); },
-            [] {}) {}
+            [this] {
+              absl::MutexLock lock(&sender_mu_);
+              if (sender_ != nullptr) sender_->Wake();
+            }) {}
 
-  void Start() {
+  absl::Status Start() {
+    absl::StatusOr<std::unique_ptr<WebhookSender>> sender =
+        WebhookSender::Start(
+            store_.get(), services_.engine,
+            {.replica = config_.replica,
+             .lease = std::max(absl::Minutes(1), 2 * config_.webhook_timeout),
+             .timeout = config_.webhook_timeout,
+             .max_attempts = config_.webhook_max_attempts,
+             .limits = services_.config->engine.limits,
+             .secrets = secrets_.get()});
+    if (!sender.ok()) return sender.status();
+    {
+      absl::MutexLock lock(&sender_mu_);
+      sender_ = *std::move(sender);
+    }
     runner_.Start();
     watch_thread_ = std::thread([this] { WatchLoop(); });
     upkeep_thread_ = std::thread([this] { UpkeepLoop(); });
+    return absl::OkStatus();
   }
+
+  absl::Status Reload() { return secrets_->Reload(); }
 
   template <typename T>
   void Schedule(Done<T> done, absl::AnyInvocable<absl::StatusOr<T>()> op) {
@@ -536,6 +559,12 @@ class JobsService::Impl {
 
   void Shutdown() {
     Drain();
+    std::unique_ptr<WebhookSender> sender;
+    {
+      absl::MutexLock lock(&sender_mu_);
+      sender = std::move(sender_);
+    }
+    if (sender != nullptr) sender->Shutdown();
     {
       absl::MutexLock lock(&upkeep_mu_);
       upkeep_stop_ = true;
@@ -670,8 +699,11 @@ class JobsService::Impl {
   const request::Services services_;
   compute::KernelRunner* const kernels_;
   const std::unique_ptr<JobStore> store_;
+  const std::unique_ptr<WebhookSecrets> secrets_;
 
  private:
+  absl::Mutex sender_mu_;
+  std::unique_ptr<WebhookSender> sender_ ABSL_GUARDED_BY(sender_mu_);
   Executor executor_;
   Runner runner_;
 
@@ -698,7 +730,11 @@ absl::StatusOr<WebhookConfig> JobsService::Impl::CheckWebhook(
                        .secret_id = webhook.secret_id(),
                        .progress = webhook.progress()};
   if (config.url.empty()) {
-    return absl::InvalidArgumentError("webhook.url: required with a webhook");
+    return absl::InvalidArgumentError(
+        "webhook.url is empty: a webhook needs an http or https URL");
+  }
+  if (absl::Status valid = ValidateWebhook(config, *secrets_); !valid.ok()) {
+    return valid;
   }
   return config;
 }
@@ -714,9 +750,19 @@ absl::StatusOr<std::unique_ptr<JobsService>> JobsService::Start(
   if (config.replica.empty()) config.replica = DefaultReplicaName();
   absl::StatusOr<std::unique_ptr<JobStore>> store = OpenJobStore(config.store);
   if (!store.ok()) return store.status();
+  auto secrets = std::make_unique<WebhookSecrets>();
+  if (!config.webhook_secrets_file.empty()) {
+    absl::StatusOr<std::unique_ptr<WebhookSecrets>> loaded =
+        WebhookSecrets::Load(config.webhook_secrets_file);
+    if (!loaded.ok()) return loaded.status();
+    secrets = *std::move(loaded);
+  }
   auto impl = std::make_unique<Impl>(std::move(config), services, kernels,
-                                     *std::move(store));
-  impl->Start();
+                                     *std::move(store), std::move(secrets));
+  if (absl::Status started = impl->Start(); !started.ok()) {
+    impl->Shutdown();
+    return started;
+  }
   return std::unique_ptr<JobsService>(new JobsService(std::move(impl)));
 }
 
@@ -791,6 +837,7 @@ void JobsService::OnHealthChange(absl::AnyInvocable<void(bool)> callback) {
 }
 
 void JobsService::Drain() { impl_->Drain(); }
+absl::Status JobsService::Reload() { return impl_->Reload(); }
 void JobsService::Shutdown() { impl_->Shutdown(); }
 
 JobsService::Stats JobsService::stats() const { return impl_->stats(); }
