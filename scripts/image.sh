@@ -11,10 +11,11 @@
 # Debian's slim images (no docs, man pages or locales), as
 # localhost/debian:bookworm.
 #
-# --smoke then checks the image: its config runs fetchd as 65532:65532, and
-# fetchd started from it on a loopback port (with that user) answers
-# Health SERVING and a Compute call from the host's fetchctl. Prints the
-# image size.
+# --smoke then checks the image: its config runs fetchd as 65532:65532 with
+# a volume at /var/lib/fetchd, and fetchd started from it with no store
+# flags on a loopback port (with that user) answers Health SERVING, for the
+# Jobs service too (the default SQLite store in /var/lib/fetchd), and a
+# Compute call from the host's fetchctl. Prints the image size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,6 +48,7 @@ image_field() {
     case $2 in
       User) format='{{.OCIv1.Config.User}}' ;;
       Entrypoint) format='{{.OCIv1.Config.Entrypoint}}' ;;
+      Volumes) format='{{.OCIv1.Config.Volumes}}' ;;
       Size) buildah images --format '{{.Size}}' "$1"; return ;;
     esac
     buildah inspect --type image --format "$format" "$1"
@@ -54,6 +56,7 @@ image_field() {
     case $2 in
       User) format='{{.Config.User}}' ;;
       Entrypoint) format='{{.Config.Entrypoint}}' ;;
+      Volumes) format='{{.Config.Volumes}}' ;;
       Size) format='{{.Size}}' ;;
     esac
     "$tool" image inspect --format "$format" "$1"
@@ -125,6 +128,8 @@ user=$(image_field "$image" User)
 entry=$(image_field "$image" Entrypoint)
 [[ $user == 65532:65532 ]] || fail "image user is '$user', want 65532:65532"
 [[ $entry == '[fetchd]' ]] || fail "entrypoint is $entry, want [fetchd]"
+volumes=$(image_field "$image" Volumes)
+[[ $volumes == *'/var/lib/fetchd:'* ]] || fail "volumes are '$volumes', want /var/lib/fetchd"
 [[ -x build/bin/fetchctl ]] || bash scripts/build.sh release >/dev/null
 
 log=$(mktemp)
@@ -160,7 +165,11 @@ gid=$(awk '/^Gid:/{print $2}' "/proc/$server_pid/status")
 [[ $uid == 65532 && $gid == 65532 ]] || fail "fetchd runs as $uid:$gid"
 health=$(build/bin/fetchctl --addr="127.0.0.1:$port" health)
 [[ $health == *SERVING* && $health != *NOT_SERVING* ]] || fail "health: $health"
+# The Jobs service is up only with its store open: the default one, in
+# /var/lib/fetchd, which the image lets 65532 write.
+jobs=$(build/bin/fetchctl --addr="127.0.0.1:$port" health --service=fetchd.v1.Jobs)
+[[ $jobs == *SERVING* && $jobs != *NOT_SERVING* ]] || fail "Jobs health: $jobs"
 compute=$(build/bin/fetchctl --addr="127.0.0.1:$port" compute count_primes --limit=1000)
 [[ $compute == *168* ]] || fail "compute count_primes 1000: $compute"
-echo "image smoke: ok ($image, uid $uid:$gid, health SERVING, count_primes(1000) = 168)" >&2
+echo "image smoke: ok ($image, uid $uid:$gid, health SERVING, Jobs SERVING (SQLite in /var/lib/fetchd), count_primes(1000) = 168)" >&2
 exit 0

@@ -8,9 +8,14 @@ The flag file each overlay ships is run through a real fetchd (on a loopback
 port), so a misspelt flag or a bad value fails here, not in a rollout. The
 prod flag file runs with its Secret paths pointed at files made here (a
 certificate made with the openssl CLI, a tokens file, a key), and the prod
-health probe's own command is run against it.
+health probe's own command is run against it. Every run keeps its jobs in a
+SQLite file made here (a later --job_store wins over the flag file's), so
+no run ever looks up or connects to the prod overlay's PostgreSQL host;
+its connection URI is checked by libpq's own parser, which connects to
+nothing.
 """
 import argparse
+import ctypes
 import ipaddress
 import math
 import os
@@ -22,15 +27,20 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.parse
 
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OVERLAYS = {"dev": {"replicas": 1, "namespace": "fetchd-dev",
-                    "clients": ["fetchd-dev", "default"], "tls": False},
+                    "clients": ["fetchd-dev", "default"], "tls": False,
+                    "store": "sqlite"},
             "prod": {"replicas": 3, "namespace": "fetchd",
-                     "clients": ["fetchd-clients"], "tls": True}}
+                     "clients": ["fetchd-clients"], "tls": True,
+                     "store": "postgres"}}
 SECRETS = os.path.join(ROOT, "k8s", "overlays", "prod", "secrets")
+DB_SECRETS = os.path.join(SECRETS, "fetchd-db")
+DATA_DIR = "/var/lib/fetchd"  # fetchd's --data_dir default
 FETCHD = None  # set from --fetchd
 FETCHCTL = None  # set from --fetchctl
 
@@ -41,13 +51,17 @@ PRIVATE_V4 = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
 PRIVATE_V6 = ["fc00::/7"]
 NEVER_REACHED = ["10.1.2.3", "172.20.0.1", "192.168.1.1", "100.64.0.10",
                  "169.254.169.254", "fd00:ec2::254", "fc00::1"]
+NEVER_REACHED_PORTS = [53, 80, 443, 5432, 8080]
 PUBLIC = ["93.184.216.34", "8.8.8.8", "2606:2800:220:1::1"]
 
 
 def render(overlay):
-    out = subprocess.run(
-        ["kubectl", "kustomize", os.path.join(ROOT, "k8s", "overlays", overlay)],
-        check=True, capture_output=True, text=True, timeout=60).stdout
+    return render_dir(os.path.join(ROOT, "k8s", "overlays", overlay))
+
+
+def render_dir(directory):
+    out = subprocess.run(["kubectl", "kustomize", directory], check=True,
+                         capture_output=True, text=True, timeout=60).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
@@ -63,6 +77,53 @@ def duration_seconds(text):
 def cpu_cores(quantity):
     q = str(quantity)
     return float(q[:-1]) / 1000 if q.endswith("m") else float(q)
+
+
+def quantity_bytes(quantity):
+    """A Kubernetes byte quantity (64Mi, 1Gi, 500M, 1000) -> bytes."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+             "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    m = re.fullmatch(r"([0-9]+)([A-Za-z]*)", str(quantity))
+    if not m or (m.group(2) and m.group(2) not in units):
+        raise ValueError(f"not a byte quantity: {quantity!r}")
+    return int(m.group(1)) * units.get(m.group(2), 1)
+
+
+class _ConninfoOption(ctypes.Structure):
+    _fields_ = [("keyword", ctypes.c_char_p), ("envvar", ctypes.c_char_p),
+                ("compiled", ctypes.c_char_p), ("val", ctypes.c_char_p),
+                ("label", ctypes.c_char_p), ("dispchar", ctypes.c_char_p),
+                ("dispsize", ctypes.c_int)]
+
+
+def libpq_conninfo(conninfo):
+    """libpq's own reading of a connection string (PQconninfoParse, which
+    connects to nothing and reads no environment): {keyword: value} of what
+    it sets, or ValueError with libpq's message. fetchd hands --job_store to
+    the same function."""
+    libpq = ctypes.CDLL("libpq.so.5")
+    libpq.PQconninfoParse.restype = ctypes.POINTER(_ConninfoOption)
+    libpq.PQconninfoParse.argtypes = [ctypes.c_char_p,
+                                      ctypes.POINTER(ctypes.c_void_p)]
+    libpq.PQconninfoFree.argtypes = [ctypes.POINTER(_ConninfoOption)]
+    libpq.PQfreemem.argtypes = [ctypes.c_void_p]
+    error = ctypes.c_void_p()
+    options = libpq.PQconninfoParse(conninfo.encode(), ctypes.byref(error))
+    if not options:
+        message = ctypes.string_at(error.value).decode() if error.value else "?"
+        if error.value:
+            libpq.PQfreemem(error)
+        raise ValueError(message.strip())
+    try:
+        parsed = {}
+        i = 0
+        while options[i].keyword is not None:
+            if options[i].val is not None:
+                parsed[options[i].keyword.decode()] = options[i].val.decode()
+            i += 1
+        return parsed
+    finally:
+        libpq.PQconninfoFree(options)
 
 
 def flags_of(flagfile_text):
@@ -124,6 +185,35 @@ def make_tls_files(directory, work):
             "-out", "tls.crt", cwd=work)
     for name in ("tls.crt", "tls.key", "ca.crt"):
         shutil.copy(os.path.join(work, name), os.path.join(directory, name))
+
+
+def check_data_dir_and_sqlite_store(test, pod, flags):
+    """The pod mounts a writable, size-limited, disk-backed emptyDir at
+    --data_dir's default; when `flags` keep jobs in SQLite, the file is
+    there, and --max_store_bytes stops Submit at half the emptyDir's size
+    (running jobs write on past it; past sizeLimit the pod is evicted)."""
+    container = pod["spec"]["containers"][0]
+    mounts = [m for m in container["volumeMounts"] if m["mountPath"] == DATA_DIR]
+    test.assertEqual(len(mounts), 1, DATA_DIR)
+    mount = mounts[0]
+    test.assertFalse(mount.get("readOnly", False), mount)
+    test.assertNotIn("subPath", mount)
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
+    test.assertIn("emptyDir", volume, volume)
+    # A tmpfs would count the store against the container's memory limit.
+    test.assertNotEqual(volume["emptyDir"].get("medium"), "Memory")
+    size_limit = quantity_bytes(volume["emptyDir"]["sizeLimit"])
+    store = flags.get("job_store", "")
+    if store.startswith(("postgres://", "postgresql://")) or store == "none":
+        return
+    # Unset: fetchd's default, sqlite:DATA_DIR/jobs.db.
+    path = store[len("sqlite:"):] if store else f"{flags.get('data_dir', DATA_DIR)}/jobs.db"
+    test.assertTrue(not store or store.startswith("sqlite:"), store)
+    test.assertEqual(os.path.dirname(path), DATA_DIR, store)
+    cap = int(flags.get("max_store_bytes", "0"))
+    test.assertGreater(cap, 0, "--max_store_bytes must stop Submit before the "
+                               "emptyDir's sizeLimit evicts the pod")
+    test.assertLessEqual(cap, size_limit // 2)
 
 
 PEM_BLOCK = re.compile(
@@ -295,6 +385,12 @@ class OverlayTest:
             # A rule without `to` would allow every destination.
             self.assertTrue(rule.get("to"), rule)
         dns = [r for r in egress if any("podSelector" in t for t in r["to"])]
+        # Only an overlay whose jobs live in PostgreSQL has a rule for it
+        # (ProdTest checks it).
+        db = [r for r in egress if all(sorted(t) == ["namespaceSelector"]
+                                       for t in r["to"])]
+        self.assertEqual(len(db), OVERLAYS[self.overlay]["store"] == "postgres")
+        self.assertEqual(len(egress), 2 + len(db))
         self.assertEqual(len(dns), 1)
         self.assertEqual(dns[0]["to"], [{
             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
@@ -307,12 +403,23 @@ class OverlayTest:
         self.assertLessEqual(set(PRIVATE_V4), set(blocks["0.0.0.0/0"]["except"]))
         self.assertLessEqual(set(PRIVATE_V6), set(blocks["::/0"]["except"]))
         for address in NEVER_REACHED:
-            for port in (53, 80, 443, 8080):
+            for port in NEVER_REACHED_PORTS:
                 self.assertFalse(egress_allows_ip(self.policy, address, port),
                                  f"{address}:{port}")
         for address in PUBLIC:
             self.assertTrue(egress_allows_ip(self.policy, address, 443), address)
             self.assertTrue(egress_allows_ip(self.policy, address, 80), address)
+
+    def test_data_dir_is_a_writable_empty_dir(self):
+        check_data_dir_and_sqlite_store(self, self.pod, self.flags)
+
+    def test_job_store(self):
+        store = self.flags.get("job_store", "")
+        if OVERLAYS[self.overlay]["store"] == "sqlite":
+            self.assertTrue(not store or store.startswith("sqlite:"), store)
+        else:
+            self.assertRegex(store, r"^postgres(ql)?://")
+        self.assertGreaterEqual(int(self.flags.get("max_jobs_running", "2")), 1)
 
     def test_transport_security_flags(self):
         tls = OVERLAYS[self.overlay]["tls"]
@@ -333,11 +440,18 @@ class OverlayTest:
             path = os.path.join(tmp, "fetchd.flags")
             with open(path, "w") as f:
                 f.write(text)
-            # Later flags win: loopback ports and no drain for the test.
+            db = os.path.join(tmp, "jobs.db")
+            # Later flags win: loopback ports, no drain, and jobs in a file
+            # here, so fetchd never looks up or connects to the prod
+            # overlay's database (nor writes the host's /var/lib/fetchd).
+            # No PG* variable of ours reaches libpq either.
+            env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
             proc = subprocess.Popen(
                 [FETCHD, f"--flagfile={path}", "--listen=127.0.0.1:0",
-                 "--metrics_listen=127.0.0.1:0", "--drain_delay=0"],
-                stderr=subprocess.PIPE, text=True)
+                 "--metrics_listen=127.0.0.1:0", "--drain_delay=0",
+                 f"--job_store=sqlite:{db}",
+                 f"--data_dir={os.path.join(tmp, 'data')}"],
+                stderr=subprocess.PIPE, text=True, env=env)
             try:
                 deadline = time.monotonic() + 30
                 seen = ""
@@ -357,9 +471,14 @@ class OverlayTest:
                 self.assertIn(f'"workers":{self.flags["workers"]}', seen)
                 if "token_key_file" in self.flags:
                     self.assertNotIn('"resume_token_key","source":"random"', seen)
+                port = int(re.search(r'"port":(\d+)', seen).group(1))
                 if probe:
-                    port = int(re.search(r'"port":(\d+)', seen).group(1))
                     self.run_probe(probe, tmp, port)
+                # The Jobs service serves from the test's store, the one
+                # the override named.
+                self.assertTrue(os.path.exists(db), seen)
+                self.assertFalse(os.path.exists(os.path.join(tmp, "data")))
+                self.run_probe(probe, tmp, port, service="fetchd.v1.Jobs")
             finally:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
@@ -381,23 +500,39 @@ class OverlayTest:
                     f.write(f"manifests-test {os.urandom(32).hex()}\n")
                 with open(os.path.join(directory, "token_key"), "w") as f:
                     f.write(os.urandom(48).hex() + "\n")
+            elif secret == "fetchd-db":
+                # Never read: the test's --job_store (a SQLite file) wins
+                # over the flag file's PostgreSQL URI that names ca.crt.
+                with open(os.path.join(directory, "ca.crt"), "w") as f:
+                    f.write("not a certificate: fetchd-db in the manifests test\n")
+                with open(os.path.join(directory, "password"), "w") as f:
+                    f.write(os.urandom(16).hex())
             else:
                 self.fail(f"unexpected Secret {secret}")
             text = text.replace(f"={mount}/", f"={directory}/")
         self.assertNotIn("=/etc/", text)
         return text
 
-    def run_probe(self, command, tmp, port):
+    def run_probe(self, command, tmp, port, service=None):
         """The pod's health probe, as the kubelet would run it, against the
-        fetchd started from the prod flags (TLS on)."""
+        fetchd started from the prod flags (TLS on); with `service`, the
+        same check of that service's health (command None: plaintext)."""
+        if command is None:
+            command = ["fetchctl", "--addr=127.0.0.1:50051", "--timeout=5s",
+                       "health"]
         argv = [FETCHCTL]
         for arg in command[1:]:
             for mount, (volume, _) in self.secret_mounts.items():
                 arg = arg.replace(f"={mount}/", f"={os.path.join(tmp, volume)}/")
             argv.append(arg.replace("127.0.0.1:50051", f"127.0.0.1:{port}"))
+        if service:
+            argv.append(f"--service={service}")
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         self.assertEqual(result.returncode, 0,
                          f"{argv}: {result.stdout}{result.stderr}")
+        if service:
+            self.assertRegex(result.stdout, r"\bSERVING\b")
+            self.assertNotIn("NOT_SERVING", result.stdout)
 
 class DevTest(OverlayTest, unittest.TestCase):
     overlay = "dev"
@@ -413,7 +548,7 @@ class ProdTest(OverlayTest, unittest.TestCase):
 
     def test_secrets_are_mounted_read_only_as_directories(self):
         self.assertEqual(sorted(s for _, s in self.secret_mounts.values()),
-                         ["fetchd-auth", "fetchd-tls"])
+                         ["fetchd-auth", "fetchd-db", "fetchd-tls"])
         for mount in self.container["volumeMounts"]:
             if mount["mountPath"] not in self.secret_mounts:
                 continue
@@ -443,6 +578,73 @@ class ProdTest(OverlayTest, unittest.TestCase):
         self.assertEqual(self.flags["token_key_file"], f"{auth}/token_key")
         self.assertEqual(self.flags["reflection"], "false")
 
+    def test_job_store_is_postgres_with_the_password_from_the_secret(self):
+        store = self.flags["job_store"]
+        url = urllib.parse.urlsplit(store)
+        self.assertIn(url.scheme, ("postgres", "postgresql"))
+        self.assertIsNone(url.password)
+        conninfo = libpq_conninfo(store)  # libpq accepts every part of it
+        for key in ("password", "passfile"):
+            self.assertNotIn(key, conninfo)
+        # Named: libpq's default user is the OS user's name, and uid 65532
+        # has no passwd entry.
+        self.assertTrue(conninfo.get("user"))
+        self.assertTrue(conninfo.get("host"))
+        self.assertTrue(conninfo.get("dbname"))
+        # The server's certificate is checked, against the mounted CA.
+        self.assertEqual(conninfo["sslmode"], "verify-full")
+        self.assertEqual(conninfo["sslrootcert"],
+                         f"{self.mount_of('fetchd-db')}/ca.crt")
+        self.assertGreater(int(conninfo["connect_timeout"]), 0)
+        # The password reaches libpq as PGPASSWORD from the Secret, and no
+        # libpq variable has a value written into the manifests.
+        env = {e["name"]: e for e in self.container.get("env", [])}
+        self.assertEqual(env["PGPASSWORD"]["valueFrom"],
+                         {"secretKeyRef": {"name": "fetchd-db", "key": "password"}})
+        for name, var in env.items():
+            if name.startswith("PG"):
+                self.assertNotIn("value", var, name)
+        for data in (self.configmap.get("data") or {}).values():
+            self.assertNotRegex(data, r"(?i)password\s*=")
+            self.assertNotRegex(data, r"://[^/@\s:]+:[^/@\s]*@")  # user:pw@
+
+    def test_the_libpq_check_catches_a_bad_uri(self):
+        self.assertEqual(libpq_conninfo(
+            "postgresql://u@h.ns.svc:5432/d?sslmode=verify-full")["sslmode"],
+            "verify-full")
+        with self.assertRaises(ValueError):
+            libpq_conninfo("postgresql://u@h/d?sslrootcrt=/etc/fetchd-db/ca.crt")
+
+    def test_network_policy_egress_admits_the_job_store(self):
+        conninfo = libpq_conninfo(self.flags["job_store"])
+        port = int(conninfo.get("port", "5432"))
+        # SERVICE.NAMESPACE.svc[.cluster.local]: the rule's namespace.
+        labels = conninfo["host"].split(".")
+        self.assertEqual(labels[2:3], ["svc"], conninfo["host"])
+        namespace = labels[1]
+        self.assertNotEqual(namespace, OVERLAYS["prod"]["namespace"])
+        rules = [r for r in self.policy["egress"]
+                 if all(sorted(t) == ["namespaceSelector"] for t in r["to"])]
+        self.assertEqual(len(rules), 1)
+        self.assertEqual(rules[0]["to"], [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": namespace}}}])
+        self.assertEqual(rules[0]["ports"], [{"port": port, "protocol": "TCP"}])
+        # The database port is open to that namespace only, not to the
+        # internet nor to private addresses.
+        for address in PUBLIC + NEVER_REACHED:
+            self.assertFalse(egress_allows_ip(self.policy, address, port), address)
+
+    def test_job_lease_and_jobs_running(self):
+        lease = duration_seconds(self.flags["job_lease"])
+        # Renewed every lease/3: long enough to ride out a database
+        # failover, short enough that a dead replica's jobs move on soon.
+        self.assertGreaterEqual(lease, 30)
+        self.assertLessEqual(lease, 300)
+        running = int(self.flags["max_jobs_running"])
+        cores = math.ceil(cpu_cores(self.container["resources"]["limits"]["cpu"]))
+        self.assertTrue(1 <= running <= 2 * cores, running)
+        self.assertGreater(int(self.flags["max_store_bytes"]), 0)
+
     def test_the_overlay_renders_no_secret(self):
         # Applying the overlay must never overwrite the operator's Secrets.
         self.assertNotIn("Secret", self.by_kind)
@@ -465,6 +667,23 @@ class ProdTest(OverlayTest, unittest.TestCase):
         self.assertEqual(secret["metadata"]["namespace"], OVERLAYS["prod"]["namespace"])
         self.assertEqual(secret["type"], "Opaque")
         self.assertEqual(sorted(secret["data"]), ["auth_tokens", "token_key"])
+
+    def test_secret_generator_makes_fetchd_db_from_operator_files(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = os.path.join(tmp, "fetchd-db")
+            shutil.copytree(DB_SECRETS, copy,
+                            ignore=shutil.ignore_patterns("password", "ca.crt"))
+            with open(os.path.join(copy, "password"), "w") as f:
+                f.write("not-a-real-password")
+            with open(os.path.join(copy, "ca.crt"), "w") as f:
+                f.write("not a certificate\n")
+            objects = render_dir(copy)
+        self.assertEqual([o["kind"] for o in objects], ["Secret"])
+        secret = objects[0]
+        self.assertEqual(secret["metadata"]["name"], "fetchd-db")  # no hash
+        self.assertEqual(secret["metadata"]["namespace"], OVERLAYS["prod"]["namespace"])
+        self.assertEqual(secret["type"], "Opaque")
+        self.assertEqual(sorted(secret["data"]), ["ca.crt", "password"])
 
     def test_cert_manager_certificate_makes_fetchd_tls(self):
         with open(os.path.join(SECRETS, "cert-manager.yaml")) as f:
@@ -490,7 +709,31 @@ class ProdTest(OverlayTest, unittest.TestCase):
     def test_operator_secret_files_are_ignored_by_git(self):
         with open(os.path.join(SECRETS, ".gitignore")) as f:
             ignored = set(f.read().split())
-        self.assertLessEqual({"auth_tokens", "token_key"}, ignored)
+        self.assertLessEqual({"auth_tokens", "token_key", "password", "*.crt"},
+                             ignored)
+        inside = subprocess.run(["git", "-C", ROOT, "rev-parse", "--git-dir"],
+                                capture_output=True, timeout=60)
+        if inside.returncode != 0:  # not a git checkout
+            return
+        for path in ("auth_tokens", "token_key", "fetchd-db/password",
+                     "fetchd-db/ca.crt"):
+            check = subprocess.run(
+                ["git", "-C", ROOT, "check-ignore", "-q",
+                 os.path.join(SECRETS, path)], timeout=60)
+            self.assertEqual(check.returncode, 0, path)
+
+
+class BaseTest(unittest.TestCase):
+    """k8s/base rendered alone: its own flag file keeps jobs on the pod's
+    emptyDir."""
+
+    def test_base_keeps_sqlite_jobs_on_the_data_empty_dir(self):
+        objects = render_dir(os.path.join(ROOT, "k8s", "base"))
+        pod = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]
+        configmap = next(o for o in objects if o["kind"] == "ConfigMap")
+        flags = flags_of(configmap["data"]["fetchd.flags"])
+        self.assertTrue(flags.get("job_store", "sqlite:").startswith("sqlite:"))
+        check_data_dir_and_sqlite_store(self, pod, flags)
 
 
 class KeyMaterialTest(unittest.TestCase):
@@ -515,7 +758,8 @@ class KeyMaterialTest(unittest.TestCase):
                                  capture_output=True, text=True, timeout=60)
         if tracked.returncode == 0:  # a git checkout
             names = {os.path.basename(p) for p in tracked.stdout.split()}
-            self.assertFalse(names & {"auth_tokens", "token_key"}, names)
+            self.assertFalse(names & {"auth_tokens", "token_key", "password"},
+                             names)
 
     def test_the_pem_check_finds_a_pem_block(self):
         sample = ("-----BEGIN PRIVATE KEY-----\n" + "A" * 64 + "\n"
