@@ -460,8 +460,8 @@ const memory::Budget& Server::memory_budget() const {
 absl::Status Server::Reload() {
   absl::Status tokens = state_->authenticator->Reload("SIGHUP");
   absl::Status limits = state_->admission->Reload("SIGHUP");
-  absl::Status secrets = state_->jobs != nullptr ? state_->jobs->Reload()
-                                                 : absl::OkStatus();
+  absl::Status secrets =
+      state_->jobs != nullptr ? state_->jobs->Reload() : absl::OkStatus();
   if (!tokens.ok()) return tokens;
   return limits.ok() ? secrets : limits;
 }

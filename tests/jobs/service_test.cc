@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <set>
 #include <string>
 #include <vector>
@@ -12,10 +13,12 @@
 #include "absl/time/clock.h"
 #include "fetchd/v1/jobs.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "server/jobs/webhook.h"
 #include "tests/support/certs.h"
 #include "tests/support/fetchd_process.h"
 #include "tests/support/origin.h"
 #include "tests/support/test_server.h"
+#include "tests/support/webhook_receiver.h"
 
 namespace fetchd::testing {
 namespace {
@@ -530,6 +533,81 @@ TEST_F(JobsTest, MetricsCountJobsAndResults) {
   EXPECT_EQ(*ScrapeSample(port, "fetchd_job_results_total"), 12);
   EXPECT_EQ(*ScrapeSample(port, "fetchd_jobs_running"), 0);
   EXPECT_EQ(*ScrapeSample(port, "fetchd_job_store_up"), 1);
+}
+
+// The webhook as a receiver sees it: signed (checked here the way a
+// receiver would), retried after a failure, its delivery shown in Get.
+TEST_F(JobsTest, WebhookIsSignedRetriedAndShownInGet) {
+  constexpr char kSecret[] = "whsec-0123456789abcdef";
+  std::atomic<int> bad_signatures{0};
+  WebhookReceiver receiver(
+      [&](const WebhookReceiver::Request& request, int index) {
+        auto signature = request.headers.find("x-fetchd-signature");
+        if (signature == request.headers.end() ||
+            !jobs::VerifyWebhookSignature(kSecret, signature->second,
+                                          request.body, absl::Now())
+                 .ok()) {
+          ++bad_signatures;
+        }
+        return index == 0 ? 500 : 204;  // the first attempt fails
+      });
+  ASSERT_TRUE(receiver.ok());
+  TestServer server(JobsConfig());
+  ASSERT_TRUE(server.ok());
+  auto stub = v1::Jobs::NewStub(server.NewChannel());
+  v1::SubmitRequest request = Batch(3);
+  request.mutable_webhook()->set_url(receiver.Url("/hooks/fetchd"));
+  request.mutable_webhook()->set_secret(kSecret);
+  const v1::Job job = Submit(*stub, request);
+  WatchAll(*stub, job.id());
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return Get(*stub, job.id()).webhook().state() ==
+               v1::WEBHOOK_DELIVERY_STATE_DELIVERED;
+      },
+      kEventTimeout, "the webhook delivered"));
+  const v1::Job done = Get(*stub, job.id());
+  EXPECT_EQ(done.webhook().attempts(), 2);
+  EXPECT_EQ(done.webhook().event(), "job.completed");
+  EXPECT_EQ(done.webhook().url(), receiver.Url("/hooks/fetchd"));
+  std::vector<WebhookReceiver::Request> got = receiver.requests();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(bad_signatures.load(), 0);
+  for (const auto& post : got) {
+    EXPECT_EQ(post.method, "POST");
+    EXPECT_EQ(post.path, "/hooks/fetchd");
+    EXPECT_EQ(post.headers.at("x-fetchd-event"), "job.completed");
+    EXPECT_THAT(post.body, HasSubstr(R"("type":"job.completed")"));
+    EXPECT_THAT(post.body, HasSubstr(job.id()));
+    EXPECT_THAT(post.body, ::testing::Not(HasSubstr(kSecret)));
+  }
+  // A replayed POST with its old signature is refused by a receiver that
+  // checks the timestamp.
+  EXPECT_FALSE(jobs::VerifyWebhookSignature(
+                   kSecret, got[0].headers.at("x-fetchd-signature"),
+                   got[0].body, absl::Now() + absl::Minutes(10))
+                   .ok());
+}
+
+TEST_F(JobsTest, BadWebhookIsRefusedAtSubmit) {
+  TestServer server(JobsConfig());
+  ASSERT_TRUE(server.ok());
+  auto stub = v1::Jobs::NewStub(server.NewChannel());
+  v1::SubmitRequest request = Batch(1);
+  request.mutable_webhook()->set_url("http://127.0.0.1:1/hook");
+  request.mutable_webhook()->set_secret("short");
+  v1::SubmitResponse response;
+  grpc::Status status = stub->Submit(Context().get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("webhook.secret"));
+  request.mutable_webhook()->set_secret_id("crm");
+  status = stub->Submit(Context().get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  request.mutable_webhook()->set_url("ftp://127.0.0.1/hook");
+  request.mutable_webhook()->set_secret("0123456789abcdef0123");
+  status = stub->Submit(Context().get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("webhook.url"));
 }
 
 }  // namespace
