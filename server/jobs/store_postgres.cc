@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -35,11 +36,11 @@
 namespace fetchd::jobs {
 namespace {
 
-#define PG_RETURN_IF_ERROR(expr)             \
-  do {                                       \
+#define PG_RETURN_IF_ERROR(expr)              \
+  do {                                        \
     if (absl::Status s_ = (expr); !s_.ok()) { \
-      return s_;                             \
-    }                                        \
+      return s_;                              \
+    }                                         \
   } while (0)
 
 #define PG_CONCAT_INNER(a, b) a##b
@@ -151,11 +152,18 @@ struct ResultDeleter {
 };
 using Result = std::unique_ptr<PGresult, ResultDeleter>;
 
+// One pooled connection and the statements prepared on it (a statement is
+// parsed and planned once per connection, not per call).
+struct Session {
+  Conn conn;  // nullptr: not connected yet
+  absl::flat_hash_map<std::string, std::string> prepared;  // sql -> name
+  PGconn* get() const { return conn.get(); }
+};
+
 // Type OIDs (pg_type.h is a server header).
 constexpr Oid kBoolOid = 16, kByteaOid = 17, kInt8Oid = 20, kInt2Oid = 21,
               kInt4Oid = 23, kTextOid = 25, kBoolArrayOid = 1000,
-              kByteaArrayOid = 1001, kTextArrayOid = 1009,
-              kInt8ArrayOid = 1016;
+              kByteaArrayOid = 1001, kTextArrayOid = 1009, kInt8ArrayOid = 1016;
 
 void PutBig32(std::string* out, uint32_t v) {
   v = htonl(v);
@@ -208,11 +216,11 @@ class Params {
   }
   Params& TextArray(const std::vector<std::string>& items) {
     return Add(kTextArrayOid,
-               BinaryArray(kTextOid, items, [](const std::string& s,
-                                               std::string* out) {
-                 PutBig32(out, s.size());
-                 out->append(s);
-               }));
+               BinaryArray(kTextOid, items,
+                           [](const std::string& s, std::string* out) {
+                             PutBig32(out, s.size());
+                             out->append(s);
+                           }));
   }
   Params& Raw(Oid type, std::string value) {
     return Add(type, std::move(value));
@@ -322,15 +330,28 @@ absl::Status StatementError(PGconn* conn, const PGresult* result,
   return absl::InternalError(text);
 }
 
-// Runs one statement (binary in, binary out).
-absl::StatusOr<Result> Exec(PGconn* conn, absl::string_view what,
-                            const char* sql, const Params& params = Params()) {
+// Runs one statement (binary in, binary out), prepared on first use.
+absl::StatusOr<Result> Exec(Session* session, absl::string_view what,
+                            const std::string& sql,
+                            const Params& params = Params()) {
+  PGconn* conn = session->get();
+  auto it = session->prepared.find(sql);
+  if (it == session->prepared.end()) {
+    const std::string name = absl::StrCat("fetchd_", session->prepared.size());
+    Result prepared(PQprepare(conn, name.c_str(), sql.c_str(), params.size(),
+                              params.types()));
+    if (prepared == nullptr ||
+        PQresultStatus(prepared.get()) != PGRES_COMMAND_OK) {
+      return StatementError(conn, prepared.get(), what);
+    }
+    it = session->prepared.emplace(sql, name).first;
+  }
   std::vector<const char*> values;
   std::vector<int> lengths, formats;
   params.Views(&values, &lengths, &formats);
-  Result result(PQexecParams(conn, sql, params.size(), params.types(),
-                             values.data(), lengths.data(), formats.data(),
-                             /*resultFormat=*/1));
+  Result result(PQexecPrepared(conn, it->second.c_str(), params.size(),
+                               values.data(), lengths.data(), formats.data(),
+                               /*resultFormat=*/1));
   const ExecStatusType status =
       result ? PQresultStatus(result.get()) : PGRES_FATAL_ERROR;
   if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
@@ -340,8 +361,7 @@ absl::StatusOr<Result> Exec(PGconn* conn, absl::string_view what,
 }
 
 // Plain SQL with no parameters (BEGIN, COMMIT, the migrations).
-absl::Status ExecSimple(PGconn* conn, absl::string_view what,
-                        const char* sql) {
+absl::Status ExecRaw(PGconn* conn, absl::string_view what, const char* sql) {
   Result result(PQexec(conn, sql));
   const ExecStatusType status =
       result ? PQresultStatus(result.get()) : PGRES_FATAL_ERROR;
@@ -349,6 +369,10 @@ absl::Status ExecSimple(PGconn* conn, absl::string_view what,
     return StatementError(conn, result.get(), what);
   }
   return absl::OkStatus();
+}
+absl::Status ExecSimple(Session* session, absl::string_view what,
+                        const std::string& sql) {
+  return ExecRaw(session->get(), what, sql.c_str());
 }
 
 // --- the connection pool ---------------------------------------------------
@@ -359,19 +383,20 @@ class Pool {
   // (rolled back first if a transaction was left open by an error).
   class Lease {
    public:
-    Lease(Pool* pool, Conn conn) : pool_(pool), conn_(std::move(conn)) {}
+    Lease(Pool* pool, std::unique_ptr<Session> session)
+        : pool_(pool), session_(std::move(session)) {}
     Lease(Lease&& other) noexcept
         : pool_(std::exchange(other.pool_, nullptr)),
-          conn_(std::move(other.conn_)) {}
+          session_(std::move(other.session_)) {}
     Lease& operator=(Lease&&) = delete;
     ~Lease() {
-      if (pool_ != nullptr) pool_->Return(std::move(conn_));
+      if (pool_ != nullptr) pool_->Return(std::move(session_));
     }
-    PGconn* get() const { return conn_.get(); }
+    Session* get() const { return session_.get(); }
 
    private:
     Pool* pool_;
-    Conn conn_;
+    std::unique_ptr<Session> session_;
   };
 
   Pool(std::vector<std::string> keywords, std::vector<std::string> values,
@@ -381,27 +406,28 @@ class Pool {
         wait_(wait),
         lock_timeout_(lock_timeout) {
     absl::MutexLock lock(&mu_);
-    for (int i = 0; i < size; ++i) idle_.emplace_back();  // connect lazily
+    for (int i = 0; i < size; ++i) {
+      idle_.push_back(std::make_unique<Session>());  // connects on first use
+    }
   }
 
   // A connection that answers: a dead one (the server restarted or went
   // away) is reset first. UNAVAILABLE when the server cannot be reached
   // (bounded by connect_timeout) or no connection frees up in time.
   absl::StatusOr<Lease> Acquire() ABSL_LOCKS_EXCLUDED(mu_) {
-    Conn conn;
+    std::unique_ptr<Session> session;
     {
       absl::MutexLock lock(&mu_);
-      if (!mu_.AwaitWithTimeout(absl::Condition(this, &Pool::HasIdle),
-                                wait_)) {
+      if (!mu_.AwaitWithTimeout(absl::Condition(this, &Pool::HasIdle), wait_)) {
         return absl::UnavailableError(absl::StrCat(
             "postgres job store: no free connection in ",
             absl::FormatDuration(wait_), " (", "pool_size connections busy)"));
       }
-      conn = std::move(idle_.back());
+      session = std::move(idle_.back());
       idle_.pop_back();
     }
-    absl::Status ready = Ready(conn);
-    Lease lease(this, std::move(conn));  // back to the pool, even if dead
+    absl::Status ready = Ready(*session);
+    Lease lease(this, std::move(session));  // back to the pool, even if dead
     if (!ready.ok()) return ready;
     return lease;
   }
@@ -411,17 +437,19 @@ class Pool {
     return !idle_.empty();
   }
 
-  void Return(Conn conn) ABSL_LOCKS_EXCLUDED(mu_) {
-    if (conn != nullptr && PQstatus(conn.get()) == CONNECTION_OK &&
-        PQtransactionStatus(conn.get()) != PQTRANS_IDLE) {
+  void Return(std::unique_ptr<Session> session) ABSL_LOCKS_EXCLUDED(mu_) {
+    PGconn* conn = session->get();
+    if (conn != nullptr && PQstatus(conn) == CONNECTION_OK &&
+        PQtransactionStatus(conn) != PQTRANS_IDLE) {
       // An error path left a transaction open: nothing of it may commit.
-      Result rollback(PQexec(conn.get(), "ROLLBACK"));
+      Result rollback(PQexec(conn, "ROLLBACK"));
     }
     absl::MutexLock lock(&mu_);
-    idle_.push_back(std::move(conn));
+    idle_.push_back(std::move(session));
   }
 
-  absl::Status Ready(Conn& conn) {
+  absl::Status Ready(Session& session) {
+    Conn& conn = session.conn;
     if (conn == nullptr) {
       std::vector<const char*> keys, values;
       for (size_t i = 0; i < keywords_.size(); ++i) {
@@ -438,6 +466,11 @@ class Pool {
         conn.reset();
         return error;
       }
+      // Notices (and the goodbye of a server shutting down) are not ours
+      // to print on stderr; errors reach callers as statuses.
+      PQsetNoticeProcessor(
+          conn.get(), [](void*, const char*) {}, nullptr);
+      session.prepared.clear();
       return Setup(conn.get());
     }
     if (PQstatus(conn.get()) == CONNECTION_OK) {
@@ -450,7 +483,8 @@ class Pool {
       }
     }
     if (PQstatus(conn.get()) != CONNECTION_OK) {
-      PQreset(conn.get());  // bounded by connect_timeout
+      PQreset(conn.get());       // bounded by connect_timeout
+      session.prepared.clear();  // they died with the old connection
       if (PQstatus(conn.get()) != CONNECTION_OK) {
         return absl::UnavailableError(
             absl::StrCat("postgres job store: cannot reconnect: ",
@@ -464,11 +498,10 @@ class Pool {
   // Session settings, again after every (re)connect.
   absl::Status Setup(PGconn* conn) {
     // StoreOptions.busy_timeout: how long a statement waits for a row lock.
-    const std::string sql =
-        absl::StrCat("SET lock_timeout = ",
-                     std::max<int64_t>(1, absl::ToInt64Milliseconds(
-                                              lock_timeout_)));
-    return ExecSimple(conn, "session setup", sql.c_str());
+    const std::string sql = absl::StrCat(
+        "SET lock_timeout = ",
+        std::max<int64_t>(1, absl::ToInt64Milliseconds(lock_timeout_)));
+    return ExecRaw(conn, "session setup", sql.c_str());
   }
 
   const std::vector<std::string> keywords_;
@@ -477,7 +510,7 @@ class Pool {
   const absl::Duration lock_timeout_;
   absl::Mutex mu_;
   // Idle connections; nullptr: a slot not connected yet.
-  std::vector<Conn> idle_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Session>> idle_ ABSL_GUARDED_BY(mu_);
 };
 
 // --- rows ------------------------------------------------------------------
@@ -563,7 +596,7 @@ absl::Status LeaseLost(absl::string_view id, absl::string_view replica) {
 }
 
 // Inserts `delivery` for `job_id` (inside the caller's transaction).
-absl::Status InsertDelivery(PGconn* conn, absl::string_view job_id,
+absl::Status InsertDelivery(Session* conn, absl::string_view job_id,
                             const Delivery& delivery) {
   Params p;
   p.Text(job_id)
@@ -591,17 +624,17 @@ class PostgresStore final : public JobStore {
 
   absl::Status Migrate() {
     PG_ASSIGN_OR_RETURN(Pool::Lease lease, pool_->Acquire());
-    PGconn* conn = lease.get();
+    Session* conn = lease.get();
     for (int step = 0;; ++step) {
       PG_RETURN_IF_ERROR(ExecSimple(conn, "migrate", "BEGIN"));
       // Replicas starting at once take turns; the loser sees the
       // winner's version and skips.
       PG_RETURN_IF_ERROR(ExecSimple(conn, "migration lock", kMigrationLock));
-      PG_RETURN_IF_ERROR(ExecSimple(
-          conn, "create schema_migrations",
-          "CREATE TABLE IF NOT EXISTS schema_migrations ("
-          " version integer PRIMARY KEY, description text NOT NULL,"
-          " applied_at timestamptz NOT NULL DEFAULT now())"));
+      PG_RETURN_IF_ERROR(
+          ExecSimple(conn, "create schema_migrations",
+                     "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                     " version integer PRIMARY KEY, description text NOT NULL,"
+                     " applied_at timestamptz NOT NULL DEFAULT now())"));
       PG_ASSIGN_OR_RETURN(
           Result current,
           Exec(conn, "read schema version",
@@ -634,17 +667,16 @@ class PostgresStore final : public JobStore {
   absl::StatusOr<Created> Create(const NewJob& job,
                                  const CreateLimits& limits) override {
     PG_ASSIGN_OR_RETURN(Pool::Lease lease, pool_->Acquire());
-    PGconn* conn = lease.get();
+    Session* conn = lease.get();
     PG_RETURN_IF_ERROR(ExecSimple(conn, "create", "BEGIN"));
     // One identity's Creates take turns (on every replica): the queued
     // count and the key lookup below are then exact.
     {
       Params p;
       p.Text(job.identity);
-      PG_RETURN_IF_ERROR(
-          Exec(conn, "create: identity lock",
-               "SELECT pg_advisory_xact_lock(hashtext($1))", p)
-              .status());
+      PG_RETURN_IF_ERROR(Exec(conn, "create: identity lock",
+                              "SELECT pg_advisory_xact_lock(hashtext($1))", p)
+                             .status());
     }
     if (!job.idempotency_key.empty()) {
       PG_ASSIGN_OR_RETURN(std::optional<Created> existing,
@@ -657,12 +689,11 @@ class PostgresStore final : public JobStore {
     if (limits.max_jobs_queued > 0) {
       Params p;
       p.Text(job.identity);
-      PG_ASSIGN_OR_RETURN(
-          Result count,
-          Exec(conn, "create: count queued",
-               "SELECT count(*) FROM jobs WHERE identity = $1"
-               " AND state IN (1, 2)",
-               p));
+      PG_ASSIGN_OR_RETURN(Result count,
+                          Exec(conn, "create: count queued",
+                               "SELECT count(*) FROM jobs WHERE identity = $1"
+                               " AND state IN (1, 2)",
+                               p));
       const int64_t queued = GetInt(count.get(), 0, 0);
       if (queued >= limits.max_jobs_queued) {
         return absl::ResourceExhaustedError(absl::StrCat(
@@ -675,8 +706,8 @@ class PostgresStore final : public JobStore {
       PG_ASSIGN_OR_RETURN(int64_t bytes, StoreBytesOn(conn));
       if (bytes >= limits.max_store_bytes) {
         return absl::ResourceExhaustedError(absl::StrCat(
-            "the job store holds ", bytes, " bytes, past --max_store_bytes=",
-            limits.max_store_bytes));
+            "the job store holds ", bytes,
+            " bytes, past --max_store_bytes=", limits.max_store_bytes));
       }
     }
     Params p;
@@ -766,9 +797,9 @@ class PostgresStore final : public JobStore {
     page_size = std::max(1, page_size);
     Params p;
     p.Time(now).Text(identity).Int(page_size + 1);
-    std::string sql = absl::StrCat("SELECT ", kJobColumns, " FROM jobs j",
-                                   kLatestDelivery, " WHERE j.identity = $2 AND",
-                                   PG_NOT_EXPIRED("$1"));
+    std::string sql =
+        absl::StrCat("SELECT ", kJobColumns, " FROM jobs j", kLatestDelivery,
+                     " WHERE j.identity = $2 AND", PG_NOT_EXPIRED("$1"));
     if (state.has_value()) {
       p.Int(static_cast<int>(*state));
       absl::StrAppend(&sql, " AND j.state = $", p.size());
@@ -780,8 +811,7 @@ class PostgresStore final : public JobStore {
     }
     absl::StrAppend(&sql, " ORDER BY j.created_at DESC, j.id DESC LIMIT $3");
     PG_ASSIGN_OR_RETURN(Pool::Lease lease, pool_->Acquire());
-    PG_ASSIGN_OR_RETURN(Result rows,
-                        Exec(lease.get(), "list jobs", sql.c_str(), p));
+    PG_ASSIGN_OR_RETURN(Result rows, Exec(lease.get(), "list jobs", sql, p));
     JobPage page;
     const int n = PQntuples(rows.get());
     for (int i = 0; i < std::min(n, page_size); ++i) {
@@ -809,8 +839,7 @@ class PostgresStore final : public JobStore {
                  " expires_at = $1 + ttl_us, owner = '', lease_until = NULL,"
                  " seq = seq + 1 WHERE id = $2 AND identity = $3"
                  " AND state IN (1, 2) RETURNING *), e AS (",
-                 kInsertEvent, ") SELECT count(*) FROM u")
-                 .c_str(),
+                 kInsertEvent, ") SELECT count(*) FROM u"),
              p)
             .status());
     return GetOn(lease.get(), identity, id, now);
@@ -819,15 +848,15 @@ class PostgresStore final : public JobStore {
   absl::Status Delete(absl::string_view identity, absl::string_view id,
                       absl::Time now) override {
     PG_ASSIGN_OR_RETURN(Pool::Lease lease, pool_->Acquire());
-    PGconn* conn = lease.get();
+    Session* conn = lease.get();
     PG_RETURN_IF_ERROR(ExecSimple(conn, "delete", "BEGIN"));
     Params p;
     p.Time(now).Text(id).Text(identity);
     PG_ASSIGN_OR_RETURN(
         Result deleted,
         Exec(conn, "delete job",
-             "DELETE FROM jobs j WHERE j.id = $2 AND j.identity = $3 AND"
-             PG_NOT_EXPIRED("$1") " RETURNING j.id",
+             "DELETE FROM jobs j WHERE j.id = $2 AND j.identity = $3 "
+             "AND" PG_NOT_EXPIRED("$1") " RETURNING j.id",
              p));
     if (PQntuples(deleted.get()) == 0) return NotFound(id);
     // Separate statements: each sees rows committed by writers that held
@@ -843,7 +872,7 @@ class PostgresStore final : public JobStore {
     PG_ASSIGN_OR_RETURN(Pool::Lease conn, pool_->Acquire());
     Params p;
     p.Time(now).Int(max_jobs).Text(replica).Int(Micros(now) +
-                                                 DurationMicros(lease));
+                                                DurationMicros(lease));
     PG_ASSIGN_OR_RETURN(
         Result rows,
         Exec(conn.get(), "claim",
@@ -856,8 +885,7 @@ class PostgresStore final : public JobStore {
                  " started_at = COALESCE(j.started_at, $1), seq = j.seq + 1"
                  " FROM c WHERE j.id = c.id RETURNING j.*), e AS (",
                  kInsertEvent, ") SELECT ", kJobColumns, " FROM u j",
-                 kLatestDelivery, " ORDER BY j.created_at, j.id")
-                 .c_str(),
+                 kLatestDelivery, " ORDER BY j.created_at, j.id"),
              p));
     std::vector<Job> jobs;
     for (int i = 0; i < PQntuples(rows.get()); ++i) {
@@ -874,11 +902,10 @@ class PostgresStore final : public JobStore {
     Params p;
     p.Int(Micros(now) + DurationMicros(lease)).TextArray(ids).Text(replica);
     PG_ASSIGN_OR_RETURN(
-        Result rows,
-        Exec(conn.get(), "renew leases",
-             "UPDATE jobs SET lease_until = $1 WHERE id = ANY($2)"
-             " AND owner = $3 AND state = 2 RETURNING id",
-             p));
+        Result rows, Exec(conn.get(), "renew leases",
+                          "UPDATE jobs SET lease_until = $1 WHERE id = ANY($2)"
+                          " AND owner = $3 AND state = 2 RETURNING id",
+                          p));
     absl::flat_hash_set<std::string> held;
     for (int i = 0; i < PQntuples(rows.get()); ++i) {
       held.insert(GetString(rows.get(), i, 0));
@@ -902,15 +929,14 @@ class PostgresStore final : public JobStore {
                              " lease_until = NULL, seq = seq + 1"
                              " WHERE id = ANY($2) AND owner = $3 AND state = 2"
                              " RETURNING *), e AS (",
-                             kInsertEvent, ") SELECT count(*) FROM u")
-                    .c_str(),
+                             kInsertEvent, ") SELECT count(*) FROM u"),
                 p)
         .status();
   }
 
   absl::Status CommitResults(const Commit& commit) override {
     PG_ASSIGN_OR_RETURN(Pool::Lease lease, pool_->Acquire());
-    PGconn* conn = lease.get();
+    Session* conn = lease.get();
     PG_RETURN_IF_ERROR(ExecSimple(conn, "commit results", "BEGIN"));
     {
       Params p;
@@ -940,12 +966,11 @@ class PostgresStore final : public JobStore {
                              PutBig32(out, 1);
                              out->push_back(r.failed ? 1 : 0);
                            });
-      body_bytes = BinaryArray(kInt8Oid, commit.rows,
-                               [](const ResultRow& r, std::string* out) {
-                                 PutBig32(out, 8);
-                                 PutBig64(out,
-                                          static_cast<uint64_t>(r.body_bytes));
-                               });
+      body_bytes = BinaryArray(
+          kInt8Oid, commit.rows, [](const ResultRow& r, std::string* out) {
+            PutBig32(out, 8);
+            PutBig64(out, static_cast<uint64_t>(r.body_bytes));
+          });
       data = BinaryArray(kByteaOid, commit.rows,
                          [](const ResultRow& r, std::string* out) {
                            PutBig32(out, r.data.size());
@@ -980,8 +1005,7 @@ class PostgresStore final : public JobStore {
                  " total = COALESCE($7, j.total), checkpoint = CASE WHEN $8"
                  " THEN $9 ELSE j.checkpoint END, seq = j.seq + 1 FROM s"
                  " WHERE j.id = $2 RETURNING j.*) ",
-                 kInsertEvent)
-                 .c_str(),
+                 kInsertEvent),
              p)
             .status());
     if (commit.delivery.has_value()) {
@@ -1012,12 +1036,11 @@ class PostgresStore final : public JobStore {
                       std::optional<Delivery> delivery,
                       absl::Time now) override {
     if (!IsTerminal(state)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("Finish: state ", static_cast<int>(state),
-                       " is not terminal"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Finish: state ", static_cast<int>(state), " is not terminal"));
     }
     PG_ASSIGN_OR_RETURN(Pool::Lease lease, pool_->Acquire());
-    PGconn* conn = lease.get();
+    Session* conn = lease.get();
     PG_RETURN_IF_ERROR(ExecSimple(conn, "finish", "BEGIN"));
     Params p;
     p.Time(now)
@@ -1035,8 +1058,7 @@ class PostgresStore final : public JobStore {
                  " expires_at = $1 + ttl_us, owner = '', lease_until = NULL,"
                  " seq = seq + 1 WHERE id = $2 AND owner = $3 AND state = 2"
                  " RETURNING *), e AS (",
-                 kInsertEvent, ") SELECT count(*) FROM u")
-                 .c_str(),
+                 kInsertEvent, ") SELECT count(*) FROM u"),
              p));
     if (GetInt(finished.get(), 0, 0) == 0) return LeaseLost(job_id, replica);
     if (delivery.has_value()) {
@@ -1115,8 +1137,7 @@ class PostgresStore final : public JobStore {
     if (max <= 0) return std::vector<Delivery>();
     PG_ASSIGN_OR_RETURN(Pool::Lease conn, pool_->Acquire());
     Params p;
-    p.Time(now).Int(max).Text(replica).Int(Micros(now) +
-                                            DurationMicros(lease));
+    p.Time(now).Int(max).Text(replica).Int(Micros(now) + DurationMicros(lease));
     PG_ASSIGN_OR_RETURN(
         Result rows,
         Exec(conn.get(), "claim deliveries",
@@ -1176,7 +1197,7 @@ class PostgresStore final : public JobStore {
   absl::StatusOr<int> Sweep(absl::Time now, int max_jobs) override {
     if (max_jobs <= 0) return 0;
     PG_ASSIGN_OR_RETURN(Pool::Lease lease, pool_->Acquire());
-    PGconn* conn = lease.get();
+    Session* conn = lease.get();
     PG_RETURN_IF_ERROR(ExecSimple(conn, "sweep", "BEGIN"));
     Params p;
     p.Time(now).Int(max_jobs);
@@ -1212,7 +1233,7 @@ class PostgresStore final : public JobStore {
   }
 
  private:
-  absl::StatusOr<Job> GetOn(PGconn* conn, absl::string_view identity,
+  absl::StatusOr<Job> GetOn(Session* conn, absl::string_view identity,
                             absl::string_view id, absl::Time now) {
     Params p;
     p.Time(now).Text(id).Text(identity);
@@ -1222,23 +1243,21 @@ class PostgresStore final : public JobStore {
              absl::StrCat("SELECT ", kJobColumns, " FROM jobs j",
                           kLatestDelivery,
                           " WHERE j.id = $2 AND j.identity = $3 AND",
-                          PG_NOT_EXPIRED("$1"))
-                 .c_str(),
+                          PG_NOT_EXPIRED("$1")),
              p));
     if (PQntuples(rows.get()) == 0) return NotFound(id);
     return ReadJob(rows.get(), 0);
   }
 
-  absl::Status CheckVisible(PGconn* conn, absl::string_view identity,
+  absl::Status CheckVisible(Session* conn, absl::string_view identity,
                             absl::string_view id, absl::Time now) {
     Params p;
     p.Time(now).Text(id).Text(identity);
-    PG_ASSIGN_OR_RETURN(
-        Result rows,
-        Exec(conn, "find job",
-             "SELECT 1 FROM jobs j WHERE j.id = $2 AND j.identity = $3 AND"
-             PG_NOT_EXPIRED("$1"),
-             p));
+    PG_ASSIGN_OR_RETURN(Result rows,
+                        Exec(conn, "find job",
+                             "SELECT 1 FROM jobs j WHERE j.id = $2 AND "
+                             "j.identity = $3 AND" PG_NOT_EXPIRED("$1"),
+                             p));
     if (PQntuples(rows.get()) == 0) return NotFound(id);
     return absl::OkStatus();
   }
@@ -1246,20 +1265,19 @@ class PostgresStore final : public JobStore {
   // The existing job of (identity, idempotency_key), if any, as Create
   // returns it. A terminal job past expires_at no longer holds its key
   // (Get says NOT_FOUND): with drop_expired it is deleted here.
-  absl::StatusOr<std::optional<Created>> ExistingForKey(PGconn* conn,
+  absl::StatusOr<std::optional<Created>> ExistingForKey(Session* conn,
                                                         const NewJob& job,
                                                         bool drop_expired) {
     Params p;
     p.Time(job.now).Text(job.identity).Text(job.idempotency_key);
     PG_ASSIGN_OR_RETURN(
         Result rows,
-        Exec(conn, "create: find key",
-             absl::StrCat("SELECT ", kJobColumns, ", NOT (",
-                          PG_NOT_EXPIRED("$1"), ") FROM jobs j",
-                          kLatestDelivery,
-                          " WHERE j.identity = $2 AND j.idempotency_key = $3")
-                 .c_str(),
-             p));
+        Exec(
+            conn, "create: find key",
+            absl::StrCat("SELECT ", kJobColumns, ", NOT (",
+                         PG_NOT_EXPIRED("$1"), ") FROM jobs j", kLatestDelivery,
+                         " WHERE j.identity = $2 AND j.idempotency_key = $3"),
+            p));
     if (PQntuples(rows.get()) == 0) return std::nullopt;
     Job existing = ReadJob(rows.get(), 0);
     const bool expired = GetBool(rows.get(), 0, PQnfields(rows.get()) - 1);
@@ -1286,7 +1304,7 @@ class PostgresStore final : public JobStore {
 
   // Results, events and deliveries of deleted jobs (in the caller's
   // transaction).
-  absl::Status DeleteChildren(PGconn* conn,
+  absl::Status DeleteChildren(Session* conn,
                               const std::vector<std::string>& ids) {
     for (const char* sql : {"DELETE FROM results WHERE job_id = ANY($1)",
                             "DELETE FROM events WHERE job_id = ANY($1)",
@@ -1298,7 +1316,7 @@ class PostgresStore final : public JobStore {
     return absl::OkStatus();
   }
 
-  absl::StatusOr<int64_t> StoreBytesOn(PGconn* conn) {
+  absl::StatusOr<int64_t> StoreBytesOn(Session* conn) {
     PG_ASSIGN_OR_RETURN(
         Result size,
         Exec(conn, "store size",
@@ -1323,9 +1341,8 @@ absl::StatusOr<std::unique_ptr<JobStore>> OpenPostgresStore(
     std::string message = parse_error ? parse_error : "out of memory";
     if (parse_error) PQfreemem(parse_error);
     while (!message.empty() && message.back() == '\n') message.pop_back();
-    return absl::InvalidArgumentError(
-        absl::StrCat("--job_store: not a PostgreSQL connection URI: ",
-                     message));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--job_store: not a PostgreSQL connection URI: ", message));
   }
   std::vector<std::string> keywords, values;
   for (PQconninfoOption* o = parsed; o->keyword != nullptr; ++o) {
@@ -1356,9 +1373,8 @@ absl::StatusOr<std::unique_ptr<JobStore>> OpenPostgresStore(
   auto store = std::make_unique<PostgresStore>(std::move(pool));
   if (absl::Status migrated = store->Migrate(); !migrated.ok()) {
     if (absl::IsUnavailable(migrated)) {
-      return absl::UnavailableError(
-          absl::StrCat("--job_store: PostgreSQL cannot be reached: ",
-                       migrated.message()));
+      return absl::UnavailableError(absl::StrCat(
+          "--job_store: PostgreSQL cannot be reached: ", migrated.message()));
     }
     return migrated;
   }

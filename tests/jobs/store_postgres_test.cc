@@ -1,5 +1,5 @@
 // The PostgreSQL JobStore on a real, private PostgreSQL 15 (one server per
-// test binary, a fresh database per test): the conformance suite, and what
+// test binary, a fresh schema per test): the conformance suite, and what
 // only PostgreSQL has (replicas sharing the store, migrations racing, the
 // server going away and coming back, the commit rate).
 #include <libpq-fe.h>
@@ -47,12 +47,12 @@ class ServerEnvironment : public ::testing::Environment {
     if (!status_.ok()) return status_;
     return server_;
   }
-  // A new, empty database on the shared server.
-  static absl::StatusOr<std::string> NewDatabase() {
+  // A new, empty schema on the shared server (its conninfo).
+  static absl::StatusOr<std::string> NewSchema() {
     absl::StatusOr<PostgresServer*> server = Get();
     if (!server.ok()) return server.status();
     static std::atomic<int> n{0};
-    return (*server)->CreateDatabase(absl::StrCat("t_", ++n));
+    return (*server)->CreateSchema(absl::StrCat("t_", ++n));
   }
   void TearDown() override {
     absl::MutexLock lock(&mu_);
@@ -77,7 +77,7 @@ absl::Status ServerEnvironment::status_;
 std::vector<StoreFactory> PostgresFactories() {
   if (!::fetchd::testing::PostgresMissingReason().empty()) return {};
   return {StoreFactory([]() -> absl::StatusOr<std::unique_ptr<JobStore>> {
-    absl::StatusOr<std::string> conninfo = ServerEnvironment::NewDatabase();
+    absl::StatusOr<std::string> conninfo = ServerEnvironment::NewSchema();
     if (!conninfo.ok()) return conninfo.status();
     return OpenPostgresStore(*conninfo, StoreOptions{});
   })};
@@ -118,7 +118,7 @@ class PostgresStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
     FETCHD_REQUIRE_POSTGRES();
-    absl::StatusOr<std::string> conninfo = ServerEnvironment::NewDatabase();
+    absl::StatusOr<std::string> conninfo = ServerEnvironment::NewSchema();
     ASSERT_TRUE(conninfo.ok()) << conninfo.status();
     conninfo_ = *conninfo;
   }
@@ -154,8 +154,7 @@ TEST(PostgresStoreEnvironment, ServerAvailable) {
   absl::StatusOr<PostgresServer*> server = ServerEnvironment::Get();
   ASSERT_TRUE(server.ok()) << server.status();
   EXPECT_EQ(Query((*server)->conninfo(), "SELECT 1"), "1");
-  EXPECT_EQ(Query((*server)->conninfo(), "SHOW listen_addresses"),
-            "127.0.0.1");
+  EXPECT_EQ(Query((*server)->conninfo(), "SHOW listen_addresses"), "127.0.0.1");
 }
 
 TEST_F(PostgresStoreTest, MigrationsAppliedOnceAcrossOpens) {
@@ -246,7 +245,8 @@ TEST_F(PostgresStoreTest, BytesRoundTripBinarySafe) {
   for (int i = 0; i < 3; ++i) {
     EXPECT_EQ((*rows)[i].index, i);
     EXPECT_EQ((*rows)[i].failed, i == 1);
-    EXPECT_EQ((*rows)[i].data, std::string("\0\x80\xff", 3) + std::to_string(i));
+    EXPECT_EQ((*rows)[i].data,
+              std::string("\0\x80\xff", 3) + std::to_string(i));
   }
   got = store->Get("alice", job.id, t0_);
   ASSERT_TRUE(got.ok());
@@ -301,7 +301,7 @@ TEST_F(PostgresStoreTest, TwoReplicasClaimingFromFourThreadsGetDisjointJobs) {
   EXPECT_EQ(errors.load(), 0);
   absl::flat_hash_set<std::string> unique(claimed.begin(), claimed.end());
   EXPECT_EQ(claimed.size(), static_cast<size_t>(kJobs));  // no job twice
-  EXPECT_EQ(unique, all);                                  // every job once
+  EXPECT_EQ(unique, all);                                 // every job once
 }
 
 TEST_F(PostgresStoreTest, TwoReplicasCreatingOneKeyAtOnceMakeOneJob) {
@@ -500,10 +500,11 @@ TEST_F(PostgresStoreTest, CommitRateOf500RowBatches) {
   }
   const absl::Duration took = absl::Now() - start;
   const double rate = kBatches * kRows / absl::ToDoubleSeconds(took);
-  std::printf("postgres CommitResults: %d rows in %d batches of %d (~300 B) "
-              "in %s: %.0f rows/s\n",
-              kBatches * kRows, kBatches, kRows,
-              absl::FormatDuration(took).c_str(), rate);
+  std::printf(
+      "postgres CommitResults: %d rows in %d batches of %d (~300 B) "
+      "in %s: %.0f rows/s\n",
+      kBatches * kRows, kBatches, kRows, absl::FormatDuration(took).c_str(),
+      rate);
   RecordProperty("rows_per_second", static_cast<int>(rate));
   absl::StatusOr<Job> got = store->Get("alice", job.id, t0_);
   ASSERT_TRUE(got.ok());

@@ -56,10 +56,9 @@ absl::Status RunStep(const std::vector<std::string>& argv,
                         absl::StrCat(command, ": ", result.status().message()));
   }
   if (result->exit_code != 0) {
-    return absl::InternalError(absl::StrCat(command, " exited ",
-                                            result->exit_code, " (signal ",
-                                            result->signal, "): ", result->out,
-                                            result->err));
+    return absl::InternalError(
+        absl::StrCat(command, " exited ", result->exit_code, " (signal ",
+                     result->signal, "): ", result->out, result->err));
   }
   return absl::OkStatus();
 }
@@ -122,8 +121,7 @@ absl::StatusOr<std::unique_ptr<PostgresServer>> PostgresServer::Create(
   if (server->as_postgres_user_) {
     const passwd* pw = getpwnam("postgres");
     if (chown(server->dir_.c_str(), pw->pw_uid, pw->pw_gid) != 0) {
-      return absl::InternalError(
-          absl::StrCat("chown postgres ", server->dir_));
+      return absl::InternalError(absl::StrCat("chown postgres ", server->dir_));
     }
   }
   if (absl::Status s = RunStep(
@@ -143,20 +141,19 @@ absl::StatusOr<std::unique_ptr<PostgresServer>> PostgresServer::Create(
     last = server->StartOnPort(*port);
     if (last.ok()) return server;
   }
-  return absl::Status(last.code(),
-                      absl::StrCat("PostgreSQL did not start on a free port in ",
-                                   kPortAttempts, " tries: ", last.message()));
+  return absl::Status(
+      last.code(), absl::StrCat("PostgreSQL did not start on a free port in ",
+                                kPortAttempts, " tries: ", last.message()));
 }
 
 absl::Status PostgresServer::StartOnPort(int port) {
   const std::string timeout_s =
       absl::StrCat(std::max<int64_t>(1, absl::ToInt64Seconds(step_timeout_)));
   absl::Status started = RunStep(
-      Command("pg_ctl",
-              {"-D", dir_ + "/data", "-o",
-               absl::StrCat("-p ", port, " -k ", dir_,
-                            " -c listen_addresses=127.0.0.1"),
-               "-l", dir_ + "/log", "-w", "-t", timeout_s, "start"}),
+      Command("pg_ctl", {"-D", dir_ + "/data", "-o",
+                         absl::StrCat("-p ", port, " -k ", dir_,
+                                      " -c listen_addresses=127.0.0.1"),
+                         "-l", dir_ + "/log", "-w", "-t", timeout_s, "start"}),
       step_timeout_ + absl::Seconds(5));
   if (!started.ok()) {
     return absl::Status(started.code(), absl::StrCat(started.message(),
@@ -172,8 +169,8 @@ absl::Status PostgresServer::Stop() {
   const std::string timeout_s =
       absl::StrCat(std::max<int64_t>(1, absl::ToInt64Seconds(step_timeout_)));
   absl::Status stopped =
-      RunStep(Command("pg_ctl", {"-D", dir_ + "/data", "-m", "fast", "-w",
-                                 "-t", timeout_s, "stop"}),
+      RunStep(Command("pg_ctl", {"-D", dir_ + "/data", "-m", "fast", "-w", "-t",
+                                 timeout_s, "stop"}),
               step_timeout_ + absl::Seconds(5));
   if (stopped.ok()) running_ = false;
   return stopped;
@@ -189,8 +186,8 @@ PostgresServer::~PostgresServer() {
     absl::Status stopped = Stop();
     if (!stopped.ok()) {
       // Last resort: an orphaned postmaster would outlive the test run.
-      RunStep(Command("pg_ctl", {"-D", dir_ + "/data", "-m", "immediate",
-                                 "-w", "-t", "10", "stop"}),
+      RunStep(Command("pg_ctl", {"-D", dir_ + "/data", "-m", "immediate", "-w",
+                                 "-t", "10", "stop"}),
               absl::Seconds(15))
           .IgnoreError();
       std::fprintf(stderr, "PostgresServer: stop failed: %s\n",
@@ -221,6 +218,15 @@ absl::StatusOr<std::string> PostgresServer::CreateDatabase(
     return s;
   }
   return conninfo(name);
+}
+
+absl::StatusOr<std::string> PostgresServer::CreateSchema(
+    const std::string& name) {
+  if (absl::Status s = Psql(absl::StrCat("CREATE SCHEMA \"", name, "\""));
+      !s.ok()) {
+    return s;
+  }
+  return absl::StrCat(conninfo(), "?options=-csearch_path%3D", name);
 }
 
 std::string PostgresServer::Log() const {
