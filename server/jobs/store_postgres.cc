@@ -1075,7 +1075,7 @@ class PostgresStore final : public JobStore {
     Params p;
     p.Text(id).Int(after_index).Int(std::max(1, max_rows)).Int(max_bytes);
     // The byte limit is a running sum over at most max_rows rows; the first
-    // row always goes.
+    // row always goes; max_bytes 0: no byte limit (as SQLite).
     PG_ASSIGN_OR_RETURN(
         Result rows,
         Exec(lease.get(), "results",
@@ -1083,7 +1083,8 @@ class PostgresStore final : public JobStore {
              " body_bytes, data, sum(octet_length(data)) OVER (ORDER BY idx)"
              " AS running, row_number() OVER (ORDER BY idx) AS n FROM"
              " (SELECT * FROM results WHERE job_id = $1 AND idx > $2"
-             " ORDER BY idx LIMIT $3) page) sums WHERE n = 1 OR running <= $4"
+             " ORDER BY idx LIMIT $3) page) sums WHERE n = 1 OR $4 <= 0 OR "
+             "running <= $4"
              " ORDER BY idx",
              p));
     std::vector<ResultRow> out;
