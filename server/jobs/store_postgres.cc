@@ -538,6 +538,25 @@ constexpr char kInsertEvent[] =
     " error_code, error_message) SELECT id, seq, state, total, done, failed,"
     " bytes, $1, error_code, error_message FROM u";
 
+// After u (the job's row, updated): the delivery in $11..$17, if $11.
+constexpr char kInsertDelivery[] =
+    "d AS (INSERT INTO deliveries (job_id, event, body, state, attempts,"
+    " last_error, next_attempt_at) SELECT id, $12, $13, $14, $15, $16, $17"
+    " FROM u WHERE $11)";
+
+// Parameters $11..$17 of kInsertDelivery.
+void AddDelivery(const std::optional<Delivery>& delivery, Params* p) {
+  const Delivery none;
+  const Delivery& d = delivery.has_value() ? *delivery : none;
+  p->Bool(delivery.has_value())
+      .Text(d.event)
+      .Bytes(d.body)
+      .Int(static_cast<int>(d.state))
+      .Int(d.attempts)
+      .Text(d.last_error)
+      .Time(d.next_attempt_at);
+}
+
 Job ReadJob(const PGresult* r, int row) {
   Job job;
   int c = 0;
@@ -593,25 +612,6 @@ absl::Status LeaseLost(absl::string_view id, absl::string_view replica) {
   return absl::FailedPreconditionError(
       absl::StrCat("job ", id, ": lease lost (replica ", replica,
                    " does not hold it, or the job ended)"));
-}
-
-// Inserts `delivery` for `job_id` (inside the caller's transaction).
-absl::Status InsertDelivery(Session* conn, absl::string_view job_id,
-                            const Delivery& delivery) {
-  Params p;
-  p.Text(job_id)
-      .Text(delivery.event)
-      .Bytes(delivery.body)
-      .Int(static_cast<int>(delivery.state))
-      .Int(delivery.attempts)
-      .Text(delivery.last_error)
-      .Time(delivery.next_attempt_at);
-  return Exec(conn, "enqueue webhook delivery",
-              "INSERT INTO deliveries (job_id, event, body, state, attempts,"
-              " last_error, next_attempt_at)"
-              " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-              p)
-      .status();
 }
 
 // --- the store -------------------------------------------------------------
@@ -936,22 +936,9 @@ class PostgresStore final : public JobStore {
 
   absl::Status CommitResults(const Commit& commit) override {
     PG_ASSIGN_OR_RETURN(Pool::Lease lease, pool_->Acquire());
-    Session* conn = lease.get();
-    PG_RETURN_IF_ERROR(ExecSimple(conn, "commit results", "BEGIN"));
-    {
-      Params p;
-      p.Text(commit.job_id).Text(commit.replica);
-      PG_ASSIGN_OR_RETURN(
-          Result held,
-          Exec(conn, "commit results: lease",
-               "SELECT 1 FROM jobs WHERE id = $1 AND owner = $2 AND state = 2"
-               " FOR UPDATE",
-               p));
-      if (PQntuples(held.get()) == 0) {
-        return LeaseLost(commit.job_id, commit.replica);
-      }
-    }
-    // The rows as four arrays: one statement, one round trip.
+    // The rows as four arrays, and everything in ONE statement (one round
+    // trip, one transaction): under a loaded CPU every extra round trip is
+    // a scheduling delay, and a single statement cannot be left half done.
     std::string indexes, failed, body_bytes, data;
     {
       std::vector<int64_t> idx;
@@ -986,16 +973,23 @@ class PostgresStore final : public JobStore {
         .Raw(kByteaArrayOid, std::move(data))
         .OptInt(commit.total)
         .Bool(!commit.checkpoint.empty())
-        .Bytes(commit.checkpoint);
-    PG_RETURN_IF_ERROR(
-        Exec(conn, "commit results",
+        .Bytes(commit.checkpoint)
+        .Text(commit.replica);
+    AddDelivery(commit.delivery, &p);  // $11..$17
+    PG_ASSIGN_OR_RETURN(
+        Result committed,
+        Exec(lease.get(), "commit results",
              absl::StrCat(
+                 // The lease, checked and held (row lock) for the rest.
+                 "WITH held AS (SELECT id FROM jobs WHERE id = $2"
+                 " AND owner = $10 AND state = 2 FOR UPDATE),"
                  // An index that already has a result keeps the first; the
                  // counts add only what went in.
-                 "WITH r AS (INSERT INTO results (job_id, idx, failed,"
+                 " r AS (INSERT INTO results (job_id, idx, failed,"
                  " body_bytes, data) SELECT $2, t.idx, t.failed, t.body_bytes,"
                  " t.data FROM unnest($3::int8[], $4::bool[], $5::int8[],"
                  " $6::bytea[]) AS t(idx, failed, body_bytes, data)"
+                 " WHERE EXISTS (SELECT 1 FROM held)"
                  " ON CONFLICT (job_id, idx) DO NOTHING"
                  " RETURNING failed, body_bytes),"
                  " s AS (SELECT count(*) AS n, count(*) FILTER (WHERE failed)"
@@ -1003,15 +997,16 @@ class PostgresStore final : public JobStore {
                  " u AS (UPDATE jobs j SET done = j.done + s.n,"
                  " failed = j.failed + s.f, bytes = j.bytes + s.b,"
                  " total = COALESCE($7, j.total), checkpoint = CASE WHEN $8"
-                 " THEN $9 ELSE j.checkpoint END, seq = j.seq + 1 FROM s"
-                 " WHERE j.id = $2 RETURNING j.*) ",
-                 kInsertEvent),
-             p)
-            .status());
-    if (commit.delivery.has_value()) {
-      PG_RETURN_IF_ERROR(InsertDelivery(conn, commit.job_id, *commit.delivery));
+                 " THEN $9 ELSE j.checkpoint END, seq = j.seq + 1 FROM s, held"
+                 " WHERE j.id = held.id RETURNING j.*),"
+                 " e AS (",
+                 kInsertEvent, "), ", kInsertDelivery,
+                 " SELECT count(*) FROM u"),
+             p));
+    if (GetInt(committed.get(), 0, 0) == 0) {
+      return LeaseLost(commit.job_id, commit.replica);
     }
-    return ExecSimple(conn, "commit results", "COMMIT");
+    return absl::OkStatus();
   }
 
   absl::StatusOr<std::vector<int64_t>> ResultIndexes(
@@ -1040,31 +1035,29 @@ class PostgresStore final : public JobStore {
           "Finish: state ", static_cast<int>(state), " is not terminal"));
     }
     PG_ASSIGN_OR_RETURN(Pool::Lease lease, pool_->Acquire());
-    Session* conn = lease.get();
-    PG_RETURN_IF_ERROR(ExecSimple(conn, "finish", "BEGIN"));
     Params p;
     p.Time(now)
         .Text(job_id)
-        .Text(replica)
         .Int(static_cast<int>(state))
         .Int(static_cast<int>(error.code()))
         .Text(error.message());
+    for (int unused = 6; unused <= 9; ++unused) p.Null(kInt8Oid);
+    p.Text(replica);            // $10, as in CommitResults
+    AddDelivery(delivery, &p);  // $11..$17
     PG_ASSIGN_OR_RETURN(
         Result finished,
-        Exec(conn, "finish",
+        Exec(lease.get(), "finish",
              absl::StrCat(
-                 "WITH u AS (UPDATE jobs SET state = $4, error_code = $5,"
-                 " error_message = $6, finished_at = $1,"
+                 "WITH u AS (UPDATE jobs SET state = $3, error_code = $4,"
+                 " error_message = $5, finished_at = $1,"
                  " expires_at = $1 + ttl_us, owner = '', lease_until = NULL,"
-                 " seq = seq + 1 WHERE id = $2 AND owner = $3 AND state = 2"
+                 " seq = seq + 1 WHERE id = $2 AND owner = $10 AND state = 2"
                  " RETURNING *), e AS (",
-                 kInsertEvent, ") SELECT count(*) FROM u"),
+                 kInsertEvent, "), ", kInsertDelivery,
+                 " SELECT count(*) FROM u"),
              p));
     if (GetInt(finished.get(), 0, 0) == 0) return LeaseLost(job_id, replica);
-    if (delivery.has_value()) {
-      PG_RETURN_IF_ERROR(InsertDelivery(conn, job_id, *delivery));
-    }
-    return ExecSimple(conn, "finish", "COMMIT");
+    return absl::OkStatus();
   }
 
   absl::StatusOr<std::vector<ResultRow>> Results(

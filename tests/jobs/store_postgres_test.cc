@@ -377,6 +377,31 @@ TEST_F(PostgresStoreTest, QueuedCapIsExactUnderConcurrentCreates) {
   EXPECT_EQ(other.load(), 0);
 }
 
+TEST_F(PostgresStoreTest, OneConnectionServesManyThreadsInTurn) {
+  StoreOptions options;
+  options.pool_size = 1;
+  std::unique_ptr<JobStore> store = Open(options);
+  ASSERT_NE(store, nullptr);
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 10; ++i) {
+        absl::StatusOr<Created> r = store->Create(MakeJob("carol"), {});
+        EXPECT_TRUE(r.ok()) << r.status();
+        ok += r.ok();
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 60);
+  EXPECT_EQ(Query(conninfo_, "SELECT count(*) FROM jobs"), "60");
+  EXPECT_EQ(Query(conninfo_,
+                  "SELECT count(*) FROM pg_stat_activity WHERE"
+                  " application_name = 'fetchd'"),
+            "1");
+}
+
 TEST_F(PostgresStoreTest, ExpiredLeaseIsClaimedByTheOtherReplica) {
   std::unique_ptr<JobStore> a = Open(), b = Open();
   ASSERT_TRUE(a && b);
