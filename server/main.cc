@@ -1,10 +1,12 @@
 // fetchd: flags -> ServerConfig -> Server; waits for SIGTERM/SIGINT and
 // shuts down gracefully. Nothing else lives here.
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -15,12 +17,13 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/log/log.h"
 #include "server/memory/memory.h"
-#include "server/rpc/resume_token.h"
+#include "server/request/resume_token.h"
 #include "server/rpc/rpc.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
@@ -239,6 +242,45 @@ ABSL_FLAG(int64_t, memory_budget_bytes, 0,
           "RESOURCE_EXHAUSTED. 0 = 60% of the cgroup's memory limit "
           "(memory.max, or v1 memory.limit_in_bytes), else 1 GiB");
 
+// --- Jobs (issue #17)
+// ---------------------------------------------------------
+ABSL_FLAG(std::string, data_dir, "/var/lib/fetchd",
+          "directory for fetchd's files (the default SQLite job store); "
+          "created if missing (one level)");
+ABSL_FLAG(std::string, job_store, "",
+          "where jobs live: sqlite:PATH (WAL mode), or postgres://... / "
+          "postgresql://... (shared by replicas); empty = "
+          "sqlite:DATA_DIR/jobs.db; none = no Jobs service");
+ABSL_FLAG(int, max_jobs_running, 2, "jobs this replica runs at once");
+ABSL_FLAG(int, max_jobs_queued, 100,
+          "QUEUED or RUNNING jobs one identity may have; past it Submit is "
+          "RESOURCE_EXHAUSTED; 0 = no cap");
+ABSL_FLAG(int64_t, max_job_items, 1'000'000, "items of one batch job");
+ABSL_FLAG(int64_t, max_store_bytes, 0,
+          "job store size past which Submit is RESOURCE_EXHAUSTED; 0 = no "
+          "cap");
+ABSL_FLAG(absl::Duration, job_lease, absl::Seconds(30),
+          "how long a replica holds a job without renewing it (every "
+          "lease/3); a job whose replica died is taken again after it");
+ABSL_FLAG(absl::Duration, default_job_ttl, absl::Hours(24),
+          "how long a job and its results are kept after it ends, unless "
+          "Submit's ttl says otherwise");
+ABSL_FLAG(absl::Duration, max_job_ttl, absl::Hours(24 * 7),
+          "the longest ttl Submit may ask for");
+ABSL_FLAG(absl::Duration, job_poll_interval, absl::Milliseconds(500),
+          "how often a replica looks for jobs and progress it was not told "
+          "of (other replicas' submits and progress)");
+ABSL_FLAG(int, job_store_threads, 2, "threads running Jobs RPCs' store calls");
+ABSL_FLAG(std::string, webhook_secrets_file, "",
+          "webhook secrets by id, one 'ID SECRET' per line (Submit's "
+          "webhook.secret_id); re-read on SIGHUP");
+ABSL_FLAG(absl::Duration, webhook_progress_interval, absl::Seconds(10),
+          "at most one job.progress webhook per job per interval");
+ABSL_FLAG(int, webhook_max_attempts, 8,
+          "webhook delivery attempts before it is given up (FAILED)");
+ABSL_FLAG(absl::Duration, webhook_timeout, absl::Seconds(10),
+          "time a webhook receiver has to answer one POST");
+
 namespace {
 
 // A proxy URL without its user:password@, for the log.
@@ -320,7 +362,7 @@ int main(int argc, char** argv) {
   config.kernel_limits.max_rounds = absl::GetFlag(FLAGS_max_compute_rounds);
   config.kernel_limits.max_time = absl::GetFlag(FLAGS_max_compute_time);
   config.fetch.max_process_time = absl::GetFlag(FLAGS_max_process_time);
-  fetchd::rpc::FetchConfig& fetch = config.fetch;
+  fetchd::request::FetchConfig& fetch = config.fetch;
   fetch.engine.max_inflight = absl::GetFlag(FLAGS_max_inflight_fetches);
   fetch.engine.max_per_host = absl::GetFlag(FLAGS_max_per_host);
   fetch.engine.retry_budget_ratio = absl::GetFlag(FLAGS_retry_budget_ratio);
@@ -377,7 +419,7 @@ int main(int argc, char** argv) {
   // Resume tokens
   if (const std::string path = absl::GetFlag(FLAGS_token_key_file);
       !path.empty()) {
-    absl::StatusOr<std::string> key = fetchd::rpc::ReadResumeTokenKey(path);
+    absl::StatusOr<std::string> key = fetchd::request::ReadResumeTokenKey(path);
     if (!key.ok()) {
       logger.LogAlways(Level::kError,
                        absl::StrFormat(R"("event":"start_failed","error":"%s")",
@@ -434,6 +476,39 @@ int main(int argc, char** argv) {
   config.identity_limits_file = absl::GetFlag(FLAGS_identity_limits_file);
   config.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
   config.grpc_memory_quota_bytes = absl::GetFlag(FLAGS_grpc_memory_quota_bytes);
+  // Jobs (#17)
+  {
+    fetchd::jobs::JobsConfig& jobs = config.jobs;
+    jobs.store = absl::GetFlag(FLAGS_job_store);
+    if (jobs.store.empty()) {
+      const std::string dir = absl::GetFlag(FLAGS_data_dir);
+      if (mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) {
+        logger.LogAlways(
+            Level::kError,
+            absl::StrFormat(
+                R"("event":"start_failed","error":"--data_dir=%s: cannot create it: %s; set --data_dir or --job_store")",
+                JsonEscape(dir), JsonEscape(strerror(errno))));
+        return 1;
+      }
+      jobs.store = absl::StrCat("sqlite:", dir, "/jobs.db");
+    } else if (jobs.store == "none") {
+      jobs.store.clear();
+    }
+    jobs.max_jobs_running = absl::GetFlag(FLAGS_max_jobs_running);
+    jobs.max_jobs_queued = absl::GetFlag(FLAGS_max_jobs_queued);
+    jobs.max_job_items = absl::GetFlag(FLAGS_max_job_items);
+    jobs.max_store_bytes = absl::GetFlag(FLAGS_max_store_bytes);
+    jobs.lease = absl::GetFlag(FLAGS_job_lease);
+    jobs.default_ttl = absl::GetFlag(FLAGS_default_job_ttl);
+    jobs.max_ttl = absl::GetFlag(FLAGS_max_job_ttl);
+    jobs.poll_interval = absl::GetFlag(FLAGS_job_poll_interval);
+    jobs.store_threads = absl::GetFlag(FLAGS_job_store_threads);
+    jobs.webhook_secrets_file = absl::GetFlag(FLAGS_webhook_secrets_file);
+    jobs.webhook_progress_interval =
+        absl::GetFlag(FLAGS_webhook_progress_interval);
+    jobs.webhook_max_attempts = absl::GetFlag(FLAGS_webhook_max_attempts);
+    jobs.webhook_timeout = absl::GetFlag(FLAGS_webhook_timeout);
+  }
   const absl::Duration grace = absl::GetFlag(FLAGS_shutdown_grace);
   if (grace < absl::ZeroDuration()) {
     logger.LogAlways(

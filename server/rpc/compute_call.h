@@ -9,10 +9,6 @@
 
 namespace fetchd::rpc {
 
-// Translates the request into a compute::Kernel (INVALID_ARGUMENT naming
-// the field when the oneof is unset).
-absl::StatusOr<compute::Kernel> KernelFromProto(const v1::ComputeRequest& req);
-
 // Validates the request, runs the kernel on the worker pool, and finishes
 // from the worker thread. Cancellation and the deadline reach the kernel
 // through a StopToken.

@@ -1,5 +1,5 @@
 // Conversions at the gRPC edge: absl::Status -> grpc::Status (1:1 codes),
-// absl::Duration <-> google.protobuf.Duration, gRPC deadlines -> absl::Time.
+// gRPC deadlines -> absl::Time.
 // Only rpc/ converts; the modules below it speak absl.
 #ifndef FETCHD_SERVER_RPC_CONVERT_H_
 #define FETCHD_SERVER_RPC_CONVERT_H_
@@ -13,7 +13,6 @@
 namespace fetchd::rpc {
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
-void ToProtoDuration(absl::Duration d, google::protobuf::Duration* out);
 // The call's deadline, or absl::InfiniteFuture() when it has none.
 absl::Time DeadlineOf(const grpc::ServerContext& context);
 

@@ -14,14 +14,14 @@ void FetchPagesCall::RequestCall(grpc::ServerCompletionQueue* cq, Tag* tag) {
 void FetchPagesCall::Spawn() { Arm(new FetchPagesCall(services_, loop())); }
 
 void FetchPagesCall::OnStart() {
-  absl::StatusOr<WalkPlan> plan =
-      PlanWalk(request_, *services_.config, DeadlineOf(context()));
+  absl::StatusOr<request::WalkPlan> plan =
+      request::PlanWalk(request_, *services_.request.config,
+                        {.identity = ShareIdentity()}, DeadlineOf(context()));
   if (!plan.ok()) return Finish(ToGrpcStatus(plan.status()));
   plan_ = *std::move(plan);
-  plan_.options.identity = ShareIdentity();
   absl::MutexLock lock(&walk_mu_);
   // NOTE: under walk_mu_, so OnMessageSent and OnCancel see the handle.
-  walk_ = services_.engine->Walk(
+  walk_ = services_.request.engine->Walk(
       plan_.first, plan_.strategy, plan_.from, plan_.options,
       [this](fetch::Page page) { OnPage(std::move(page)); },
       [this](absl::Status status) { OnWalkDone(std::move(status)); });
@@ -41,20 +41,9 @@ void FetchPagesCall::OnMessageSent() {
 
 void FetchPagesCall::Convert(Slot& slot,
                              const absl::StatusOr<std::string>* processed) {
-  fetch::Page& page = slot.page;
-  slot.message.set_index(page.index);
-  const bool drop_body = plan_.drop_body || plan_.strategy.split_items;
-  slot.memory = std::move(page.result.memory);
-  if (drop_body) {  // the body goes with the conversion: so do its bytes
-    slot.memory.ShrinkTo(slot.memory.bytes() -
-                         fetch::kBodyMemoryFactor *
-                             static_cast<int64_t>(page.result.body.capacity()));
-  }
-  ToProtoResult(0, page.url, std::move(page.result), processed, drop_body,
-                slot.message.mutable_result());
-  for (std::string& item : page.items) slot.message.add_items(std::move(item));
-  slot.message.set_resume_token(
-      ResumeToken(*services_.config, plan_, page.next));
+  slot.memory =
+      request::ToProtoPage(*services_.request.config, plan_,
+                           std::move(slot.page), processed, &slot.message);
 }
 
 void FetchPagesCall::OnPage(fetch::Page page) {
@@ -69,12 +58,13 @@ void FetchPagesCall::OnPage(fetch::Page page) {
     Convert(*slot, nullptr);
     return Flush(slot.get());
   }
-  services_.processor->Run(plan_.processor, slot->page.result.body,
-                           [this, slot](absl::StatusOr<std::string> output) {
-                             HoldProcessed(slot->page.result, output);
-                             Convert(*slot, &output);
-                             Flush(slot.get());
-                           });
+  services_.request.processor->Run(
+      plan_.processor, slot->page.result.body,
+      [this, slot](absl::StatusOr<std::string> output) {
+        request::HoldProcessed(slot->page.result, output);
+        Convert(*slot, &output);
+        Flush(slot.get());
+      });
 }
 
 void FetchPagesCall::OnWalkDone(absl::Status status) {

@@ -10,9 +10,9 @@
 #include <optional>
 
 #include "fetchd/v1/fetch.grpc.pb.h"
+#include "server/request/request.h"
 #include "server/rpc/call.h"
 #include "server/rpc/fetch_call.h"
-#include "server/rpc/fetch_plan.h"
 
 namespace fetchd::rpc {
 
@@ -50,7 +50,7 @@ class FetchPagesCall final
   void Flush(Slot* ready) ABSL_LOCKS_EXCLUDED(order_mu_);
 
   const FetchServices services_;
-  WalkPlan plan_;  // set in OnStart, before the walk starts
+  request::WalkPlan plan_;  // set in OnStart, before the walk starts
 
   // Held around engine->Walk, which may end the walk at once (an engine
   // shutting down) and so reach order_mu_.

@@ -19,50 +19,12 @@
 #include "server/auth/auth.h"
 #include "server/compute/compute.h"
 #include "server/fetch/fetch.h"
+#include "server/jobs/jobs.h"
 #include "server/log/log.h"
 #include "server/memory/memory.h"
+#include "server/request/request.h"
 
 namespace fetchd::rpc {
-
-// The Fetch service's defaults and caps (server flags).
-struct FetchConfig {
-  fetch::Engine::Options engine;  // in-flight/per-host limits, budget, caps
-  int max_batch_items = 20000;
-  int default_concurrency = 64;
-  int max_concurrency = 1024;
-  int64_t default_max_body_bytes = 8 << 20;
-  int default_max_redirects = 5;
-  absl::Duration default_item_timeout = absl::Seconds(30);
-  // The process-wide memory budget (--memory_budget_bytes, resolved: main
-  // derives it from the cgroup when the flag is 0). Bodies as they arrive,
-  // processed output, kept headers, page items and messages queued for a
-  // stream count against it; Server::Start hands it to the engine.
-  int64_t memory_budget_bytes = memory::kDefaultBudgetBytes;
-  // Body bytes one RPC may hold before they are sent (unary: the whole
-  // response; streaming: results queued for a slow reader).
-  int64_t max_response_bytes = 256 << 20;
-  // Taken off the RPC deadline so results reach the caller before it.
-  absl::Duration deadline_reserve = absl::Milliseconds(50);
-  size_t process_inline_max_bytes = 64 << 10;  // bigger bodies: worker pool
-  int default_prefetch = 2;                    // FetchPages
-  int max_prefetch = 16;                       // --max_prefetch
-  int64_t max_walk_pages = 1'000'000;          // --max_walk_pages
-  // CPU one processor run may use (--max_process_time; zero: no limit).
-  absl::Duration max_process_time = absl::Seconds(2);
-  // Signs FetchPages resume tokens (--token_key_file; at least 32 bytes).
-  // Empty: Server::Start makes a random one, good for this process only.
-  std::string resume_token_key;
-  // The SSRF guard (--allow_private_networks, --allow_cidrs, --deny_cidrs,
-  // --allow_hosts, --deny_hosts), on by default: only public addresses.
-  // Server::Start installs it as engine.address_policy and
-  // engine.host_policy (whatever those held). With engine.proxy set (the
-  // --upstream_proxy) the proxy checks addresses; host rules still apply.
-  fetch::AddressGuardOptions address_guard;
-  // Tests only: wraps the guard's address policy, e.g. in a harness that
-  // refuses every non-loopback address whatever the guard says.
-  std::function<fetch::AddressPolicy(fetch::AddressPolicy guard)>
-      wrap_address_policy;
-};
 
 struct ServerConfig {
   std::string listen = "0.0.0.0:50051";  // host:port; port 0 = ephemeral
@@ -78,7 +40,7 @@ struct ServerConfig {
   int armed_calls_per_method = 1;
   compute::KernelLimits kernel_limits;
   int max_request_bytes = 4 << 20;  // gRPC max receive message size
-  FetchConfig fetch;
+  request::FetchConfig fetch;
   absl::Duration shutdown_grace = absl::Seconds(10);
   // Prometheus text on GET /metrics (host:port; port 0 picks one); empty:
   // no metrics endpoint.
@@ -107,6 +69,8 @@ struct ServerConfig {
   // A grpc::ResourceQuota on the server: memory gRPC itself may use for
   // connections and messages in flight.
   int64_t grpc_memory_quota_bytes = int64_t{1} << 30;
+  // The Jobs service (#17); jobs.store empty: not served.
+  jobs::JobsConfig jobs;
 };
 
 // INVALID_ARGUMENT naming the flag when a value is out of range.

@@ -4,18 +4,20 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
 
+#include <atomic>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "fetchd/v1/compute.grpc.pb.h"
+#include "server/request/resume_token.h"
 #include "server/rpc/admission.h"
 #include "server/rpc/call.h"
 #include "server/rpc/compute_call.h"
 #include "server/rpc/fetch_call.h"
+#include "server/rpc/jobs_call.h"
 #include "server/rpc/pages_call.h"
 #include "server/rpc/reflection.h"
-#include "server/rpc/resume_token.h"
 #include "server/rpc/rpc.h"
 #include "server/rpc/rpc_metrics.h"
 #include "server/rpc/security.h"
@@ -33,7 +35,7 @@ struct Server::State {
                   c.fetch.max_process_time) {}
 
   FetchServices fetch_services() {
-    return {&fetch_service, engine.get(), &processor, &config.fetch};
+    return {&fetch_service, {engine.get(), &processor, &config.fetch}};
   }
 
   // Destroyed bottom-up: the gRPC server before its CQs, the CQs (and any
@@ -53,8 +55,12 @@ struct Server::State {
   process::ProcessRunner processor;
   std::unique_ptr<fetch::AddressGuard> guard;  // the engine's policies use it
   std::unique_ptr<fetch::Engine> engine;
+  // Runs on the engine and the pool; gone before them.
+  std::unique_ptr<jobs::JobsService> jobs;
+  std::atomic<bool> draining{false};  // health stays NOT_SERVING once set
   v1::Compute::AsyncService compute_service;
   v1::Fetch::AsyncService fetch_service;
+  v1::Jobs::AsyncService jobs_service;
   std::unique_ptr<ReflectionService> reflection_service;
   std::vector<std::unique_ptr<CqLoop>> loops;
   std::unique_ptr<grpc::Server> server;
@@ -110,7 +116,7 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
         "--max_process_time=", absl::FormatDuration(c.fetch.max_process_time),
         " is invalid: must be >= 0 (0: no limit)"));
   }
-  const FetchConfig& f = c.fetch;
+  const request::FetchConfig& f = c.fetch;
   if (f.engine.max_inflight < 1) {
     return bad("max_inflight_fetches", f.engine.max_inflight, "must be >= 1");
   }
@@ -188,10 +194,11 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
     return bad("max_walk_pages", f.max_walk_pages, "must be >= 1");
   }
   if (!f.resume_token_key.empty() &&
-      f.resume_token_key.size() < kMinResumeTokenKeyBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--token_key_file holds ", f.resume_token_key.size(),
-        " bytes of key; at least ", kMinResumeTokenKeyBytes, " are needed"));
+      f.resume_token_key.size() < request::kMinResumeTokenKeyBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--token_key_file holds ", f.resume_token_key.size(),
+                     " bytes of key; at least ",
+                     request::kMinResumeTokenKeyBytes, " are needed"));
   }
   if (!f.engine.proxy.empty() && !absl::StrContains(f.engine.proxy, "://")) {
     return absl::InvalidArgumentError(
@@ -227,8 +234,8 @@ namespace {
 // could refuse (--allow_private_networks and no deny or host rule), no
 // policy runs at all.
 template <typename State>
-absl::Status InstallAddressGuard(const FetchConfig& config, State& state,
-                                 fetch::Engine::Options& engine) {
+absl::Status InstallAddressGuard(const request::FetchConfig& config,
+                                 State& state, fetch::Engine::Options& engine) {
   fetch::AddressGuardOptions options = config.address_guard;
   options.behind_proxy = !engine.proxy.empty();
   absl::StatusOr<std::unique_ptr<fetch::AddressGuard>> guard =
@@ -263,7 +270,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
     return valid;
   }
   if (config.fetch.resume_token_key.empty()) {  // no --token_key_file
-    absl::StatusOr<std::string> key = RandomResumeTokenKey();
+    absl::StatusOr<std::string> key = request::RandomResumeTokenKey();
     if (!key.ok()) return key.status();
     config.fetch.resume_token_key = *std::move(key);
   }
@@ -296,6 +303,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
       fetch::Engine::Start(std::move(engine_options));
   if (!engine.ok()) return engine.status();
   state->engine = *std::move(engine);
+  if (!config.jobs.store.empty()) {
+    absl::StatusOr<std::unique_ptr<jobs::JobsService>> jobs =
+        jobs::JobsService::Start(config.jobs, state->fetch_services().request,
+                                 &state->runner);
+    if (!jobs.ok()) return jobs.status();
+    state->jobs = *std::move(jobs);
+  }
   if (!config.metrics_listen.empty()) {
     State* st = state.get();
     auto endpoint = metrics::HttpEndpoint::Start(config.metrics_listen, [st] {
@@ -329,13 +343,19 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   builder.SetResourceQuota(quota);
   builder.RegisterService(&state->compute_service);
   builder.RegisterService(&state->fetch_service);
+  std::vector<std::string> reflected = {v1::Compute::service_full_name(),
+                                        v1::Fetch::service_full_name()};
+  if (state->jobs != nullptr) {
+    builder.RegisterService(&state->jobs_service);
+    reflected.push_back(v1::Jobs::service_full_name());
+  }
   if (config.reflection) {
+    reflected.insert(
+        reflected.end(),
+        {"grpc.health.v1.Health",
+         grpc::reflection::v1alpha::ServerReflection::service_full_name()});
     state->reflection_service = std::make_unique<ReflectionService>(
-        std::vector<std::string>{
-            v1::Compute::service_full_name(), v1::Fetch::service_full_name(),
-            "grpc.health.v1.Health",
-            grpc::reflection::v1alpha::ServerReflection::service_full_name()},
-        state->call_authenticator.get());
+        reflected, state->call_authenticator.get());
     builder.RegisterService(state->reflection_service.get());
   }
   // Health and reflection are gRPC's own synchronous services; they need
@@ -392,8 +412,24 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
       Call::Arm(new BatchFetchCall(state->fetch_services(), loop.get()));
       Call::Arm(new StreamBatchFetchCall(state->fetch_services(), loop.get()));
       Call::Arm(new FetchPagesCall(state->fetch_services(), loop.get()));
+      if (state->jobs != nullptr) {
+        ArmJobsCalls(&state->jobs_service, state->jobs.get(), loop.get());
+      }
     }
     loop->Start();
+  }
+  if (state->jobs != nullptr) {
+    // Jobs alone goes NOT_SERVING while its store is down; Fetch and
+    // Compute go on.
+    if (auto* health = state->server->GetHealthCheckService()) {
+      health->SetServingStatus(v1::Jobs::service_full_name(),
+                               state->jobs->healthy());
+      State* st = state.get();
+      state->jobs->OnHealthChange([st, health](bool up) {
+        if (st->draining.load()) return;
+        health->SetServingStatus(v1::Jobs::service_full_name(), up);
+      });
+    }
   }
   return std::unique_ptr<Server>(new Server(std::move(state)));
 }
@@ -432,6 +468,7 @@ void Server::StartDraining() {
   // it on their Health/Watch stream and stop picking this server. No
   // GOAWAY here: gRPC 1.51's C++ API sends one only from Shutdown, which
   // also stops the listener and cancels every call that arrives after it.
+  state_->draining.store(true);
   if (auto* health = state_->server->GetHealthCheckService()) {
     health->SetServingStatus(false);
   }
@@ -443,13 +480,18 @@ void Server::Shutdown(absl::Duration grace) {
   shut_down_ = true;
   // Scrapes stop first: they read the engine, which goes below.
   state_->metrics.reset();
+  state_->draining.store(true);
   if (auto* health = state_->server->GetHealthCheckService()) {
     health->Shutdown();  // NOT_SERVING from now on
   }
+  // Watches end (UNAVAILABLE: resume elsewhere with from_seq) rather than
+  // hold the grace; running jobs go back to the queue for another replica.
+  if (state_->jobs != nullptr) state_->jobs->Drain();
   // Stops accepting, waits for in-flight calls until the deadline, then
   // cancels them (their OnCancel stops the kernels) and waits for them.
   state_->server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   for (auto& loop : state_->loops) loop->Shutdown();
+  state_->jobs.reset();
   state_->engine.reset();  // no call uses it any more
   state_->pool.Shutdown();
 }

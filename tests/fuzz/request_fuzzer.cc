@@ -1,4 +1,4 @@
-// Request conversion (server/rpc/fetch_plan.cc, compute_call.cc's
+// Request conversion (server/request/plan.cc, rpc/compute_call.cc's
 // KernelFromProto): arbitrary bytes parsed as each request proto, then the
 // checks and conversions the server runs before any work starts, without a
 // server and without the engine: PlanBatch and each item's
@@ -15,15 +15,15 @@
 #include "absl/strings/match.h"
 #include "server/compute/compute.h"
 #include "server/fetch/address_guard.h"
+#include "server/request/request.h"
 #include "server/rpc/compute_call.h"
-#include "server/rpc/fetch_plan.h"
 #include "tests/fuzz/fuzz_input.h"
 
 namespace fetchd::rpc {
 namespace {
 
 struct Setup {
-  FetchConfig config;
+  request::FetchConfig config;
   std::unique_ptr<fetch::AddressGuard> guard;
 };
 
@@ -43,7 +43,8 @@ const Setup& TheSetup() {
 
 void CheckBatch(const v1::BatchFetchRequest& request, absl::Time deadline) {
   const Setup& setup = TheSetup();
-  absl::StatusOr<BatchPlan> plan = PlanBatch(request, setup.config, deadline);
+  absl::StatusOr<request::BatchPlan> plan =
+      request::PlanBatch(request, setup.config, {}, deadline);
   if (!plan.ok()) return;
   FUZZ_CHECK(plan->item_count == static_cast<size_t>(request.items_size()));
   FUZZ_CHECK(plan->specs.size() + plan->rejected.size() == plan->item_count);
@@ -66,15 +67,16 @@ void CheckBatch(const v1::BatchFetchRequest& request, absl::Time deadline) {
   v1::FetchResult out;
   fetch::FetchResult result;
   result.status = absl::NotFoundError("fuzz");
-  ToProtoResult(0, request.items(0).url(), std::move(result), nullptr,
-                plan->drop_body, &out);
+  request::ToProtoResult(0, request.items(0).url(), std::move(result), nullptr,
+                         plan->drop_body, &out);
   FUZZ_CHECK(out.error().code() ==
              static_cast<int>(absl::StatusCode::kNotFound));
 }
 
 void CheckWalk(const v1::FetchPagesRequest& request, absl::Time deadline) {
   const Setup& setup = TheSetup();
-  absl::StatusOr<WalkPlan> plan = PlanWalk(request, setup.config, deadline);
+  absl::StatusOr<request::WalkPlan> plan =
+      request::PlanWalk(request, setup.config, {}, deadline);
   if (!plan.ok()) {
     // A bad field, or a list past its cap (#16: RESOURCE_EXHAUSTED).
     FUZZ_CHECK(plan.status().code() == absl::StatusCode::kInvalidArgument ||
@@ -93,8 +95,9 @@ void CheckWalk(const v1::FetchPagesRequest& request, absl::Time deadline) {
   }
   // The token of where this walk stands resumes it there.
   v1::FetchPagesRequest again = request;
-  again.set_resume_token(ResumeToken(setup.config, *plan, plan->from));
-  absl::StatusOr<WalkPlan> resumed = PlanWalk(again, setup.config, deadline);
+  again.set_resume_token(request::ResumeToken(setup.config, *plan, plan->from));
+  absl::StatusOr<request::WalkPlan> resumed =
+      request::PlanWalk(again, setup.config, {}, deadline);
   if (resumed.ok()) {
     FUZZ_CHECK(resumed->from.next_index == plan->from.next_index);
     FUZZ_CHECK(resumed->from.next_url == plan->from.next_url);
@@ -108,7 +111,8 @@ void CheckWalk(const v1::FetchPagesRequest& request, absl::Time deadline) {
 }
 
 void CheckCompute(const v1::ComputeRequest& request) {
-  absl::StatusOr<compute::Kernel> kernel = KernelFromProto(request);
+  absl::StatusOr<compute::Kernel> kernel =
+      request::KernelFromProto(request);
   if (!kernel.ok()) return;
   (void)compute::ValidateKernel(*kernel, compute::KernelLimits{});
   (void)compute::KernelName(*kernel);

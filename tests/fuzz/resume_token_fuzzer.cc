@@ -1,4 +1,4 @@
-// The FetchPages resume-token decoder (server/rpc/resume_token.cc).
+// The FetchPages resume-token decoder (server/request/resume_token.cc).
 //
 // A fuzzed token almost never carries a valid signature, so the input is
 // used three ways: as a token as it arrives; as the signed contents of a
@@ -13,10 +13,10 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
-#include "server/rpc/resume_token.h"
+#include "server/request/resume_token.h"
 #include "tests/fuzz/fuzz_input.h"
 
-namespace fetchd::rpc {
+namespace fetchd::request {
 namespace {
 
 constexpr absl::string_view kKey = "fuzz-key-0123456789abcdef0123456789abcdef";
@@ -82,9 +82,9 @@ void CheckToken(const uint8_t* data, size_t size) {
 }
 
 }  // namespace
-}  // namespace fetchd::rpc
+}  // namespace fetchd::request
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  fetchd::rpc::CheckToken(data, size);
+  fetchd::request::CheckToken(data, size);
   return 0;
 }

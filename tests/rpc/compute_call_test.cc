@@ -193,22 +193,6 @@ TEST_F(SingleWorkerTest, FullQueueIsResourceExhaustedNamingTheLimit) {
   EXPECT_TRUE(Run(SqrtSumRequest(1), &response).ok());
 }
 
-TEST(KernelFromProtoTest, MapsEveryKernel) {
-  v1::ComputeRequest r;
-  r.mutable_count_primes()->set_limit(9);
-  auto k = KernelFromProto(r);
-  ASSERT_TRUE(k.ok());
-  EXPECT_EQ(std::get<compute::CountPrimes>(*k).limit, 9);
-  r.mutable_sha256_chain()->set_data("d");
-  r.mutable_sha256_chain()->set_rounds(3);
-  k = KernelFromProto(r);
-  ASSERT_TRUE(k.ok());
-  EXPECT_EQ(std::get<compute::Sha256Chain>(*k).data, "d");
-  EXPECT_EQ(std::get<compute::Sha256Chain>(*k).rounds, 3);
-  EXPECT_EQ(KernelFromProto(v1::ComputeRequest()).status().code(),
-            absl::StatusCode::kInvalidArgument);
-}
-
 // #16: --max_compute_time ends a call with no client deadline, and every
 // kernel at its size cap stops promptly when it does.
 class MaxComputeTimeTest : public ComputeCallTest {

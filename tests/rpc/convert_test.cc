@@ -26,15 +26,5 @@ TEST(ConvertTest, StatusCodesMapOneToOne) {
   }
 }
 
-TEST(ConvertTest, DurationSplitsIntoSecondsAndNanos) {
-  google::protobuf::Duration d;
-  ToProtoDuration(absl::Milliseconds(1500), &d);
-  EXPECT_EQ(d.seconds(), 1);
-  EXPECT_EQ(d.nanos(), 500'000'000);
-  ToProtoDuration(absl::Nanoseconds(42), &d);
-  EXPECT_EQ(d.seconds(), 0);
-  EXPECT_EQ(d.nanos(), 42);
-}
-
 }  // namespace
 }  // namespace fetchd::rpc

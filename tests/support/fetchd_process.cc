@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <regex>
 
 #include "absl/strings/match.h"
@@ -17,6 +18,13 @@ FetchdProcess::FetchdProcess(const std::string& binary,
   // Port 0 for both listeners: tests run side by side.
   std::vector<std::string> argv = {binary, "--listen=127.0.0.1:0",
                                    "--metrics_listen=127.0.0.1:0"};
+  // No job store unless the test asks for one: the default would be a
+  // SQLite file under /var/lib/fetchd, outside the test's temp dir.
+  const bool jobs = std::any_of(flags.begin(), flags.end(), [](const auto& f) {
+    return absl::StartsWith(f, "--job_store") ||
+           absl::StartsWith(f, "--data_dir");
+  });
+  if (!jobs) argv.push_back("--job_store=none");
   argv.insert(argv.end(), flags.begin(), flags.end());
   auto process = Subprocess::Start(argv);
   EXPECT_TRUE(process.ok()) << process.status();

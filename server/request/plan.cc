@@ -1,5 +1,4 @@
-#include "server/rpc/fetch_plan.h"
-
+// PlanBatch, PlanWalk, ResumeToken and ToProtoResult (request.h).
 #include <openssl/evp.h>
 
 #include <algorithm>
@@ -8,10 +7,10 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "server/rpc/convert.h"
-#include "server/rpc/resume_token.h"
+#include "server/request/request.h"
+#include "server/request/resume_token.h"
 
-namespace fetchd::rpc {
+namespace fetchd::request {
 namespace {
 
 // Caps on the request's list fields (#16), after de-duplication: each is
@@ -212,17 +211,17 @@ absl::StatusOr<fetch::FetchSpec> SpecFromItem(const v1::FetchItem& item,
   return spec;
 }
 
-absl::Time EngineDeadline(absl::Time rpc_deadline, const FetchConfig& config) {
-  return rpc_deadline == absl::InfiniteFuture()
-             ? rpc_deadline
-             : rpc_deadline - config.deadline_reserve;
+absl::Time EngineDeadline(absl::Time deadline, const FetchConfig& config) {
+  return deadline == absl::InfiniteFuture()
+             ? deadline
+             : deadline - config.deadline_reserve;
 }
 
 }  // namespace
 
 absl::StatusOr<BatchPlan> PlanBatch(const v1::BatchFetchRequest& request,
-                                    const FetchConfig& config,
-                                    absl::Time rpc_deadline) {
+                                    const FetchConfig& config, Caller caller,
+                                    absl::Time deadline) {
   const int n = request.items_size();
   if (n == 0) return absl::InvalidArgumentError("items is empty");
   if (n > config.max_batch_items) {
@@ -253,7 +252,8 @@ absl::StatusOr<BatchPlan> PlanBatch(const v1::BatchFetchRequest& request,
   }
   plan.options.max_concurrency = concurrency;
   plan.options.fail_fast = request.fail_fast();
-  plan.options.deadline = EngineDeadline(rpc_deadline, config);
+  plan.options.deadline = EngineDeadline(deadline, config);
+  plan.options.identity = std::move(caller.identity);
   absl::StatusOr<Shared> shared = SharedFromProto(request, config);
   if (!shared.ok()) return shared.status();
   plan.specs.reserve(n);
@@ -380,8 +380,8 @@ absl::StatusOr<fetch::PageStrategy> StrategyFromProto(
 }  // namespace
 
 absl::StatusOr<WalkPlan> PlanWalk(const v1::FetchPagesRequest& request,
-                                  const FetchConfig& config,
-                                  absl::Time rpc_deadline) {
+                                  const FetchConfig& config, Caller caller,
+                                  absl::Time deadline) {
   if (!request.has_first() || request.first().url().empty()) {
     return absl::InvalidArgumentError("first.url is empty");
   }
@@ -435,7 +435,8 @@ absl::StatusOr<WalkPlan> PlanWalk(const v1::FetchPagesRequest& request,
         " (--max_response_bytes): a walk may hold that many pages"));
   }
   plan.options.prefetch = prefetch;
-  plan.options.deadline = EngineDeadline(rpc_deadline, config);
+  plan.options.deadline = EngineDeadline(deadline, config);
+  plan.options.identity = std::move(caller.identity);
   plan.drop_body = request.drop_body();
   const fetch::PageStrategy& s = plan.strategy;
   plan.fingerprint =
@@ -507,4 +508,4 @@ void ToProtoResult(uint32_t index, const std::string& url,
   }
 }
 
-}  // namespace fetchd::rpc
+}  // namespace fetchd::request

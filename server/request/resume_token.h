@@ -6,8 +6,8 @@
 // with a message that says so. The key is shared by every replica
 // (--token_key_file), so any replica resumes any replica's walk; without it
 // each process makes a random key and its tokens work only on itself.
-#ifndef FETCHD_SERVER_RPC_RESUME_TOKEN_H_
-#define FETCHD_SERVER_RPC_RESUME_TOKEN_H_
+#ifndef FETCHD_SERVER_REQUEST_RESUME_TOKEN_H_
+#define FETCHD_SERVER_REQUEST_RESUME_TOKEN_H_
 
 #include <cstddef>
 #include <string>
@@ -16,7 +16,7 @@
 #include "absl/strings/string_view.h"
 #include "server/fetch/fetch.h"
 
-namespace fetchd::rpc {
+namespace fetchd::request {
 
 // Shorter keys are refused: HMAC-SHA256 wants at least its output size.
 inline constexpr size_t kMinResumeTokenKeyBytes = 32;
@@ -61,6 +61,6 @@ std::string SignResumeToken(absl::string_view key,
 absl::StatusOr<ResumeTokenContents> OpenResumeToken(absl::string_view key,
                                                     absl::string_view token);
 
-}  // namespace fetchd::rpc
+}  // namespace fetchd::request
 
-#endif  // FETCHD_SERVER_RPC_RESUME_TOKEN_H_
+#endif  // FETCHD_SERVER_REQUEST_RESUME_TOKEN_H_

@@ -1,4 +1,4 @@
-#include "server/rpc/resume_token.h"
+#include "server/request/resume_token.h"
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -20,7 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
-namespace fetchd::rpc {
+namespace fetchd::request {
 namespace {
 
 constexpr size_t kMacBytes = 32;  // SHA-256
@@ -183,4 +183,4 @@ absl::StatusOr<ResumeTokenContents> OpenResumeToken(absl::string_view key,
   return contents;
 }
 
-}  // namespace fetchd::rpc
+}  // namespace fetchd::request

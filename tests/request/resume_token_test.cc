@@ -1,6 +1,6 @@
 // Resume tokens: the signed format, every way a token can be wrong, and the
 // key file.
-#include "server/rpc/resume_token.h"
+#include "server/request/resume_token.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -13,7 +13,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 
-namespace fetchd::rpc {
+namespace fetchd::request {
 namespace {
 
 using ::testing::HasSubstr;
@@ -222,4 +222,4 @@ TEST_F(KeyFileTest, AMissingFileIsAnErrorNamingTheFlag) {
 }
 
 }  // namespace
-}  // namespace fetchd::rpc
+}  // namespace fetchd::request

@@ -1,7 +1,5 @@
-// server/rpc/fetch_plan.cc: a walk's fingerprint, which binds its resume
-// tokens to it.
-#include "server/rpc/fetch_plan.h"
-
+// server/request/plan.cc: a walk's fingerprint, which binds its resume
+// tokens to it; the caps on a request's lists; the caller's identity.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -10,9 +8,9 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "server/rpc/rpc.h"
+#include "server/request/request.h"
 
-namespace fetchd::rpc {
+namespace fetchd::request {
 namespace {
 
 v1::FetchPagesRequest CursorWalk(const std::string& pointer,
@@ -27,7 +25,7 @@ v1::FetchPagesRequest CursorWalk(const std::string& pointer,
 std::string FingerprintOf(const v1::FetchPagesRequest& request) {
   FetchConfig config;
   absl::StatusOr<WalkPlan> plan =
-      PlanWalk(request, config, absl::Now() + absl::Seconds(30));
+      PlanWalk(request, config, {}, absl::Now() + absl::Seconds(30));
   EXPECT_TRUE(plan.ok()) << plan.status();
   return plan.ok() ? plan->fingerprint : "";
 }
@@ -59,7 +57,7 @@ v1::BatchFetchRequest OneItem() {
 
 absl::StatusOr<BatchPlan> Plan(const v1::BatchFetchRequest& request,
                                const FetchConfig& config = FetchConfig()) {
-  return PlanBatch(request, config, absl::Now() + absl::Seconds(30));
+  return PlanBatch(request, config, {}, absl::Now() + absl::Seconds(30));
 }
 
 TEST(ListCapsTest, ResponseHeadersAreDeduplicatedThenCappedAt64) {
@@ -128,7 +126,7 @@ TEST(ListCapsTest, WalkListsAreCappedToo) {
   }
   FetchConfig config;
   absl::StatusOr<WalkPlan> plan =
-      PlanWalk(request, config, absl::Now() + absl::Seconds(30));
+      PlanWalk(request, config, {}, absl::Now() + absl::Seconds(30));
   ASSERT_FALSE(plan.ok());
   EXPECT_THAT(plan.status().message(), HasSubstr("response_headers"));
   request.clear_response_headers();
@@ -137,11 +135,11 @@ TEST(ListCapsTest, WalkListsAreCappedToo) {
       request.add_stop_statuses(status);
     }
   }
-  plan = PlanWalk(request, config, absl::Now() + absl::Seconds(30));
+  plan = PlanWalk(request, config, {}, absl::Now() + absl::Seconds(30));
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_EQ(plan->strategy.stop_statuses.size(), 32u);
   request.add_stop_statuses(500);
-  plan = PlanWalk(request, config, absl::Now() + absl::Seconds(30));
+  plan = PlanWalk(request, config, {}, absl::Now() + absl::Seconds(30));
   ASSERT_FALSE(plan.ok());
   EXPECT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(plan.status().message(),
@@ -173,5 +171,41 @@ TEST(ListCapsTest, MaxConcurrencyIsAtMostMaxInflightFetches) {
   EXPECT_EQ(plan->options.max_concurrency, 16);
 }
 
+// --- The caller's identity: the one way it enters a plan (#17) ------------
+
+// A live RPC passes its caller's share identity, a job its stored one: both
+// reach the engine's options as given, for batches and walks alike.
+TEST(CallerTest, IdentityReachesTheEngineOptions) {
+  FetchConfig config;
+  absl::StatusOr<BatchPlan> batch = PlanBatch(
+      OneItem(), config, {.identity = "team-a"}, absl::InfiniteFuture());
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  EXPECT_EQ(batch->options.identity, "team-a");
+  EXPECT_EQ(batch->options.deadline, absl::InfiniteFuture());
+
+  absl::StatusOr<WalkPlan> walk =
+      PlanWalk(CursorWalk("/next", "/items"), config, {.identity = "10.0.0.7"},
+               absl::InfiniteFuture());
+  ASSERT_TRUE(walk.ok()) << walk.status();
+  EXPECT_EQ(walk->options.identity, "10.0.0.7");
+  EXPECT_EQ(walk->options.deadline, absl::InfiniteFuture());
+
+  // No caller given: the empty identity, one like any other.
+  batch = Plan(OneItem());
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  EXPECT_EQ(batch->options.identity, "");
+}
+
+// The engine's deadline is the caller's less --deadline_reserve.
+TEST(CallerTest, DeadlineKeepsTheReserve) {
+  FetchConfig config;
+  config.deadline_reserve = absl::Milliseconds(50);
+  const absl::Time deadline = absl::FromUnixSeconds(2'000'000'000);
+  absl::StatusOr<BatchPlan> batch =
+      PlanBatch(OneItem(), config, {.identity = "x"}, deadline);
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  EXPECT_EQ(batch->options.deadline, deadline - absl::Milliseconds(50));
+}
+
 }  // namespace
-}  // namespace fetchd::rpc
+}  // namespace fetchd::request
