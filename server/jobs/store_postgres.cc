@@ -618,7 +618,8 @@ absl::Status LeaseLost(absl::string_view id, absl::string_view replica) {
 
 class PostgresStore final : public JobStore {
  public:
-  explicit PostgresStore(std::unique_ptr<Pool> pool) : pool_(std::move(pool)) {}
+  PostgresStore(std::unique_ptr<Pool> pool, std::unique_ptr<Pool> ping_pool)
+      : pool_(std::move(pool)), ping_pool_(std::move(ping_pool)) {}
 
   absl::string_view backend() const override { return "postgres"; }
 
@@ -1221,8 +1222,10 @@ class PostgresStore final : public JobStore {
     return StoreBytesOn(conn.get());
   }
 
+  // Its own connection: a pool busy with long statements is not a
+  // database that does not answer (health would flap under load).
   absl::Status Ping() override {
-    PG_ASSIGN_OR_RETURN(Pool::Lease conn, pool_->Acquire());
+    PG_ASSIGN_OR_RETURN(Pool::Lease conn, ping_pool_->Acquire());
     return ExecSimple(conn.get(), "ping", "SELECT 1");
   }
 
@@ -1323,6 +1326,7 @@ class PostgresStore final : public JobStore {
   }
 
   std::unique_ptr<Pool> pool_;
+  std::unique_ptr<Pool> ping_pool_;  // one connection, for Ping only
 };
 
 }  // namespace
@@ -1361,10 +1365,13 @@ absl::StatusOr<std::unique_ptr<JobStore>> OpenPostgresStore(
   set_default("keepalives_interval", "10");
   set_default("keepalives_count", "3");
   set_default("tcp_user_timeout", "30000");
+  auto ping_pool = std::make_unique<Pool>(keywords, values, 1, absl::Seconds(5),
+                                          options.busy_timeout);
   auto pool = std::make_unique<Pool>(
       std::move(keywords), std::move(values), std::max(1, options.pool_size),
       std::max(absl::Seconds(1), options.busy_timeout), options.busy_timeout);
-  auto store = std::make_unique<PostgresStore>(std::move(pool));
+  auto store =
+      std::make_unique<PostgresStore>(std::move(pool), std::move(ping_pool));
   if (absl::Status migrated = store->Migrate(); !migrated.ok()) {
     if (absl::IsUnavailable(migrated)) {
       return absl::UnavailableError(absl::StrCat(

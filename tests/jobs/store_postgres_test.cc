@@ -400,6 +400,11 @@ TEST_F(PostgresStoreTest, OneConnectionServesManyThreadsInTurn) {
                   "SELECT count(*) FROM pg_stat_activity WHERE"
                   " application_name = 'fetchd'"),
             "1");
+  EXPECT_TRUE(store->Ping().ok());  // its own connection: a second backend
+  EXPECT_EQ(Query(conninfo_,
+                  "SELECT count(*) FROM pg_stat_activity WHERE"
+                  " application_name = 'fetchd'"),
+            "2");
 }
 
 TEST_F(PostgresStoreTest, ExpiredLeaseIsClaimedByTheOtherReplica) {
