@@ -22,6 +22,7 @@
 #include "server/jobs/store.h"
 #include "tests/jobs/store_conformance.h"
 #include "tests/support/postgres_server.h"
+#include "tests/support/test_server.h"
 
 namespace fetchd::jobs {
 namespace {
@@ -451,6 +452,45 @@ TEST_F(PostgresStoreTest, ExpiredLeaseIsClaimedByTheOtherReplica) {
   absl::StatusOr<Job> got = b->Get("alice", job.id, later);
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(got->counts.done, 1);
+}
+
+TEST_F(PostgresStoreTest, DeleteDuringCommitsLeavesNoOrphanRows) {
+  std::unique_ptr<JobStore> a = Open(), b = Open();
+  ASSERT_TRUE(a && b);
+  NewJob job = MakeJob("alice");
+  ASSERT_TRUE(a->Create(job, {}).ok());
+  ASSERT_TRUE(a->Claim("r", 1, absl::Minutes(5), t0_).ok());
+  std::atomic<int> commits{0};
+  absl::Status last;
+  std::thread committer([&] {
+    for (int batch = 0; batch < 2000; ++batch) {
+      Commit commit;
+      commit.job_id = job.id;
+      commit.replica = "r";
+      commit.now = t0_;
+      for (int i = 0; i < 50; ++i) {
+        ResultRow row;
+        row.index = batch * 50 + i;
+        row.body_bytes = 1;
+        row.data.assign(3, 'r');
+        commit.rows.push_back(std::move(row));
+      }
+      last = a->CommitResults(commit);
+      if (!last.ok()) return;
+      ++commits;
+    }
+  });
+  EXPECT_TRUE(::fetchd::testing::WaitFor([&] { return commits.load() >= 3; },
+                                         ::fetchd::testing::kEventTimeout,
+                                         "3 commits"));
+  EXPECT_TRUE(b->Delete("alice", job.id, t0_).ok());
+  committer.join();
+  EXPECT_EQ(last.code(), absl::StatusCode::kFailedPrecondition) << last;
+  for (const char* table : {"jobs", "results", "events", "deliveries"}) {
+    EXPECT_EQ(Query(conninfo_, absl::StrCat("SELECT count(*) FROM ", table)),
+              "0")
+        << table;
+  }
 }
 
 // Its own server: stopping the shared one would stall the other tests.
