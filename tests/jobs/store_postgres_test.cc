@@ -462,11 +462,12 @@ TEST_F(PostgresStoreTest, DeleteDuringCommitsLeavesNoOrphanRows) {
   ASSERT_TRUE(a->Claim("r", 1, absl::Minutes(5), t0_).ok());
   std::atomic<int> commits{0};
   absl::Status last;
+  const std::string replica = "r";
   std::thread committer([&] {
     for (int batch = 0; batch < 2000; ++batch) {
       Commit commit;
       commit.job_id = job.id;
-      commit.replica = "r";
+      commit.replica = replica;
       commit.now = t0_;
       for (int i = 0; i < 50; ++i) {
         ResultRow row;
