@@ -113,7 +113,8 @@ TEST_F(ReplicasTest, AnotherReplicaFinishesAKilledReplicasJob) {
   std::vector<v1::WatchResponse> events;
   grpc::Status watch_end;
   grpc::ClientContext watch_context;
-  watch_context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
+  watch_context.set_deadline(
+      absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
   std::thread watcher([&] {
     v1::WatchRequest request;
     request.set_id(id);
@@ -168,8 +169,8 @@ TEST_F(ReplicasTest, AnotherReplicaFinishesAKilledReplicasJob) {
   for (int page = 0; page < 10; ++page) {
     v1::ListResultsResponse response;
     ASSERT_TRUE(stub_b
-                    ->ListResults(ContextWithTimeout(kEventTimeout).get(),
-                                  list, &response)
+                    ->ListResults(ContextWithTimeout(kEventTimeout).get(), list,
+                                  &response)
                     .ok());
     for (const auto& result : response.results()) {
       EXPECT_TRUE(indexes.insert(result.index()).second) << result.index();
@@ -226,8 +227,8 @@ TEST_F(ReplicasTest, OneKeySubmittedToTwoReplicasAtOnceMakesOneJob) {
 TEST_F(ReplicasTest, PostgresDownTakesOnlyJobsDown) {
   FetchdProcess fetchd(FETCHD_PATH, Flags());
   ASSERT_TRUE(fetchd.ok());
-  auto channel = grpc::CreateChannel(fetchd.address(),
-                                     grpc::InsecureChannelCredentials());
+  auto channel =
+      grpc::CreateChannel(fetchd.address(), grpc::InsecureChannelCredentials());
   auto jobs = v1::Jobs::NewStub(channel);
   auto health = grpc::health::v1::Health::NewStub(channel);
   auto status_of = [&](const std::string& service) {
@@ -269,8 +270,8 @@ TEST_F(ReplicasTest, PostgresDownTakesOnlyJobsDown) {
   v1::BatchFetchRequest live;
   live.add_items()->set_url(origin_.Url("/bytes/5"));
   v1::BatchFetchResponse fetched;
-  grpc::Status live_status =
-      fetch->BatchFetch(ContextWithTimeout(kEventTimeout).get(), live, &fetched);
+  grpc::Status live_status = fetch->BatchFetch(
+      ContextWithTimeout(kEventTimeout).get(), live, &fetched);
   ASSERT_TRUE(live_status.ok()) << live_status.error_message();
   EXPECT_EQ(fetched.results(0).body(), "xxxxx");
 
