@@ -103,17 +103,18 @@ load() {  # label target mode [flags]
 
 mkdir -p "$tmp/sqlite"
 start_fetchd "${common[@]}" --job_store="sqlite:$tmp/sqlite/jobs.db"
-sqlite_target=$target
+sqlite_target=$target sqlite_pid=$fetchd_pid
 stores=(sqlite)
 postgres_note=""
 if [[ $want_postgres != off ]] && pg_start; then
   start_fetchd "${common[@]}" --job_store="postgresql://fetchd@127.0.0.1:$pg_port/postgres"
-  postgres_target=$target
+  postgres_target=$target postgres_pid=$fetchd_pid
   stores+=(postgres)
 else
   postgres_note="PostgreSQL: not measured (JOBS_POSTGRES=$want_postgres, or no $pg_bin/initdb)"
 fi
-declare -A store_target=([sqlite]=$sqlite_target [postgres]=${postgres_target:-})
+declare -A store_target=([sqlite]=$sqlite_target [postgres]=${postgres_target:-}) \
+  store_pid=([sqlite]=$sqlite_pid [postgres]=${postgres_pid:-})
 echo "origin $base, fetchd sqlite $sqlite_target${postgres_target:+, postgres $postgres_target (PostgreSQL on 127.0.0.1:$pg_port)}" \
   "($(nproc) cores), $n URLs at c=$conc, probe $probe_rate/s, $rounds rounds" >&2
 # Warm: the origin connections and allocators, as in a running service.
@@ -131,9 +132,18 @@ store_bytes() {  # store -> "total_bytes detail"
         total=$((total + size))
         detail="$detail ${f##*/}=$size"
       done
+      # The database's own size as its readers see it (WAL frames
+      # included once): the WAL file holds every committed version of the
+      # pages it rewrote until a checkpoint, so on a small job it is most
+      # of the files' size.
+      if command -v sqlite3 >/dev/null; then
+        detail="$detail logical=$(sqlite3 -readonly "$db" 'PRAGMA page_count' 'PRAGMA page_size' | paste -sd'*' | bc)"
+      fi
       echo "$total$detail" ;;
     postgres)
-      psql_at "SELECT sum(pg_total_relation_size(c.oid)) || ' tables=' ||
+      psql_at "SELECT sum(pg_total_relation_size(c.oid)) || ' results=' ||
+                      sum(pg_total_relation_size(c.oid)) FILTER (WHERE c.relname = 'results') ||
+                      ' (tables, indexes, TOAST; not pg_wal) tables=' ||
                       string_agg(c.relname, ',' ORDER BY c.relname)
                FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
                WHERE c.relkind IN ('r', 'p')
@@ -141,6 +151,16 @@ store_bytes() {  # store -> "total_bytes detail"
                  AND s.nspname NOT LIKE 'pg_toast%'" ;;
   esac
 }
+# CPU time so far (user + system, clock ticks) of the given processes.
+ticks() { for p in "$@"; do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || true; done | awk '{t += $1} END {print t + 0}'; }
+# The private PostgreSQL's processes: the postmaster and its children (the
+# backends of fetchd's pooled connections, the writers).
+pg_pids() {
+  local master
+  master=$(head -1 "$pg_dir/data/postmaster.pid")
+  echo "$master" $(pgrep -P "$master")
+}
+hz=$(getconf CLK_TCK)
 
 workloads=(live "${stores[@]}" idle)
 for r in $(seq "$rounds"); do
@@ -150,12 +170,20 @@ for r in $(seq "$rounds"); do
     for ((i = ${#workloads[@]} - 1; i >= 0; i--)); do order+=("${workloads[$i]}"); done
   fi
   for w in "${order[@]}"; do
+    pid=${store_pid[$w]:-$sqlite_pid}
+    pg=()
+    [[ $w == postgres ]] && read -r -a pg <<<"$(pg_pids)"
+    t0=$(ticks "$pid") p0=$(ticks "${pg[@]}")
     case $w in
       live) line=$(load live "$sqlite_target" live --probe_rate="$probe_rate") ;;
       idle) line=$(load idle "$sqlite_target" probe --probe_rate="$probe_rate" --probe_seconds="$probe_seconds") ;;
       *) line=$(load "$w" "${store_target[$w]}" job --probe_rate="$probe_rate")
          if ((r == 1)); then echo "bytes $w $(store_bytes "$w")" >>"$tmp/bytes"; fi ;;
     esac
+    t1=$(ticks "$pid") p1=$(ticks "${pg[@]}")
+    # fetchd's (and PostgreSQL's) CPU per item, in microseconds.
+    line="$line cpu_us=$(echo "1000000 * ($t1 - $t0) / $hz / $n" | bc -l | cut -c1-8)"
+    [[ $w == postgres ]] && line="$line pg_cpu_us=$(echo "1000000 * ($p1 - $p0) / $hz / $n" | bc -l | cut -c1-8)"
     echo "$line" >>"$tmp/results"
     echo "  $line" >&2
   done
@@ -172,7 +200,7 @@ awk -v n="$n" -v note="$postgres_note" "$awk_median"'
   function m(who, key) { return ((who, key) in v) ? median(v[who, key]) : -1 }
   END {
     live = m("live", "items_s")
-    printf "%-9s %9s %7s %9s %9s %12s %11s %10s %9s %9s %9s\n", "who", "items/s", "÷live", "run it/s", "submit", "1st result", "1st watch", "read it/s", "probe p50", "p99", "max"
+    printf "%-9s %9s %7s %9s %9s %12s %11s %10s %9s %9s %9s %10s\n", "who", "items/s", "÷live", "run it/s", "submit", "1st result", "1st watch", "read it/s", "probe p50", "p99", "max", "CPU us/it"
     split("live sqlite postgres idle", who, " ")
     for (i = 1; i <= 4; i++) {
       w = who[i]
@@ -180,18 +208,19 @@ awk -v n="$n" -v note="$postgres_note" "$awk_median"'
       if (w == "idle") {
         printf "%-9s %9s %7s %9s %9s %12s %11s %10s %7.2fms %7.2fms %7.2fms\n", w, "", "", "", "", "", "", "", m(w, "probe_p50_ms"), m(w, "probe_p99_ms"), m(w, "probe_max_ms")
       } else if (w == "live") {
-        printf "%-9s %9d %7s %9s %9s %12s %11s %10s %7.2fms %7.2fms %7.2fms\n", w, live, "", "", "", "", "", "", m(w, "probe_p50_ms"), m(w, "probe_p99_ms"), m(w, "probe_max_ms")
+        printf "%-9s %9d %7s %9s %9s %12s %11s %10s %7.2fms %7.2fms %7.2fms %10.1f\n", w, live, "", "", "", "", "", "", m(w, "probe_p50_ms"), m(w, "probe_p99_ms"), m(w, "probe_max_ms"), m(w, "cpu_us")
       } else {
-        printf "%-9s %9d %6.0f%% %9d %7.0fms %10.0fms %9.0fms %10d %7.2fms %7.2fms %7.2fms\n", w, m(w, "items_s"), 100 * m(w, "items_s") / live, m(w, "run_items_s"), m(w, "submit_ms"), m(w, "first_result_ms"), m(w, "first_watch_ms"), m(w, "readback_items_s"), m(w, "probe_p50_ms"), m(w, "probe_p99_ms"), m(w, "probe_max_ms")
+        printf "%-9s %9d %6.0f%% %9d %7.0fms %10.0fms %9.0fms %10d %7.2fms %7.2fms %7.2fms %10.1f%s\n", w, m(w, "items_s"), 100 * m(w, "items_s") / live, m(w, "run_items_s"), m(w, "submit_ms"), m(w, "first_result_ms"), m(w, "first_watch_ms"), m(w, "readback_items_s"), m(w, "probe_p50_ms"), m(w, "probe_p99_ms"), m(w, "probe_max_ms"), m(w, "cpu_us"), (w == "postgres" ? sprintf(" +%.1f pg", m(w, "pg_cpu_us")) : "")
       }
     }
-    if ("sqlite" in seen) printf "\ngoal: sqlite job >= 80%% of live: %s\n", m("sqlite", "items_s") >= 0.8 * live ? "met" : "NOT met"
-    if ("postgres" in seen) printf "goal: postgres job >= 60%% of live: %s\n", m("postgres", "items_s") >= 0.6 * live ? "met" : "NOT met"
+    if ("sqlite" in seen) printf "\ngoal: sqlite job >= 80%% of live: %s\n", (m("sqlite", "items_s") >= 0.8 * live ? "met" : "NOT met")
+    if ("postgres" in seen) printf "goal: postgres job >= 60%% of live: %s\n", (m("postgres", "items_s") >= 0.6 * live ? "met" : "NOT met")
     printf "\nstore bytes per item (round 1 job, empty store, %d items; includes the stored request):\n", n
     for (s in bytes) printf "  %-9s %8.0f B/item  (%s)\n", s, bytes[s] / n, detail[s]
     if (note != "") printf "  %s\n", note
     printf "\nitems/s: Submit start -> terminal Watch event (job), call start -> last result (live StreamBatchFetch);\n"
     printf "run it/s: the job'"'"'s started_at..finished_at; 1st result: Submit returned -> first result in ListResults\n"
     printf "(1 ms polls); 1st watch: Submit returned -> first Watch event with done > 0; probe: unary BatchFetch of\n"
-    printf "1 URL, another identity, beside each workload (idle: alone)\n"
+    printf "1 URL, another identity, beside each workload (idle: alone); CPU: fetchd'"'"'s user+system time per item\n"
+    printf "over the workload (the job'"'"'s fetchd; live: sqlite'"'"'s), + pg: the private PostgreSQL'"'"'s processes\n"
   }' "$tmp/results" "$tmp/bytes"
