@@ -21,12 +21,15 @@
 # Rounds alternate the order of, each through bench/jobs_load (C++):
 #   live      one StreamBatchFetch of the JOBS_N URLs (sqlite's fetchd);
 #             items/s from the call's start to its last result
+#   unary     one unary BatchFetch of them (a second reference)
 #   sqlite,   one batch job of the same URLs: items/s from Submit's start to
 #   postgres  the terminal Watch event (÷live is the goal: >= 80% SQLite,
 #             >= 60% PostgreSQL); also Submit's own time, Submit-returned ->
 #             first result in ListResults (polled every 1 ms) and -> first
 #             Watch event with done > 0, the job's run rate (started_at ..
-#             finished_at), and the read-back of every result (checked)
+#             finished_at), and the read-back of every result (checked;
+#             "+read": the job and the read-back together, the time a
+#             client takes to hold every body, as live's client does)
 #   idle      no load
 # and beside every one of them the probe: unary BatchFetch of 1 URL at
 # JOBS_PROBE_RATE/s as identity `probe`, p50/p99/max. Store bytes per item
@@ -153,16 +156,20 @@ store_bytes() {  # store -> "total_bytes detail"
 }
 # CPU time so far (user + system, clock ticks) of the given processes.
 ticks() { for p in "$@"; do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || true; done | awk '{t += $1} END {print t + 0}'; }
-# The private PostgreSQL's processes: the postmaster and its children (the
-# backends of fetchd's pooled connections, the writers).
-pg_pids() {
-  local master
+# "PID TICKS" lines for the private PostgreSQL's processes: the postmaster
+# and its children (the backends of fetchd's pooled connections, the
+# writers).
+pg_ticks() {
+  local master p
   master=$(head -1 "$pg_dir/data/postmaster.pid")
-  echo "$master" $(pgrep -P "$master")
+  for p in "$master" $(pgrep -P "$master"); do echo "$p $(ticks "$p")"; done
 }
+# Their CPU between two pg_ticks snapshots; a backend born in between counts
+# from 0 (one that ended in between is missed).
+pg_delta() { awk 'FNR == NR { t0[$1] = $2; next } { d += $2 - t0[$1] } END { print d + 0 }' "$1" "$2"; }
 hz=$(getconf CLK_TCK)
 
-workloads=(live "${stores[@]}" idle)
+workloads=(live unary "${stores[@]}" idle)
 for r in $(seq "$rounds"); do
   order=("${workloads[@]}")
   if ((r % 2 == 0)); then  # reversed every other round
@@ -171,19 +178,22 @@ for r in $(seq "$rounds"); do
   fi
   for w in "${order[@]}"; do
     pid=${store_pid[$w]:-$sqlite_pid}
-    pg=()
-    [[ $w == postgres ]] && read -r -a pg <<<"$(pg_pids)"
-    t0=$(ticks "$pid") p0=$(ticks "${pg[@]}")
+    [[ $w == postgres ]] && pg_ticks >"$tmp/pg0"
+    t0=$(ticks "$pid")
     case $w in
       live) line=$(load live "$sqlite_target" live --probe_rate="$probe_rate") ;;
+      unary) line=$(load unary "$sqlite_target" unary --probe_rate="$probe_rate") ;;
       idle) line=$(load idle "$sqlite_target" probe --probe_rate="$probe_rate" --probe_seconds="$probe_seconds") ;;
       *) line=$(load "$w" "${store_target[$w]}" job --probe_rate="$probe_rate")
          if ((r == 1)); then echo "bytes $w $(store_bytes "$w")" >>"$tmp/bytes"; fi ;;
     esac
-    t1=$(ticks "$pid") p1=$(ticks "${pg[@]}")
+    t1=$(ticks "$pid")
     # fetchd's (and PostgreSQL's) CPU per item, in microseconds.
     line="$line cpu_us=$(echo "1000000 * ($t1 - $t0) / $hz / $n" | bc -l | cut -c1-8)"
-    [[ $w == postgres ]] && line="$line pg_cpu_us=$(echo "1000000 * ($p1 - $p0) / $hz / $n" | bc -l | cut -c1-8)"
+    if [[ $w == postgres ]]; then
+      pg_ticks >"$tmp/pg1"
+      line="$line pg_cpu_us=$(echo "1000000 * $(pg_delta "$tmp/pg0" "$tmp/pg1") / $hz / $n" | bc -l | cut -c1-8)"
+    fi
     echo "$line" >>"$tmp/results"
     echo "  $line" >&2
   done
@@ -199,18 +209,20 @@ awk -v n="$n" -v note="$postgres_note" "$awk_median"'
   { bytes[$2] = $3; detail[$2] = $0; sub(/^bytes [a-z]+ [0-9]+ ?/, "", detail[$2]) }
   function m(who, key) { return ((who, key) in v) ? median(v[who, key]) : -1 }
   END {
-    live = m("live", "items_s")
-    printf "%-9s %9s %7s %9s %9s %12s %11s %10s %9s %9s %9s %10s\n", "who", "items/s", "÷live", "run it/s", "submit", "1st result", "1st watch", "read it/s", "probe p50", "p99", "max", "CPU us/it"
-    split("live sqlite postgres idle", who, " ")
-    for (i = 1; i <= 4; i++) {
+    live = m("live", "items_s"); unary = m("unary", "items_s")
+    printf "%-9s %8s %6s %7s %10s %8s %7s %10s %9s %9s %9s %9s %9s %s\n", "who", "items/s", "÷live", "÷unary", "+read it/s", "run it/s", "submit", "1st result", "1st watch", "read it/s", "probe p50", "p99", "max", "CPU us/it"
+    split("live unary sqlite postgres idle", who, " ")
+    for (i = 1; i <= 5; i++) {
       w = who[i]
       if (!(w in seen)) continue
+      probe = sprintf("%7.2fms %7.2fms %7.2fms", m(w, "probe_p50_ms"), m(w, "probe_p99_ms"), m(w, "probe_max_ms"))
       if (w == "idle") {
-        printf "%-9s %9s %7s %9s %9s %12s %11s %10s %7.2fms %7.2fms %7.2fms\n", w, "", "", "", "", "", "", "", m(w, "probe_p50_ms"), m(w, "probe_p99_ms"), m(w, "probe_max_ms")
-      } else if (w == "live") {
-        printf "%-9s %9d %7s %9s %9s %12s %11s %10s %7.2fms %7.2fms %7.2fms %10.1f\n", w, live, "", "", "", "", "", "", m(w, "probe_p50_ms"), m(w, "probe_p99_ms"), m(w, "probe_max_ms"), m(w, "cpu_us")
+        printf "%-9s %8s %6s %7s %10s %8s %7s %10s %9s %9s %s\n", w, "", "", "", "", "", "", "", "", "", probe
+      } else if (w == "live" || w == "unary") {
+        printf "%-9s %8d %5.0f%% %6.0f%% %10s %8s %7s %10s %9s %9s %s %9.1f\n", w, m(w, "items_s"), 100 * m(w, "items_s") / live, 100 * m(w, "items_s") / unary, "", "", "", "", "", "", probe, m(w, "cpu_us")
       } else {
-        printf "%-9s %9d %6.0f%% %9d %7.0fms %10.0fms %9.0fms %10d %7.2fms %7.2fms %7.2fms %10.1f%s\n", w, m(w, "items_s"), 100 * m(w, "items_s") / live, m(w, "run_items_s"), m(w, "submit_ms"), m(w, "first_result_ms"), m(w, "first_watch_ms"), m(w, "readback_items_s"), m(w, "probe_p50_ms"), m(w, "probe_p99_ms"), m(w, "probe_max_ms"), m(w, "cpu_us"), (w == "postgres" ? sprintf(" +%.1f pg", m(w, "pg_cpu_us")) : "")
+        a = m(w, "items_s"); b = m(w, "readback_items_s")
+        printf "%-9s %8d %5.0f%% %6.0f%% %10d %8d %5.0fms %8.0fms %7.0fms %9d %s %9.1f%s\n", w, a, 100 * a / live, 100 * a / unary, 1 / (1 / a + 1 / b), m(w, "run_items_s"), m(w, "submit_ms"), m(w, "first_result_ms"), m(w, "first_watch_ms"), b, probe, m(w, "cpu_us"), (w == "postgres" ? sprintf(" +%.1f pg", m(w, "pg_cpu_us")) : "")
       }
     }
     if ("sqlite" in seen) printf "\ngoal: sqlite job >= 80%% of live: %s\n", (m("sqlite", "items_s") >= 0.8 * live ? "met" : "NOT met")
@@ -218,9 +230,11 @@ awk -v n="$n" -v note="$postgres_note" "$awk_median"'
     printf "\nstore bytes per item (round 1 job, empty store, %d items; includes the stored request):\n", n
     for (s in bytes) printf "  %-9s %8.0f B/item  (%s)\n", s, bytes[s] / n, detail[s]
     if (note != "") printf "  %s\n", note
-    printf "\nitems/s: Submit start -> terminal Watch event (job), call start -> last result (live StreamBatchFetch);\n"
-    printf "run it/s: the job'"'"'s started_at..finished_at; 1st result: Submit returned -> first result in ListResults\n"
-    printf "(1 ms polls); 1st watch: Submit returned -> first Watch event with done > 0; probe: unary BatchFetch of\n"
-    printf "1 URL, another identity, beside each workload (idle: alone); CPU: fetchd'"'"'s user+system time per item\n"
-    printf "over the workload (the job'"'"'s fetchd; live: sqlite'"'"'s), + pg: the private PostgreSQL'"'"'s processes\n"
+    printf "\nlive: one StreamBatchFetch, call start -> last result (the goal'"'"'s reference); unary: one BatchFetch of\n"
+    printf "them all; items/s of a job: Submit start -> terminal Watch event; +read it/s: the job and then reading\n"
+    printf "every result back (ListResults pages of 10,000), as a client of live gets them; run it/s: the job'"'"'s\n"
+    printf "started_at..finished_at; 1st result: Submit returned -> first result in ListResults (1 ms polls);\n"
+    printf "1st watch: Submit returned -> first Watch event with done > 0; probe: unary BatchFetch of 1 URL at a\n"
+    printf "steady rate, another identity, beside each workload (idle: alone); CPU: fetchd'"'"'s user+system time\n"
+    printf "per item over the workload (live, unary: the sqlite fetchd), + pg: the private PostgreSQL'"'"'s processes\n"
   }' "$tmp/results" "$tmp/bytes"

@@ -3,6 +3,8 @@
 // a steady clock:
 //   --mode=live   one StreamBatchFetch of the URLs; items/s from the call's
 //                 start to its last result
+//   --mode=unary  one unary BatchFetch of the URLs (a second reference: the
+//                 whole answer in one message)
 //   --mode=job    Submit them as one batch job; items/s from Submit's start
 //                 to the terminal Watch event. Also: Submit's own time, the
 //                 time from Submit returning to the first result visible in
@@ -36,7 +38,7 @@
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "fetchd address");
 ABSL_FLAG(std::string, base, "http://127.0.0.1:18080", "origin base URL");
-ABSL_FLAG(std::string, mode, "job", "live, job or probe");
+ABSL_FLAG(std::string, mode, "job", "live, unary, job or probe");
 ABSL_FLAG(int, n, 100000, "URLs in the batch");
 ABSL_FLAG(int, concurrency, 64, "max_concurrency of the batch");
 ABSL_FLAG(std::string, token, "", "bearer token of the workload's identity");
@@ -186,6 +188,32 @@ bool Live(std::string* line) {
   return status.ok() && ok == batch.items_size();
 }
 
+// One unary BatchFetch of every URL.
+bool Unary(std::string* line) {
+  const fetchd::v1::BatchFetchRequest batch = Batch();
+  auto stub = fetchd::v1::Fetch::NewStub(NewChannel());
+  auto context =
+      Context(absl::GetFlag(FLAGS_token), absl::GetFlag(FLAGS_timeout_s));
+  fetchd::v1::BatchFetchResponse response;
+  const auto start = Clock::now();
+  grpc::Status status = stub->BatchFetch(context.get(), batch, &response);
+  const double seconds = Seconds(Clock::now() - start);
+  int64_t ok = 0;
+  std::string first_error = status.error_message();
+  for (const auto& result : response.results()) {
+    if (Ok(result)) {
+      ++ok;
+    } else if (first_error.empty()) {
+      first_error = result.error().message();
+    }
+  }
+  *line = absl::StrFormat("ok=%d failed=%d seconds=%.3f items_s=%.0f", ok,
+                          batch.items_size() - ok, seconds,
+                          batch.items_size() / seconds);
+  if (!first_error.empty()) absl::StrAppend(line, " first_error=", first_error);
+  return status.ok() && ok == batch.items_size();
+}
+
 // One batch job of every URL, watched to its end, then read back.
 bool Job(std::string* line) {
   fetchd::v1::SubmitRequest submit;
@@ -323,13 +351,16 @@ int main(int argc, char** argv) {
   bool ok = true;
   if (mode == "live") {
     ok = Live(&line);
+  } else if (mode == "unary") {
+    ok = Unary(&line);
   } else if (mode == "job") {
     ok = Job(&line);
   } else if (mode == "probe") {
     std::this_thread::sleep_for(
         std::chrono::duration<double>(absl::GetFlag(FLAGS_probe_seconds)));
   } else {
-    std::fprintf(stderr, "jobs_load: --mode must be live, job or probe\n");
+    std::fprintf(stderr,
+                 "jobs_load: --mode must be live, unary, job or probe\n");
     return 2;
   }
   probe.Stop();
