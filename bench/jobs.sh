@@ -210,19 +210,19 @@ awk -v n="$n" -v note="$postgres_note" "$awk_median"'
   function m(who, key) { return ((who, key) in v) ? median(v[who, key]) : -1 }
   END {
     live = m("live", "items_s"); unary = m("unary", "items_s")
-    printf "%-9s %8s %6s %7s %10s %8s %7s %10s %9s %9s %9s %9s %9s %s\n", "who", "items/s", "÷live", "÷unary", "+read it/s", "run it/s", "submit", "1st result", "1st watch", "read it/s", "probe p50", "p99", "max", "CPU us/it"
+    printf "%-9s %8s %6s %7s %10s %8s %7s %7s %10s %9s %9s %9s %9s %9s %s\n", "who", "items/s", "÷live", "÷unary", "+read it/s", "run it/s", "submit", "claim", "1st result", "1st watch", "read it/s", "probe p50", "p99", "max", "CPU us/it"
     split("live unary sqlite postgres idle", who, " ")
     for (i = 1; i <= 5; i++) {
       w = who[i]
       if (!(w in seen)) continue
       probe = sprintf("%7.2fms %7.2fms %7.2fms", m(w, "probe_p50_ms"), m(w, "probe_p99_ms"), m(w, "probe_max_ms"))
       if (w == "idle") {
-        printf "%-9s %8s %6s %7s %10s %8s %7s %10s %9s %9s %s\n", w, "", "", "", "", "", "", "", "", "", probe
+        printf "%-9s %8s %6s %7s %10s %8s %7s %7s %10s %9s %9s %s\n", w, "", "", "", "", "", "", "", "", "", "", probe
       } else if (w == "live" || w == "unary") {
-        printf "%-9s %8d %5.0f%% %6.0f%% %10s %8s %7s %10s %9s %9s %s %9.1f\n", w, m(w, "items_s"), 100 * m(w, "items_s") / live, 100 * m(w, "items_s") / unary, "", "", "", "", "", "", probe, m(w, "cpu_us")
+        printf "%-9s %8d %5.0f%% %6.0f%% %10s %8s %7s %7s %10s %9s %9s %s %9.1f\n", w, m(w, "items_s"), 100 * m(w, "items_s") / live, 100 * m(w, "items_s") / unary, "", "", "", "", "", "", "", probe, m(w, "cpu_us")
       } else {
         a = m(w, "items_s"); b = m(w, "readback_items_s")
-        printf "%-9s %8d %5.0f%% %6.0f%% %10d %8d %5.0fms %8.0fms %7.0fms %9d %s %9.1f%s\n", w, a, 100 * a / live, 100 * a / unary, 1 / (1 / a + 1 / b), m(w, "run_items_s"), m(w, "submit_ms"), m(w, "first_result_ms"), m(w, "first_watch_ms"), b, probe, m(w, "cpu_us"), (w == "postgres" ? sprintf(" +%.1f pg", m(w, "pg_cpu_us")) : "")
+        printf "%-9s %8d %5.0f%% %6.0f%% %10d %8d %5.0fms %5.0fms %8.0fms %7.0fms %9d %s %9.1f%s\n", w, a, 100 * a / live, 100 * a / unary, 1 / (1 / a + 1 / b), m(w, "run_items_s"), m(w, "submit_ms"), m(w, "claim_ms"), m(w, "first_result_ms"), m(w, "first_watch_ms"), b, probe, m(w, "cpu_us"), (w == "postgres" ? sprintf(" +%.1f pg", m(w, "pg_cpu_us")) : "")
       }
     }
     if ("sqlite" in seen) printf "\ngoal: sqlite job >= 80%% of live: %s\n", (m("sqlite", "items_s") >= 0.8 * live ? "met" : "NOT met")
@@ -233,8 +233,9 @@ awk -v n="$n" -v note="$postgres_note" "$awk_median"'
     printf "\nlive: one StreamBatchFetch, call start -> last result (the goal'"'"'s reference); unary: one BatchFetch of\n"
     printf "them all; items/s of a job: Submit start -> terminal Watch event; +read it/s: the job and then reading\n"
     printf "every result back (ListResults pages of 10,000), as a client of live gets them; run it/s: the job'"'"'s\n"
-    printf "started_at..finished_at; 1st result: Submit returned -> first result in ListResults (1 ms polls);\n"
-    printf "1st watch: Submit returned -> first Watch event with done > 0; probe: unary BatchFetch of 1 URL at a\n"
-    printf "steady rate, another identity, beside each workload (idle: alone); CPU: fetchd'"'"'s user+system time\n"
-    printf "per item over the workload (live, unary: the sqlite fetchd), + pg: the private PostgreSQL'"'"'s processes\n"
+    printf "started_at..finished_at; claim: its created_at..started_at; 1st result: Submit returned -> first\n"
+    printf "result in ListResults (1 ms polls); 1st watch: Submit returned -> first Watch event with done > 0;\n"
+    printf "probe: unary BatchFetch of 1 URL at a steady rate, another identity, beside each workload (idle:\n"
+    printf "alone); CPU: fetchd'"'"'s user+system time per item over the workload (live, unary: the sqlite\n"
+    printf "fetchd), + pg: the private PostgreSQL'"'"'s processes\n"
   }' "$tmp/results" "$tmp/bytes"

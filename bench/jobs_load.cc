@@ -10,8 +10,10 @@
 //                 time from Submit returning to the first result visible in
 //                 ListResults (polled every --poll_us) and to the first
 //                 Watch event with done > 0, the job's own run rate
-//                 (started_at..finished_at from Get), and a read-back of
-//                 every result (ListResults pages of 10,000), checked
+//                 (started_at..finished_at from Get), created_at ->
+//                 started_at (how long a runner took to claim it), and a
+//                 read-back of every result (ListResults pages of 10,000),
+//                 checked
 //   --mode=probe  nothing but the probe, for --probe_seconds
 // With --probe_rate > 0, a probe runs beside the workload: unary BatchFetch
 // of 1 URL at that steady rate on its own connection, as --probe_token (a
@@ -286,6 +288,10 @@ bool Job(std::string* line) {
   const double run = status.ok() ? ToSeconds(job.job().finished_at()) -
                                        ToSeconds(job.job().started_at())
                                  : 0;
+  // Submit stored it -> a runner claimed it (the server's clock).
+  const double claim = status.ok() ? ToSeconds(job.job().started_at()) -
+                                         ToSeconds(job.job().created_at())
+                                   : 0;
 
   // Read back every result.
   int64_t read = 0, ok = 0;
@@ -321,10 +327,10 @@ bool Job(std::string* line) {
   };
   *line = absl::StrFormat(
       "id=%s state=%s ok=%d failed=%d seconds=%.3f items_s=%.0f "
-      "submit_ms=%.1f first_result_ms=%.1f first_watch_ms=%.1f "
+      "submit_ms=%.1f claim_ms=%.1f first_result_ms=%.1f first_watch_ms=%.1f "
       "run_items_s=%.0f readback_items_s=%.0f",
       id, fetchd::v1::JobState_Name(last.state()), ok, read - ok, seconds,
-      n / seconds, 1e3 * Seconds(returned - start), ms(first_list),
+      n / seconds, 1e3 * Seconds(returned - start), 1e3 * claim, ms(first_list),
       ms(first_watch), run > 0 ? n / run : 0, read / read_seconds);
   if (!watch_status.ok()) first_error = watch_status.error_message();
   if (!first_error.empty()) absl::StrAppend(line, " first_error=", first_error);
