@@ -227,6 +227,9 @@ awk -v n="$n" -v note="$postgres_note" "$awk_median"'
     }
     if ("sqlite" in seen) printf "\ngoal: sqlite job >= 80%% of live: %s\n", (m("sqlite", "items_s") >= 0.8 * live ? "met" : "NOT met")
     if ("postgres" in seen) printf "goal: postgres job >= 60%% of live: %s\n", (m("postgres", "items_s") >= 0.6 * live ? "met" : "NOT met")
+    printf "\none call on the ended job (median of 21): "
+    for (i = 3; i <= 4; i++) if (who[i] in seen) printf "%s Get %.2f ms, ListResults(1) %.2f ms; ", who[i], m(who[i], "get_ms"), m(who[i], "list1_ms")
+    printf "\n"
     printf "\nstore bytes per item (round 1 job, empty store, %d items; includes the stored request):\n", n
     for (s in bytes) printf "  %-9s %8.0f B/item  (%s)\n", s, bytes[s] / n, detail[s]
     if (note != "") printf "  %s\n", note

@@ -13,7 +13,8 @@
 //                 (started_at..finished_at from Get), created_at ->
 //                 started_at (how long a runner took to claim it), and a
 //                 read-back of every result (ListResults pages of 10,000),
-//                 checked
+//                 checked, then the median time of a Get and of a
+//                 ListResults of 1 result on the ended job
 //   --mode=probe  nothing but the probe, for --probe_seconds
 // With --probe_rate > 0, a probe runs beside the workload: unary BatchFetch
 // of 1 URL at that steady rate on its own connection, as --probe_token (a
@@ -322,16 +323,42 @@ bool Job(std::string* line) {
     }
   }
   const double read_seconds = Seconds(Clock::now() - read_start);
+
+  // What one small call costs on this job (ended): Get, and ListResults of
+  // one result; medians of 21.
+  auto median_ms = [](auto call) {
+    std::vector<double> ms;
+    for (int i = 0; i < 21; ++i) {
+      const auto t0 = Clock::now();
+      call();
+      ms.push_back(1e3 * Seconds(Clock::now() - t0));
+    }
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+  };
+  const double get_ms = median_ms([&] {
+    fetchd::v1::GetResponse response;
+    (void)stub->Get(Context(token, timeout_s).get(), get, &response);
+  });
+  const double list1_ms = median_ms([&] {
+    fetchd::v1::ListResultsRequest request;
+    request.set_id(id);
+    request.set_page_size(1);
+    fetchd::v1::ListResultsResponse response;
+    (void)stub->ListResults(Context(token, timeout_s).get(), request,
+                            &response);
+  });
   auto ms = [returned](Clock::time_point t) {
     return t == Clock::time_point{} ? -1.0 : 1e3 * Seconds(t - returned);
   };
   *line = absl::StrFormat(
       "id=%s state=%s ok=%d failed=%d seconds=%.3f items_s=%.0f "
       "submit_ms=%.1f claim_ms=%.1f first_result_ms=%.1f first_watch_ms=%.1f "
-      "run_items_s=%.0f readback_items_s=%.0f",
+      "run_items_s=%.0f readback_items_s=%.0f get_ms=%.2f list1_ms=%.2f",
       id, fetchd::v1::JobState_Name(last.state()), ok, read - ok, seconds,
       n / seconds, 1e3 * Seconds(returned - start), 1e3 * claim, ms(first_list),
-      ms(first_watch), run > 0 ? n / run : 0, read / read_seconds);
+      ms(first_watch), run > 0 ? n / run : 0, read / read_seconds, get_ms,
+      list1_ms);
   if (!watch_status.ok()) first_error = watch_status.error_message();
   if (!first_error.empty()) absl::StrAppend(line, " first_error=", first_error);
   return watch_status.ok() && last.state() == fetchd::v1::JOB_STATE_SUCCEEDED &&
