@@ -181,12 +181,17 @@ for r in $(seq "$rounds"); do
     [[ $w == postgres ]] && pg_ticks >"$tmp/pg0"
     t0=$(ticks "$pid")
     case $w in
-      live) line=$(load live "$sqlite_target" live --probe_rate="$probe_rate") ;;
-      unary) line=$(load unary "$sqlite_target" unary --probe_rate="$probe_rate") ;;
-      idle) line=$(load idle "$sqlite_target" probe --probe_rate="$probe_rate" --probe_seconds="$probe_seconds") ;;
-      *) line=$(load "$w" "${store_target[$w]}" job --probe_rate="$probe_rate")
-         if ((r == 1)); then echo "bytes $w $(store_bytes "$w")" >>"$tmp/bytes"; fi ;;
+      live | unary) args=("$sqlite_target" "$w") ;;
+      idle) args=("$sqlite_target" probe --probe_seconds="$probe_seconds") ;;
+      *) args=("${store_target[$w]}" job) ;;
     esac
+    if ! line=$(load "$w" "${args[@]}" --probe_rate="$probe_rate"); then
+      echo "jobs.sh: $w failed: $line" >&2
+      exit 1
+    fi
+    if [[ ${store_target[$w]+set} ]] && ((r == 1)); then
+      echo "bytes $w $(store_bytes "$w")" >>"$tmp/bytes"
+    fi
     t1=$(ticks "$pid")
     # fetchd's (and PostgreSQL's) CPU per item, in microseconds.
     line="$line cpu_us=$(echo "1000000 * ($t1 - $t0) / $hz / $n" | bc -l | cut -c1-8)"
