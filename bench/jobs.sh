@@ -25,7 +25,7 @@
 #   sqlite,   one batch job of the same URLs: items/s from Submit's start to
 #   postgres  the terminal Watch event (÷live is the goal: >= 80% SQLite,
 #             >= 60% PostgreSQL); also Submit's own time, Submit-returned ->
-#             first result in ListResults (polled every 1 ms) and -> first
+#             first result in ListResults (polled every 5 ms) and -> first
 #             Watch event with done > 0, the job's run rate (started_at ..
 #             finished_at), and the read-back of every result (checked;
 #             "+read": the job and the read-back together, the time a
@@ -242,7 +242,7 @@ awk -v n="$n" -v note="$postgres_note" "$awk_median"'
     printf "them all; items/s of a job: Submit start -> terminal Watch event; +read it/s: the job and then reading\n"
     printf "every result back (ListResults pages of 10,000), as a client of live gets them; run it/s: the job'"'"'s\n"
     printf "started_at..finished_at; claim: its created_at..started_at; 1st result: Submit returned -> first\n"
-    printf "result in ListResults (1 ms polls); 1st watch: Submit returned -> first Watch event with done > 0;\n"
+    printf "result in ListResults (5 ms polls); 1st watch: Submit returned -> first Watch event with done > 0;\n"
     printf "probe: unary BatchFetch of 1 URL at a steady rate, another identity, beside each workload (idle:\n"
     printf "alone); CPU: fetchd'"'"'s user+system time per item over the workload (live, unary: the sqlite\n"
     printf "fetchd), + pg: the private PostgreSQL'"'"'s processes\n"

@@ -48,7 +48,7 @@ ABSL_FLAG(std::string, token, "", "bearer token of the workload's identity");
 ABSL_FLAG(std::string, probe_token, "", "bearer token of the probe");
 ABSL_FLAG(double, probe_rate, 0, "probe requests a second; 0 = no probe");
 ABSL_FLAG(double, probe_seconds, 5, "--mode=probe: how long");
-ABSL_FLAG(int, poll_us, 1000, "ListResults poll interval for the first result");
+ABSL_FLAG(int, poll_us, 5000, "ListResults poll interval for the first result");
 ABSL_FLAG(int, timeout_s, 600, "deadline of every RPC and of the whole run");
 ABSL_FLAG(std::string, label, "jobs", "first column of the output line");
 
