@@ -128,7 +128,7 @@ absl::StatusOr<int64_t> ParseResultsToken(const std::string& token) {
   absl::string_view rest;
   if (!absl::WebSafeBase64Unescape(token, &raw) ||
       !absl::StartsWith(rest = raw, "r1:") ||
-      !absl::SimpleAtoi(rest.substr(3), &index) || index < 0) {
+      !absl::SimpleAtoi(rest.substr(3), &index) || index < -1) {
     return absl::InvalidArgumentError(
         "page_token: not a token from ListResultsResponse.next_page_token");
   }

@@ -79,7 +79,10 @@ struct Job {
   std::string identity;
   std::string idempotency_key;  // empty: none
   Kind kind = Kind::kBatchFetch;
-  std::string request;       // the serialized SubmitRequest
+  // The serialized SubmitRequest. Filled by Claim only (the runner needs
+  // it); every other method leaves it empty, since a big batch's request
+  // is megabytes and Get, List and Watch are frequent.
+  std::string request;
   std::string request_hash;  // hex SHA-256 of `request` (idempotency)
   State state = State::kQueued;
   Counts counts;

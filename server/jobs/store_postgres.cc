@@ -517,15 +517,19 @@ class Pool {
 
 // The job columns every job query returns, then its latest delivery's (the
 // job table aliased j, the delivery d).
-constexpr char kJobColumns[] =
-    "j.id, j.identity, j.idempotency_key, j.kind, j.request, j.request_hash,"
-    " j.state, j.total, j.done, j.failed, j.bytes, j.error_code,"
-    " j.error_message, j.created_at, j.started_at, j.finished_at,"
-    " j.expires_at, j.ttl_us, j.attempts, j.owner, j.lease_until,"
-    " j.checkpoint, j.seq, j.webhook_url, j.webhook_secret,"
-    " j.webhook_secret_id, j.webhook_progress,"
-    " d.id, d.event, d.body, d.state, d.attempts, d.last_error,"
-    " d.next_attempt_at";
+// Job::request can be megabytes (a 100,000-URL batch): only Claim, whose
+// runner needs it, reads it; every other query reads an empty bytea.
+#define FETCHD_JOB_COLUMNS(request)                                       \
+  "j.id, j.identity, j.idempotency_key, j.kind, " request                 \
+  ", j.request_hash, j.state, j.total, j.done, j.failed, j.bytes,"        \
+  " j.error_code, j.error_message, j.created_at, j.started_at,"           \
+  " j.finished_at, j.expires_at, j.ttl_us, j.attempts, j.owner,"          \
+  " j.lease_until, j.checkpoint, j.seq, j.webhook_url, j.webhook_secret," \
+  " j.webhook_secret_id, j.webhook_progress, d.id, d.event, d.body,"      \
+  " d.state, d.attempts, d.last_error, d.next_attempt_at"
+constexpr char kJobColumnsWithRequest[] = FETCHD_JOB_COLUMNS("j.request");
+constexpr char kJobColumns[] = FETCHD_JOB_COLUMNS("''::bytea AS request");
+#undef FETCHD_JOB_COLUMNS
 constexpr char kLatestDelivery[] =
     " LEFT JOIN LATERAL (SELECT * FROM deliveries x WHERE x.job_id = j.id"
     " ORDER BY x.id DESC LIMIT 1) d ON true";
@@ -885,7 +889,7 @@ class PostgresStore final : public JobStore {
                  " lease_until = $4, attempts = j.attempts + 1,"
                  " started_at = COALESCE(j.started_at, $1), seq = j.seq + 1"
                  " FROM c WHERE j.id = c.id RETURNING j.*), e AS (",
-                 kInsertEvent, ") SELECT ", kJobColumns, " FROM u j",
+                 kInsertEvent, ") SELECT ", kJobColumnsWithRequest, " FROM u j",
                  kLatestDelivery, " ORDER BY j.created_at, j.id"),
              p));
     std::vector<Job> jobs;

@@ -116,12 +116,18 @@ CREATE INDEX deliveries_due ON deliveries (state, next_attempt_at);
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
-constexpr const char* kJobColumns =
-    "id, identity, idempotency_key, kind, request, request_hash, state, "
-    "total, done, failed, bytes, error_code, error_message, created_at, "
-    "started_at, finished_at, expires_at, ttl_us, attempts, owner, "
-    "lease_until, checkpoint, seq, webhook_url, webhook_secret, "
-    "webhook_secret_id, webhook_progress";
+// Job::request can be megabytes (a 100,000-URL batch): only Claim, whose
+// runner needs it, reads it; every other query reads an empty blob in its
+// place.
+#define FETCHD_JOB_COLUMNS(request)                                      \
+  "id, identity, idempotency_key, kind, " request                        \
+  ", request_hash, state, total, done, failed, bytes, error_code, "      \
+  "error_message, created_at, started_at, finished_at, expires_at, "     \
+  "ttl_us, attempts, owner, lease_until, checkpoint, seq, webhook_url, " \
+  "webhook_secret, webhook_secret_id, webhook_progress"
+constexpr const char* kJobColumnsWithRequest = FETCHD_JOB_COLUMNS("request");
+constexpr const char* kJobColumns = FETCHD_JOB_COLUMNS("x'' AS request");
+#undef FETCHD_JOB_COLUMNS
 
 constexpr const char* kDeliveryColumns =
     "id, job_id, event, body, state, attempts, last_error, next_attempt_at";
@@ -484,13 +490,16 @@ bool Expired(const Job& job, absl::Time now) {
          job.expires_at <= now;
 }
 
-// The job by id (nullopt: none), with its latest delivery.
-absl::StatusOr<std::optional<Job>> LoadJob(Conn& conn, absl::string_view id) {
+// The job by id (nullopt: none), with its latest delivery; its request only
+// `with_request`.
+absl::StatusOr<std::optional<Job>> LoadJob(Conn& conn, absl::string_view id,
+                                           bool with_request = false) {
   std::optional<Job> job;
   {
     FETCHD_ASSIGN_OR_RETURN(
-        q, conn.Prepare(absl::StrCat("SELECT ", kJobColumns,
-                                     " FROM jobs WHERE id = ?1")));
+        q, conn.Prepare(absl::StrCat(
+               "SELECT ", with_request ? kJobColumnsWithRequest : kJobColumns,
+               " FROM jobs WHERE id = ?1")));
     q.Text(1, id);
     FETCHD_ASSIGN_OR_RETURN(row, q.Step());
     if (!row) return job;
@@ -824,7 +833,7 @@ class SqliteStore final : public JobStore {
         FETCHD_RETURN_IF_ERROR(q.Run());
       }
       FETCHD_RETURN_IF_ERROR(AppendEvent(conn, id, now));
-      FETCHD_ASSIGN_OR_RETURN(job, LoadJob(conn, id));
+      FETCHD_ASSIGN_OR_RETURN(job, LoadJob(conn, id, /*with_request=*/true));
       if (job.has_value()) claimed.push_back(*std::move(job));
     }
     FETCHD_RETURN_IF_ERROR(txn.Commit());

@@ -610,5 +610,42 @@ TEST_F(JobsTest, BadWebhookIsRefusedAtSubmit) {
   EXPECT_THAT(status.error_message(), HasSubstr("webhook.url"));
 }
 
+// While a job runs, the end of what exists so far still has a token: the
+// caller polls with it and gets the rest, nothing twice.
+TEST_F(JobsTest, ListResultsWhileRunningHandsATokenToPollWith) {
+  TestServer server(JobsConfig());
+  ASSERT_TRUE(server.ok());
+  auto stub = v1::Jobs::NewStub(server.NewChannel());
+  v1::SubmitRequest request;
+  request.mutable_batch_fetch()->set_max_concurrency(1);
+  for (int i = 0; i < 6; ++i) {
+    request.mutable_batch_fetch()->add_items()->set_url(
+        origin_.Url(i < 3 ? "/bytes/1" : "/delay/300"));
+  }
+  const v1::Job job = Submit(*stub, request);
+  v1::ListResultsRequest list;
+  list.set_id(job.id());
+  v1::ListResultsResponse response;
+  ASSERT_TRUE(stub->ListResults(Context().get(), list, &response).ok());
+  EXPECT_NE(response.state(), v1::JOB_STATE_SUCCEEDED);
+  ASSERT_FALSE(response.next_page_token().empty());  // even with 0 results
+  std::vector<int64_t> seen;
+  for (const auto& result : response.results()) seen.push_back(result.index());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        list.set_page_token(response.next_page_token());
+        if (!stub->ListResults(Context().get(), list, &response).ok()) {
+          return true;  // fails below
+        }
+        for (const auto& result : response.results()) {
+          seen.push_back(result.index());
+        }
+        return response.next_page_token().empty();
+      },
+      kEventTimeout, "the last page"));
+  EXPECT_EQ(response.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(seen, (std::vector<int64_t>{0, 1, 2, 3, 4, 5}));
+}
+
 }  // namespace
 }  // namespace fetchd::testing
