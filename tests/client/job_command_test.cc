@@ -334,6 +334,37 @@ TEST_F(JobCommandTest, AFailedWalkWatchExitsOne) {
   EXPECT_THAT(watch.err, HasSubstr("job " + id + " FAILED: "));
 }
 
+TEST_F(JobCommandTest, ResultsOfARunningJobStopAtWhatIsStored) {
+  // Item 0 finishes at once, item 1 hangs: results prints one and returns.
+  const std::string id =
+      Submit({"fetch", origin_.Url("/bytes/4"), origin_.Url("/delay/20000"),
+              "--concurrency=1"});
+  Client client({.target = server_.address(), .timeout = absl::Seconds(10)});
+  ASSERT_TRUE(::fetchd::testing::WaitFor(
+      [&] {
+        absl::StatusOr<v1::Job> job = client.GetJob(id);
+        return job.ok() && job->counts().done() == 1;
+      },
+      ::fetchd::testing::kEventTimeout, "the first result"));
+  ProcessResult r = Fetchctl({"job", "results", id});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(Lines(r.out).size(), 1u) << r.out;
+  EXPECT_THAT(r.out, StartsWith("200 " + origin_.Url("/bytes/4")));
+  EXPECT_THAT(r.err,
+              HasSubstr("1 results, 0 failed; job RUNNING (more results to "
+                        "come)"));
+
+  // A watch cut by its deadline is an RPC error, with the seq to resume at.
+  ProcessResult watch = Fetchctl({"--timeout=300ms", "job", "watch", id});
+  EXPECT_EQ(watch.exit_code, 1);
+  EXPECT_THAT(watch.err, HasSubstr("DEADLINE_EXCEEDED"));
+  EXPECT_THAT(watch.err, HasSubstr("resume with: fetchctl job watch " + id +
+                                   " --from_seq="));
+  ASSERT_FALSE(Lines(watch.out).empty());
+  EXPECT_THAT(Lines(watch.out).back(), HasSubstr("RUNNING  1/2 done"));
+  EXPECT_EQ(Fetchctl({"job", "cancel", id}).exit_code, 0);
+}
+
 TEST_F(JobCommandTest, UnknownIdIsNotFound) {
   for (const char* sub : {"get", "watch", "results", "cancel", "delete"}) {
     ProcessResult r = Fetchctl({"job", sub, "j_doesnotexist"});
