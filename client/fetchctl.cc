@@ -242,6 +242,9 @@ int RunHealth(const fetchd::client::Client& client,
 // says so in one line and exits 2, as for every usage error. Empty: fine.
 std::string CheckFlags(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
+    if (absl::StartsWith(argv[i], "--undefok")) return "";  // absl decides
+  }
+  for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
     if (arg == "--") break;
     if (arg.size() < 2 || arg[0] != '-') continue;

@@ -240,6 +240,12 @@ class WatchBar {
       first_time_ = now;
       first_done_ = c.done();
     }
+    // At most 10 redraws a second; the last state always shows.
+    if (!IsTerminal(event.state()) &&
+        now - last_draw_ < absl::Milliseconds(100)) {
+      return;
+    }
+    last_draw_ = now;
     const double seconds = absl::ToDoubleSeconds(now - first_time_);
     const double rate = seconds > 0 ? (c.done() - first_done_) / seconds : 0;
     constexpr int kWidth = 30;
@@ -264,6 +270,7 @@ class WatchBar {
  private:
   bool started_ = false;
   absl::Time first_time_;
+  absl::Time last_draw_ = absl::InfinitePast();
   int64_t first_done_ = 0;
 };
 
