@@ -545,6 +545,15 @@ int main(int argc, char** argv) {
           config.tls.client_ca.empty() ? "false" : "true",
           config.auth_tokens_file.empty() ? "false" : "true",
           config.reflection ? "true" : "false"));
+  if (!config.jobs.store.empty()) {
+    logger.LogAlways(
+        Level::kInfo,
+        absl::StrFormat(
+            R"("event":"jobs","store":"%s","max_jobs_running":%d,"job_lease":"%s")",
+            JsonEscape(RedactedUrl(config.jobs.store)),
+            config.jobs.max_jobs_running,
+            absl::FormatDuration(config.jobs.lease)));
+  }
   if (!config.auth_tokens_file.empty() && config.tls.cert.empty()) {
     logger.LogAlways(
         Level::kWarn,

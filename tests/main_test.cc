@@ -201,9 +201,10 @@ TEST(FetchdMainTest, BadFlagValuesExitOneNamingTheFlag) {
         "--deny_cidrs=10.0.0.1,nope", "--allow_hosts=a/b",
         "--deny_hosts=*.*.example", "--upstream_proxy=proxy:3128",
         "--armed_calls_per_method=0", "--armed_calls_per_method=5000"}) {
-    auto r = RunProcess({FETCHD_PATH, "--listen=127.0.0.1:0",
-                         "--metrics_listen=127.0.0.1:0", flag},
-                        kEventTimeout);
+    auto r =
+        RunProcess({FETCHD_PATH, "--job_store=none", "--listen=127.0.0.1:0",
+                    "--metrics_listen=127.0.0.1:0", flag},
+                   kEventTimeout);
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->exit_code, 1) << flag;
     const std::string name(
@@ -221,7 +222,7 @@ TEST(FetchdMainTest, TokenKeyFileIsCheckedAndItsAbsenceLogged) {
   for (const std::string& path :
        {short_key, ::testing::TempDir() + "/absent_token.key"}) {
     auto r =
-        RunProcess({FETCHD_PATH, "--listen=127.0.0.1:0",
+        RunProcess({FETCHD_PATH, "--job_store=none", "--listen=127.0.0.1:0",
                     "--metrics_listen=127.0.0.1:0", "--token_key_file=" + path},
                    kEventTimeout);
     ASSERT_TRUE(r.ok()) << r.status();
@@ -250,9 +251,10 @@ TEST(FetchdMainTest, TokenKeyFileIsCheckedAndItsAbsenceLogged) {
 TEST(FetchdMainTest, PortInUseExitsOne) {
   ::fetchd::testing::TestServer other;
   ASSERT_TRUE(other.ok());
-  auto r = RunProcess({FETCHD_PATH, "--listen=" + other.address(),
-                       "--metrics_listen=127.0.0.1:0"},
-                      kEventTimeout);
+  auto r = RunProcess(
+      {FETCHD_PATH, "--job_store=none", "--listen=" + other.address(),
+       "--metrics_listen=127.0.0.1:0"},
+      kEventTimeout);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->exit_code, 1);
   EXPECT_THAT(r->err, HasSubstr("start_failed"));
@@ -291,14 +293,49 @@ TEST(FetchdMainTest, SecurityFlagErrorsExitOne) {
             "--auth_tokens_file /nonexistent/tokens"},
            {"--auth_tokens_file=" + bad_tokens, bad_tokens + ":3: expected"},
        }) {
-    auto r = RunProcess({FETCHD_PATH, "--listen=127.0.0.1:0",
-                         "--metrics_listen=127.0.0.1:0", c.flag},
-                        kEventTimeout);
+    auto r =
+        RunProcess({FETCHD_PATH, "--job_store=none", "--listen=127.0.0.1:0",
+                    "--metrics_listen=127.0.0.1:0", c.flag},
+                   kEventTimeout);
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->exit_code, 1) << c.flag;
     EXPECT_THAT(r->err, HasSubstr(c.error)) << c.flag;
     EXPECT_THAT(r->err, ::testing::Not(HasSubstr(kAliceToken)));
     EXPECT_THAT(r->err, ::testing::Not(HasSubstr("\"serving\""))) << c.flag;
+  }
+}
+
+// #17: a job store that cannot be used stops fetchd at start, naming the
+// file and what to do.
+TEST(FetchdMainTest, AStoreThatCannotBeOpenedStopsTheStart) {
+  ::fetchd::testing::TempDir dir;
+  const std::string corrupt = dir.File("jobs.db");
+  ASSERT_TRUE(
+      ::fetchd::testing::WriteFileAtomically(corrupt, std::string(8192, 'z'))
+          .ok());
+  struct Case {
+    std::vector<std::string> flags;
+    std::vector<std::string> errors;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"--job_store=sqlite:" + corrupt},
+            {corrupt, "mv " + corrupt + " " + corrupt + ".corrupt"}},
+           {{"--job_store=sqlite:" + dir.File("missing/jobs.db")},
+            {dir.File("missing"), "does not exist"}},
+           {{"--job_store=mysql://db/jobs"}, {"--job_store"}},
+           {{"--data_dir=" + dir.File("a/b/c")}, {"--data_dir"}},
+       }) {
+    std::vector<std::string> argv = {FETCHD_PATH, "--listen=127.0.0.1:0",
+                                     "--metrics_listen="};
+    argv.insert(argv.end(), c.flags.begin(), c.flags.end());
+    auto r = RunProcess(argv, kEventTimeout);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->exit_code, 1) << c.flags[0];
+    EXPECT_THAT(r->err, HasSubstr("start_failed")) << c.flags[0];
+    for (const std::string& error : c.errors) {
+      EXPECT_THAT(r->err, HasSubstr(error)) << c.flags[0];
+    }
+    EXPECT_THAT(r->err, ::testing::Not(HasSubstr("\"serving\"")));
   }
 }
 
@@ -358,9 +395,10 @@ TEST(FetchdMainTest, UpstreamCaFileIsCheckedAtStart) {
   const std::string bad = dir.File("bad.pem");
   ASSERT_TRUE(::fetchd::testing::WriteFileAtomically(bad, "no PEM here").ok());
   for (const std::string& path : {bad, dir.File("missing.pem")}) {
-    auto r = RunProcess({FETCHD_PATH, "--listen=127.0.0.1:0",
-                         "--metrics_listen=", "--upstream_ca_file=" + path},
-                        kEventTimeout);
+    auto r =
+        RunProcess({FETCHD_PATH, "--job_store=none", "--listen=127.0.0.1:0",
+                    "--metrics_listen=", "--upstream_ca_file=" + path},
+                   kEventTimeout);
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->exit_code, 1) << path;
     EXPECT_THAT(r->err, HasSubstr("--upstream_ca_file=" + path));
@@ -517,7 +555,7 @@ TEST(FetchdMainTest, ComputeLimitFlagsReachTheServer) {
 }
 
 TEST(FetchdMainTest, NegativeProcessTimeStopsTheStart) {
-  auto r = RunProcess({FETCHD_PATH, "--listen=127.0.0.1:0",
+  auto r = RunProcess({FETCHD_PATH, "--job_store=none", "--listen=127.0.0.1:0",
                        "--metrics_listen=", "--max_process_time=-1s"},
                       kEventTimeout);
   ASSERT_TRUE(r.ok()) << r.status();

@@ -20,6 +20,7 @@
 #include "fetchd/v1/jobs.pb.h"
 #include "server/compute/compute.h"
 #include "server/jobs/store.h"
+#include "server/metrics/metrics.h"
 #include "server/request/request.h"
 
 namespace fetchd::jobs {
@@ -124,6 +125,9 @@ class JobsService {
     int watchers = 0;
   };
   Stats stats() const;
+  // fetchd_jobs_running, fetchd_jobs_finished_total,
+  // fetchd_job_results_total, fetchd_job_watchers, fetchd_job_store_up.
+  void Render(metrics::Exposition& out) const;
 
   class Impl;
 

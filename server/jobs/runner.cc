@@ -564,7 +564,7 @@ std::optional<RunningJob::End> RunningJob::RunWalk(v1::SubmitRequest& request) {
       work_done_ = true;
     }
   };
-  auto convert = [this, &walk_plan, &services](
+  auto convert = [&walk_plan, &services](
                      Slot& slot, const absl::StatusOr<std::string>* processed) {
     slot.result.set_index(slot.page.index);
     slot.memory =

@@ -238,6 +238,7 @@ class JobsService::Impl {
        compute::KernelRunner* kernels, std::unique_ptr<JobStore> store)
       : config_(std::move(config)),
         services_(services),
+        kernels_(kernels),
         store_(std::move(store)),
         executor_(config_.store_threads, config_.max_pending_ops),
         runner_(
@@ -287,8 +288,8 @@ class JobsService::Impl {
                          absl::FormatDuration(config_.max_ttl), ")"));
       }
     }
-    absl::StatusOr<WorkSummary> work =
-        CheckWork(request, *services_.config, config_.max_job_items);
+    absl::StatusOr<WorkSummary> work = CheckWork(
+        request, *services_.config, kernels_->limits(), config_.max_job_items);
     if (!work.ok()) return work.status();
     WebhookConfig webhook;
     if (request.has_webhook()) {
@@ -667,6 +668,7 @@ class JobsService::Impl {
  public:
   const JobsConfig config_;
   const request::Services services_;
+  compute::KernelRunner* const kernels_;
   const std::unique_ptr<JobStore> store_;
 
  private:
@@ -792,5 +794,24 @@ void JobsService::Drain() { impl_->Drain(); }
 void JobsService::Shutdown() { impl_->Shutdown(); }
 
 JobsService::Stats JobsService::stats() const { return impl_->stats(); }
+
+void JobsService::Render(metrics::Exposition& out) const {
+  const Stats now = stats();
+  out.Family("fetchd_jobs_running", "gauge",
+             "jobs this replica runs now (at most --max_jobs_running)");
+  out.Sample("fetchd_jobs_running", now.running);
+  out.Family("fetchd_jobs_finished_total", "counter",
+             "jobs this replica ended (succeeded, failed or cancelled by "
+             "fail_fast) since it started");
+  out.Sample("fetchd_jobs_finished_total", static_cast<double>(now.finished));
+  out.Family("fetchd_job_results_total", "counter",
+             "results this replica committed to the job store");
+  out.Sample("fetchd_job_results_total", static_cast<double>(now.results));
+  out.Family("fetchd_job_watchers", "gauge", "Jobs.Watch streams open");
+  out.Sample("fetchd_job_watchers", now.watchers);
+  out.Family("fetchd_job_store_up", "gauge",
+             "1 while the job store answers (health of fetchd.v1.Jobs)");
+  out.Sample("fetchd_job_store_up", healthy() ? 1 : 0);
+}
 
 }  // namespace fetchd::jobs

@@ -23,9 +23,9 @@ request::FetchConfig JobFetchConfig(const request::FetchConfig& config,
   return job_config;
 }
 
-absl::StatusOr<WorkSummary> CheckWork(const v1::SubmitRequest& request,
-                                      const request::FetchConfig& config,
-                                      int64_t max_job_items) {
+absl::StatusOr<WorkSummary> CheckWork(
+    const v1::SubmitRequest& request, const request::FetchConfig& config,
+    const compute::KernelLimits& kernel_limits, int64_t max_job_items) {
   switch (request.work_case()) {
     case v1::SubmitRequest::kBatchFetch: {
       const int items = request.batch_fetch().items_size();
@@ -52,6 +52,10 @@ absl::StatusOr<WorkSummary> CheckWork(const v1::SubmitRequest& request,
       absl::StatusOr<compute::Kernel> kernel =
           request::KernelFromProto(request.compute());
       if (!kernel.ok()) return Prefixed("compute", kernel.status());
+      if (absl::Status valid = compute::ValidateKernel(*kernel, kernel_limits);
+          !valid.ok()) {
+        return Prefixed("compute", valid);
+      }
       return WorkSummary{Kind::kCompute, 1};
     }
     case v1::SubmitRequest::WORK_NOT_SET:

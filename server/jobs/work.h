@@ -18,11 +18,12 @@ struct WorkSummary {
 };
 
 // INVALID_ARGUMENT naming the field (prefixed with the oneof's name, e.g.
-// "batch_fetch.items[3].url") when the work cannot run; RESOURCE_EXHAUSTED
-// naming --max_job_items for a bigger batch.
-absl::StatusOr<WorkSummary> CheckWork(const v1::SubmitRequest& request,
-                                      const request::FetchConfig& config,
-                                      int64_t max_job_items);
+// "batch_fetch.items[3].url") when the work cannot run, a compute kernel
+// past `kernel_limits` included; RESOURCE_EXHAUSTED naming --max_job_items
+// for a bigger batch.
+absl::StatusOr<WorkSummary> CheckWork(
+    const v1::SubmitRequest& request, const request::FetchConfig& config,
+    const compute::KernelLimits& kernel_limits, int64_t max_job_items);
 
 // `config` with the batch cap of jobs (--max_job_items) instead of live
 // RPCs' --max_batch_items.

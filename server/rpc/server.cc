@@ -318,6 +318,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
                         st->config.logger, st->guard.get(), &st->memory_budget);
       metrics::Exposition admission;
       st->admission->Render(admission);
+      if (st->jobs != nullptr) st->jobs->Render(admission);
       return text + admission.text();
     });
     if (!endpoint.ok()) return endpoint.status();

@@ -132,5 +132,57 @@ TEST(JobCrashTest, SigkilledReplicaLosesNothingAndDuplicatesNothing) {
   EXPECT_LT(origin.requests(), kItems + kItems / 3);
 }
 
+// SIGTERM (a rollout): the job goes back to the queue at once, so the next
+// fetchd on the store continues it without waiting for the lease to end.
+TEST(JobCrashTest, GracefulStopHandsTheJobOnWithoutWaitingForTheLease) {
+  TempDir dir;
+  Origin origin;
+  const std::vector<std::string> flags = {
+      absl::StrCat("--job_store=sqlite:", dir.File("jobs.db")),
+      // Longer than the test waits: only a release lets it finish in time.
+      "--job_lease=300s", "--job_poll_interval=100ms", "--drain_delay=0",
+      "--shutdown_grace=5s", "--allow_cidrs=127.0.0.0/8"};
+  auto first = std::make_unique<FetchdProcess>(FETCHD_PATH, flags);
+  ASSERT_TRUE(first->ok());
+  auto stub = Connect(*first);
+  v1::SubmitRequest request;
+  request.mutable_batch_fetch()->set_max_concurrency(8);
+  for (int i = 0; i < 600; ++i) {
+    request.mutable_batch_fetch()->add_items()->set_url(
+        origin.Url(absl::StrCat("/delay/40?i=", i)));
+  }
+  v1::SubmitResponse submitted;
+  ASSERT_TRUE(
+      stub->Submit(ContextWithTimeout(kEventTimeout).get(), request, &submitted)
+          .ok());
+  const std::string id = submitted.job().id();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        absl::StatusOr<v1::Job> job = GetJob(*stub, id);
+        return job.ok() && job->counts().done() >= 50;
+      },
+      kEventTimeout, "50 items committed"));
+  first->process().Signal(SIGTERM);
+  absl::StatusOr<ProcessResult> exited = first->process().Wait(kEventTimeout);
+  ASSERT_TRUE(exited.ok());
+  EXPECT_EQ(exited->exit_code, 0);
+  first.reset();
+
+  FetchdProcess second(FETCHD_PATH, flags);
+  ASSERT_TRUE(second.ok());
+  stub = Connect(second);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        absl::StatusOr<v1::Job> job = GetJob(*stub, id);
+        return job.ok() && job->state() == v1::JOB_STATE_SUCCEEDED;
+      },
+      kEventTimeout, "the job finished well before its 300 s lease"));
+  absl::StatusOr<v1::Job> job = GetJob(*stub, id);
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->counts().done(), 600);
+  EXPECT_EQ(job->attempts(), 2);
+  EXPECT_EQ(Results(*stub, id).size(), 600u);
+}
+
 }  // namespace
 }  // namespace fetchd::testing

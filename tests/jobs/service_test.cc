@@ -13,6 +13,7 @@
 #include "fetchd/v1/jobs.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/support/certs.h"
+#include "tests/support/fetchd_process.h"
 #include "tests/support/origin.h"
 #include "tests/support/test_server.h"
 
@@ -423,6 +424,12 @@ TEST_F(JobsTest, BadWorkIsRefusedAtSubmitNamingTheField) {
   grpc::Status invalid = stub->Submit(Context().get(), bad, &response);
   EXPECT_EQ(invalid.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(invalid.error_message(), HasSubstr("batch_fetch."));
+  v1::SubmitRequest huge;
+  huge.mutable_compute()->mutable_count_primes()->set_limit(
+      int64_t{1} << 62);  // past --max_compute_n
+  grpc::Status too_big = stub->Submit(Context().get(), huge, &response);
+  EXPECT_EQ(too_big.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(too_big.error_message(), HasSubstr("compute."));
   v1::ListResponse listed;
   ASSERT_TRUE(stub->List(Context().get(), v1::ListRequest(), &listed).ok());
   EXPECT_EQ(listed.jobs_size(), 0);  // nothing half-written
@@ -508,6 +515,21 @@ TEST_F(JobsTest, HealthServesJobs) {
   grpc::health::v1::HealthCheckResponse response;
   ASSERT_TRUE(health->Check(Context().get(), request, &response).ok());
   EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+}
+
+TEST_F(JobsTest, MetricsCountJobsAndResults) {
+  rpc::ServerConfig config = JobsConfig();
+  config.metrics_listen = "127.0.0.1:0";
+  TestServer server(config);
+  ASSERT_TRUE(server.ok());
+  auto stub = v1::Jobs::NewStub(server.NewChannel());
+  const v1::Job job = Submit(*stub, Batch(12));
+  WatchAll(*stub, job.id());
+  const int port = server.server().metrics_port();
+  EXPECT_EQ(*ScrapeSample(port, "fetchd_jobs_finished_total"), 1);
+  EXPECT_EQ(*ScrapeSample(port, "fetchd_job_results_total"), 12);
+  EXPECT_EQ(*ScrapeSample(port, "fetchd_jobs_running"), 0);
+  EXPECT_EQ(*ScrapeSample(port, "fetchd_job_store_up"), 1);
 }
 
 }  // namespace

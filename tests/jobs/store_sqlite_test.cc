@@ -1,7 +1,10 @@
 // The SQLite JobStore: the conformance suite on a temp-dir file, and what
 // only SQLite has (WAL, corrupt files, schema versions, reopening).
+#include <signal.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
@@ -272,6 +275,71 @@ TEST_F(SqliteStoreTest, ReadersDoNotWaitForAWriterAndWritersHonourBusyTimeout) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
   other.Exec("ROLLBACK");
   EXPECT_TRUE(store->Create(MakeJob("alice"), {}).ok());
+}
+
+// What the crash test of fetchd relies on: a process SIGKILLed while it
+// commits (synchronous=NORMAL) loses no commit it saw succeed, and leaves no
+// half-written one.
+TEST_F(SqliteStoreTest, ASigkilledWriterLosesNothingCommitted) {
+  constexpr int kRows = 500;
+  const std::string job_id = NewJobId();
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(fds[0]);
+    absl::StatusOr<std::unique_ptr<JobStore>> store =
+        OpenSqliteStore(path_, {});
+    if (!store.ok()) _exit(2);
+    NewJob job = MakeJob("alice");
+    job.id = job_id;
+    if (!(*store)->Create(job, {}).ok()) _exit(3);
+    if (!(*store)->Claim("r1", 1, absl::Hours(1), kT0).ok()) _exit(4);
+    for (int64_t batch = 0;; ++batch) {
+      Commit commit{job_id, "r1", {}, std::nullopt, "", std::nullopt, kT0};
+      for (int r = 0; r < kRows; ++r) {
+        commit.rows.push_back(
+            {batch * kRows + r, false, 1, std::string(300, 'x')});
+      }
+      if (!(*store)->CommitResults(commit).ok()) _exit(5);
+      // Reported only once committed.
+      if (write(fds[1], &batch, sizeof(batch)) != sizeof(batch)) _exit(6);
+    }
+  }
+  close(fds[1]);
+  int64_t last = -1;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (last < 20 && absl::Now() < deadline) {
+    int64_t batch = 0;
+    if (read(fds[0], &batch, sizeof(batch)) != sizeof(batch)) break;
+    last = batch;
+  }
+  kill(child, SIGKILL);  // mid-commit, most likely
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFSIGNALED(status)) << "child exited with " << status;
+  for (int64_t batch = 0;
+       read(fds[0], &batch, sizeof(batch)) == sizeof(batch);) {
+    last = batch;  // committed before the kill
+  }
+  close(fds[0]);
+  ASSERT_GE(last, 20);
+
+  std::unique_ptr<JobStore> store = Open();
+  ASSERT_NE(store, nullptr);
+  absl::StatusOr<Job> job = store->Get("alice", job_id, kT0);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_GE(job->counts.done, (last + 1) * kRows);
+  EXPECT_EQ(job->counts.done % kRows, 0);  // whole batches only
+  absl::StatusOr<std::vector<int64_t>> indexes = store->ResultIndexes(job_id);
+  ASSERT_TRUE(indexes.ok());
+  ASSERT_EQ(static_cast<int64_t>(indexes->size()), job->counts.done);
+  for (size_t i = 0; i < indexes->size(); ++i) {
+    ASSERT_EQ((*indexes)[i], static_cast<int64_t>(i));
+  }
+  RawDb raw(path_);
+  EXPECT_EQ(raw.Text("PRAGMA integrity_check"), "ok");
 }
 
 // The commit rate the job path relies on: 500-row batches of ~300-byte
