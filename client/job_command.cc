@@ -359,7 +359,7 @@ int Results(const Client& client, const std::string& id) {
         if (!out_dir.empty() && fetched != nullptr &&
             fetched->error().code() == 0) {
           if (fetched->body().empty() && fetched->body_bytes() > 0) {
-            ++no_body;  // submitted with --drop_body
+            ++no_body;  // submitted with --drop_body (or pages --items)
           } else if (absl::Status saved = WriteAtomically(
                          out_dir,
                          absl::StrFormat("%0*d", width, stored.index()),
@@ -390,8 +390,9 @@ int Results(const Client& client, const std::string& id) {
                IsTerminal(state) ? "" : " (more results to come)");
   if (no_body > 0) {
     std::fprintf(stderr,
-                 "fetchctl: %lld bodies were not stored (submitted with "
-                 "--drop_body): no file written for them\n",
+                 "fetchctl: %lld bodies were not stored (the job was "
+                 "submitted with --drop_body, or pages --items): no file "
+                 "written for them\n",
                  static_cast<long long>(no_body));
   }
   return unsaved == 0 ? 0 : 1;
