@@ -57,7 +57,13 @@ constexpr char kServiceConfigWithRetries[] = R"({
   "healthCheckConfig": {"serviceName": ""},
   "methodConfig": [{
     "name": [{"service": "fetchd.v1.Compute"}, {"service": "fetchd.v1.Fetch"},
-             {"service": "grpc.health.v1.Health"}],
+             {"service": "grpc.health.v1.Health"},
+             {"service": "fetchd.v1.Jobs", "method": "Get"},
+             {"service": "fetchd.v1.Jobs", "method": "Watch"},
+             {"service": "fetchd.v1.Jobs", "method": "Cancel"},
+             {"service": "fetchd.v1.Jobs", "method": "List"},
+             {"service": "fetchd.v1.Jobs", "method": "ListResults"},
+             {"service": "fetchd.v1.Jobs", "method": "Delete"}],
     "retryPolicy": {
       "maxAttempts": 4,
       "initialBackoff": "0.05s",
@@ -130,6 +136,7 @@ Client::Client(ClientOptions options)
                                          ClientChannelArguments(options_))),
       compute_(v1::Compute::NewStub(channel_)),
       fetch_(v1::Fetch::NewStub(channel_)),
+      jobs_(v1::Jobs::NewStub(channel_)),
       health_channel_(grpc::CreateCustomChannel(
           options_.target, Credentials(options_),
           [this] {
@@ -193,6 +200,94 @@ Client::Health(const std::string& service) const {
   grpc::Status status = health_->Check(context.get(), request, &response);
   if (!status.ok()) return ToAbslStatus(status);
   return response.status();
+}
+
+absl::StatusOr<v1::SubmitResponse> Client::SubmitJob(
+    const v1::SubmitRequest& request) const {
+  auto context = NewContext(options_.timeout);
+  v1::SubmitResponse response;
+  grpc::Status status = jobs_->Submit(context.get(), request, &response);
+  if (!status.ok()) return ToAbslStatus(status);
+  return response;
+}
+
+absl::StatusOr<v1::Job> Client::GetJob(const std::string& id) const {
+  auto context = NewContext(options_.timeout);
+  v1::GetRequest request;
+  request.set_id(id);
+  v1::GetResponse response;
+  grpc::Status status = jobs_->Get(context.get(), request, &response);
+  if (!status.ok()) return ToAbslStatus(status);
+  return std::move(*response.mutable_job());
+}
+
+absl::StatusOr<v1::Job> Client::CancelJob(const std::string& id) const {
+  auto context = NewContext(options_.timeout);
+  v1::CancelRequest request;
+  request.set_id(id);
+  v1::CancelResponse response;
+  grpc::Status status = jobs_->Cancel(context.get(), request, &response);
+  if (!status.ok()) return ToAbslStatus(status);
+  return std::move(*response.mutable_job());
+}
+
+absl::Status Client::DeleteJob(const std::string& id) const {
+  auto context = NewContext(options_.timeout);
+  v1::DeleteRequest request;
+  request.set_id(id);
+  v1::DeleteResponse response;
+  return ToAbslStatus(jobs_->Delete(context.get(), request, &response));
+}
+
+absl::StatusOr<v1::ListResponse> Client::ListJobs(
+    const v1::ListRequest& request) const {
+  auto context = NewContext(options_.timeout);
+  v1::ListResponse response;
+  grpc::Status status = jobs_->List(context.get(), request, &response);
+  if (!status.ok()) return ToAbslStatus(status);
+  return response;
+}
+
+absl::StatusOr<v1::ListResultsResponse> Client::ListJobResults(
+    const v1::ListResultsRequest& request) const {
+  auto context = NewContext(options_.timeout);
+  v1::ListResultsResponse response;
+  grpc::Status status = jobs_->ListResults(context.get(), request, &response);
+  if (!status.ok()) return ToAbslStatus(status);
+  return response;
+}
+
+absl::Status Client::WatchJob(
+    const std::string& id, int64_t from_seq, absl::Duration timeout,
+    absl::FunctionRef<void(const v1::WatchResponse&)> on_event) const {
+  auto context = NewContext(timeout);
+  v1::WatchRequest request;
+  request.set_id(id);
+  request.set_from_seq(from_seq);
+  auto reader = jobs_->Watch(context.get(), request);
+  v1::WatchResponse event;
+  while (reader->Read(&event)) on_event(event);
+  return ToAbslStatus(reader->Finish());
+}
+
+absl::Status Client::ForEachJobResult(
+    const std::string& id,
+    absl::FunctionRef<void(const v1::JobResult&)> on_result,
+    v1::JobState* state) const {
+  v1::ListResultsRequest request;
+  request.set_id(id);
+  while (true) {
+    absl::StatusOr<v1::ListResultsResponse> page = ListJobResults(request);
+    if (!page.ok()) return page.status();
+    if (state != nullptr) *state = page->state();
+    for (const v1::JobResult& result : page->results()) on_result(result);
+    // While the job runs the token is set even past the last stored
+    // result; an empty page means nothing more is there yet.
+    if (page->next_page_token().empty() || page->results().empty()) {
+      return absl::OkStatus();
+    }
+    request.set_page_token(page->next_page_token());
+  }
 }
 
 }  // namespace fetchd::client

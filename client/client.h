@@ -17,6 +17,7 @@
 #include "absl/time/time.h"
 #include "fetchd/v1/compute.grpc.pb.h"
 #include "fetchd/v1/fetch.grpc.pb.h"
+#include "fetchd/v1/jobs.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace fetchd::client {
@@ -88,15 +89,44 @@ class Client {
   absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health(
       const std::string& service) const;
 
- private:
-  // A context with the deadline, and the token when there is one.
+  // Jobs (fetchd --job_store). Each is one RPC with options().timeout, and
+  // errors as the server gave them (NOT_FOUND for an unknown, expired,
+  // deleted or another identity's job). Submit is not retried on
+  // UNAVAILABLE (it is not idempotent without a key); the others are.
+  absl::StatusOr<v1::SubmitResponse> SubmitJob(
+      const v1::SubmitRequest& request) const;
+  absl::StatusOr<v1::Job> GetJob(const std::string& id) const;
+  absl::StatusOr<v1::Job> CancelJob(const std::string& id) const;
+  absl::Status DeleteJob(const std::string& id) const;
+  absl::StatusOr<v1::ListResponse> ListJobs(
+      const v1::ListRequest& request) const;
+  absl::StatusOr<v1::ListResultsResponse> ListJobResults(
+      const v1::ListResultsRequest& request) const;
+  // Streams the job's events (from_seq as in WatchRequest) until the job
+  // ends; `on_event` runs once per event. `timeout` bounds the whole watch.
+  absl::Status WatchJob(
+      const std::string& id, int64_t from_seq, absl::Duration timeout,
+      absl::FunctionRef<void(const v1::WatchResponse&)> on_event) const;
+  // Pages through ListResults from the start: `on_result` runs once per
+  // result, in item order. Stops after the last result of a terminal job,
+  // or, while the job runs, at the end of the results stored so far.
+  // `state` (optional) gets the job's state as the last page was read.
+  absl::Status ForEachJobResult(
+      const std::string& id,
+      absl::FunctionRef<void(const v1::JobResult&)> on_result,
+      v1::JobState* state = nullptr) const;
+  // The Jobs stub and a context as the methods above use (deadline, token),
+  // for RPCs this class does not wrap.
+  v1::Jobs::Stub& jobs_stub() const { return *jobs_; }
   std::unique_ptr<grpc::ClientContext> NewContext(absl::Duration timeout,
                                                   bool with_token = true) const;
 
+ private:
   ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Compute::Stub> compute_;
   std::unique_ptr<v1::Fetch::Stub> fetch_;
+  std::unique_ptr<v1::Jobs::Stub> jobs_;
   std::shared_ptr<grpc::Channel> health_channel_;  // connects on first use
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
@@ -119,6 +149,33 @@ std::string FormatPageHuman(const v1::Page& page);
 std::string FormatPageJson(const v1::Page& page);
 // {"page":3,"item":<the item's JSON>}
 std::string FormatPageItemJson(const v1::Page& page, const std::string& item);
+
+// Jobs. JobStateName(JOB_STATE_RUNNING) = "RUNNING"; ParseJobState reads
+// "running" or "RUNNING" (INVALID_ARGUMENT naming the states otherwise).
+std::string JobStateName(v1::JobState state);
+absl::StatusOr<v1::JobState> ParseJobState(const std::string& name);
+// True for SUCCEEDED, FAILED and CANCELLED.
+bool IsTerminal(v1::JobState state);
+// The Job message as one line of JSON (protobuf's mapping: proto field
+// names, every field printed, int64 as strings).
+std::string FormatJobJson(const v1::Job& job);
+// A few "name  value" lines (no trailing newline): id, kind, state, counts,
+// times, error, webhook delivery.
+std::string FormatJobHuman(const v1::Job& job);
+// One line for job list: "j_..  SUCCEEDED  batch_fetch  51/51 done, 1
+// failed, 1.2 KiB  created 2026-..".
+std::string FormatJobLine(const v1::Job& job);
+// One watch event: "seq 3  RUNNING  12/50 done, 1 failed, 4.0 KiB", or a
+// JSON object with seq, state, total, done, failed, bytes, time and, for a
+// FAILED or CANCELLED event, code and error.
+std::string FormatWatchEventHuman(const v1::WatchResponse& event);
+std::string FormatWatchEventJson(const v1::WatchResponse& event);
+// One job result as fetchctl prints it: a fetch result as FormatFetch*, a
+// page as FormatPage*, a compute value as "count_primes = 25  (...)" or
+// {"index":0,"kernel":..,"value":..}, an error as "CODE: message" or
+// {"index":i,"code":..,"error":..}.
+std::string FormatJobResultHuman(const v1::JobResult& result);
+std::string FormatJobResultJson(const v1::JobResult& result);
 
 // {"code":"DEADLINE_EXCEEDED","message":"..."}
 std::string FormatErrorJson(const absl::Status& status);

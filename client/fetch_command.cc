@@ -26,15 +26,16 @@ ABSL_FLAG(std::string, urls_file, "",
           "fetch: read URLs from this file, one per line ('-' = stdin; "
           "blank lines and # comments are skipped)");
 ABSL_FLAG(int, concurrency, 0,
-          "fetch: requests in flight per RPC (0 = the server's default)");
+          "fetch, job submit fetch: requests in flight per RPC (0 = the "
+          "server's default)");
 ABSL_FLAG(int, retries, 0, "fetch: retries per item after the first attempt");
 ABSL_FLAG(std::optional<absl::Duration>, item_timeout, std::nullopt,
           "fetch: per-attempt timeout of each item (default: the server's)");
 ABSL_FLAG(std::string, process, "",
           "fetch: html_title | sha256 | json_validate | json_pointer:/a/b");
 ABSL_FLAG(std::string, out_dir, "",
-          "fetch: write each body to DIR/<index> (written to a temp name, "
-          "then renamed: no torn files)");
+          "fetch, job results: write each body to DIR/<index> (written to a "
+          "temp name, then renamed: no torn files)");
 ABSL_FLAG(int, batch_size, 5000,
           "fetch: URLs per RPC; longer lists are split into several RPCs "
           "(keep it at or under the server's --max_batch_items)");
@@ -98,10 +99,38 @@ absl::Status ApplyItemFlags(v1::FetchItem* item) {
   return absl::OkStatus();
 }
 
-namespace {
+absl::StatusOr<std::vector<std::string>> CollectUrls(
+    const std::vector<std::string>& args) {
+  std::vector<std::string> urls = args;
+  if (const std::string file = absl::GetFlag(FLAGS_urls_file); !file.empty()) {
+    absl::StatusOr<std::vector<std::string>> read = ReadUrls(file);
+    if (!read.ok()) return read.status();
+    urls.insert(urls.end(), read->begin(), read->end());
+  }
+  if (urls.empty()) {
+    return absl::InvalidArgumentError("no URLs: give URLs or --urls_file");
+  }
+  return urls;
+}
 
-// Writes the body to dir/name through a temp file and a rename, so a reader
-// never sees a half-written file.
+absl::StatusOr<v1::BatchFetchRequest> BuildBatchRequest(
+    const std::vector<std::string>& urls) {
+  const int retries = absl::GetFlag(FLAGS_retries);
+  if (retries < 0) return absl::InvalidArgumentError("--retries must be >= 0");
+  v1::BatchFetchRequest request;
+  request.set_max_concurrency(absl::GetFlag(FLAGS_concurrency));
+  if (retries > 0) request.mutable_retry()->set_max_attempts(retries + 1);
+  v1::FetchItem item_template;
+  if (absl::Status s = ApplyItemFlags(&item_template); !s.ok()) return s;
+  request.mutable_items()->Reserve(static_cast<int>(urls.size()));
+  for (const std::string& url : urls) {
+    v1::FetchItem* item = request.add_items();
+    *item = item_template;
+    item->set_url(url);
+  }
+  return request;
+}
+
 absl::Status WriteAtomically(const std::string& dir, const std::string& name,
                              const std::string& body) {
   const std::string path = absl::StrCat(dir, "/", name);
@@ -133,6 +162,8 @@ absl::Status WriteAtomically(const std::string& dir, const std::string& name,
   }
   return absl::OkStatus();
 }
+
+namespace {
 
 // The tqdm of fetchctl: "[#####.....] 1200/5000  830/s  ETA 5s" on stderr,
 // redrawn at most every 100 ms, only when stderr is a terminal.
@@ -173,29 +204,23 @@ class ProgressBar {
 }  // namespace
 
 int RunFetch(const Client& client, const std::vector<std::string>& args) {
-  std::vector<std::string> urls = args;
-  if (const std::string file = absl::GetFlag(FLAGS_urls_file); !file.empty()) {
-    absl::StatusOr<std::vector<std::string>> read = ReadUrls(file);
-    if (!read.ok()) return UsageError(std::string(read.status().message()));
-    urls.insert(urls.end(), read->begin(), read->end());
+  absl::StatusOr<std::vector<std::string>> collected = CollectUrls(args);
+  if (!collected.ok()) {
+    return UsageError(collected.status().code() ==
+                              absl::StatusCode::kInvalidArgument
+                          ? "fetch needs URLs or --urls_file"
+                          : std::string(collected.status().message()));
   }
-  if (urls.empty()) return UsageError("fetch needs URLs or --urls_file");
+  const std::vector<std::string>& urls = *collected;
   const int batch_size = absl::GetFlag(FLAGS_batch_size);
   if (batch_size < 1) return UsageError("--batch_size must be >= 1");
-  if (absl::GetFlag(FLAGS_retries) < 0)
-    return UsageError("--retries must be >= 0");
   const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
 
-  v1::BatchFetchRequest base;
-  base.set_max_concurrency(absl::GetFlag(FLAGS_concurrency));
+  absl::StatusOr<v1::BatchFetchRequest> all = BuildBatchRequest(urls);
+  if (!all.ok()) return UsageError(std::string(all.status().message()));
+  v1::BatchFetchRequest base = *all;
+  base.clear_items();
   base.set_drop_body(out_dir.empty());  // fetchctl prints no bodies
-  if (const int retries = absl::GetFlag(FLAGS_retries); retries > 0) {
-    base.mutable_retry()->set_max_attempts(retries + 1);
-  }
-  v1::FetchItem item_template;
-  if (absl::Status s = ApplyItemFlags(&item_template); !s.ok()) {
-    return UsageError(std::string(s.message()));
-  }
   // --timeout bounds each RPC; fetching a long list needs more than the
   // 5 s that suits compute, so unless it is given, allow an hour.
   const absl::Duration rpc_timeout =
@@ -212,9 +237,7 @@ int RunFetch(const Client& client, const std::vector<std::string>& args) {
     const size_t count = std::min<size_t>(batch_size, urls.size() - first);
     v1::BatchFetchRequest request = base;
     for (size_t i = 0; i < count; ++i) {
-      v1::FetchItem* item = request.add_items();
-      *item = item_template;
-      item->set_url(urls[first + i]);
+      *request.add_items() = all->items(static_cast<int>(first + i));
     }
     rpc_status = client.StreamBatchFetch(
         request, rpc_timeout, [&](const v1::FetchResult& streamed) {

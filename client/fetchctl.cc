@@ -4,6 +4,7 @@
 //   fetchctl [--addr=HOST:PORT] [--timeout=5s] [--json] health [--service=S]
 //   fetchctl [--addr=HOST:PORT] [--json] fetch URL... | --urls_file=F [...]
 //   fetchctl [--addr=HOST:PORT] [--json] pages URL [--strategy=...] [...]
+//   fetchctl [--addr=HOST:PORT] [--json] job submit|get|watch|... (jobs)
 //   with [--tls_ca=F] [--tls_cert=F --tls_key=F] [--token_file=F] for TLS,
 //   mTLS and a bearer token ($FETCHD_TOKEN works as well as --token_file).
 //
@@ -19,12 +20,15 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "client/client.h"
 
 ABSL_FLAG(std::string, addr, "127.0.0.1:50051",
@@ -38,7 +42,8 @@ ABSL_FLAG(bool, json, false, "print one JSON object per line");
 ABSL_FLAG(std::optional<int64_t>, n, std::nullopt,
           "sqrt_sum: sum sqrt(i) for i < n");
 ABSL_FLAG(std::optional<int64_t>, limit, std::nullopt,
-          "count_primes: count the primes below limit");
+          "count_primes: count the primes below limit; job list: print at "
+          "most this many jobs");
 ABSL_FLAG(int64_t, rounds, 1, "sha256_chain: how many times to hash");
 ABSL_FLAG(std::string, data, "", "sha256_chain: the bytes to hash (text)");
 ABSL_FLAG(std::string, data_hex, "",
@@ -77,6 +82,20 @@ constexpr char kUsage[] =
     "      [--concurrency=N] [--retries=N] [--item_timeout=D]\n"
     "      [--process=html_title|sha256|json_validate|json_pointer:/a/b]\n"
     "      [--out_dir=DIR] [--batch_size=N]\n"
+    "  job submit fetch URL... | --urls_file=F|-  [fetch's flags, "
+    "--drop_body]\n"
+    "  job submit pages URL [pages' flags]\n"
+    "  job submit compute sqrt_sum N | count_primes L | sha256_chain DATA [R]\n"
+    "      [--key=K] [--ttl=D] [--webhook=URL [--webhook_secret=S |\n"
+    "      --webhook_secret_id=ID] [--webhook_progress]]\n"
+    "                                    run it as a job; prints the job id\n"
+    "  job get ID                        state, counts, times, error, webhook\n"
+    "  job watch ID [--from_seq=N]       events until the job ends (progress\n"
+    "                                    bar on a terminal); 0 if SUCCEEDED\n"
+    "  job results ID [--out_dir=DIR]    every result, in item order\n"
+    "  job list [--state=queued|running|succeeded|failed|cancelled]\n"
+    "           [--limit=N]              your jobs, newest first\n"
+    "  job cancel ID | job delete ID\n"
     "Exit codes: 0 ok, 1 an RPC or item failed or not SERVING, 2 usage "
     "error.";
 
@@ -91,65 +110,109 @@ int UsageError(const std::string& message) {
 
 }  // namespace fetchd::client
 
-namespace {
-
-using fetchd::client::UsageError;
+namespace fetchd::client {
 
 int RpcError(const absl::Status& status) {
   std::fprintf(stderr, "fetchctl: %s: %s\n",
                absl::StatusCodeToString(status.code()).c_str(),
                std::string(status.message()).c_str());
   if (absl::GetFlag(FLAGS_json)) {
-    std::printf("%s\n", fetchd::client::FormatErrorJson(status).c_str());
+    std::printf("%s\n", FormatErrorJson(status).c_str());
   }
   return 1;
 }
 
-// Builds the request from the kernel name and flags, or explains why not.
-std::optional<fetchd::v1::ComputeRequest> BuildComputeRequest(
-    const std::string& kernel, std::string* error) {
-  fetchd::v1::ComputeRequest request;
+absl::StatusOr<v1::ComputeRequest> BuildComputeRequest(
+    const std::string& kernel, const std::vector<std::string>& args) {
+  // Positional arguments, when given, stand for the kernel's flags.
+  auto number = [&](size_t i, const char* what) -> absl::StatusOr<int64_t> {
+    int64_t value = 0;
+    if (!absl::SimpleAtoi(args[i], &value)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          kernel, ": ", what, " \"", args[i], "\" is not an integer"));
+    }
+    return value;
+  };
+  auto too_many = [&](size_t most) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kernel, " takes at most ", most, " argument",
+                     most == 1 ? "" : "s", ", got ", args.size()));
+  };
+  v1::ComputeRequest request;
   if (kernel == "sqrt_sum") {
-    auto n = absl::GetFlag(FLAGS_n);
-    if (!n) return *error = "compute sqrt_sum needs --n=N", std::nullopt;
+    std::optional<int64_t> n = absl::GetFlag(FLAGS_n);
+    if (args.size() > 1) return too_many(1);
+    if (args.size() == 1) {
+      absl::StatusOr<int64_t> value = number(0, "N");
+      if (!value.ok()) return value.status();
+      n = *value;
+    }
+    if (!n) return absl::InvalidArgumentError("compute sqrt_sum needs --n=N");
     request.mutable_sqrt_sum()->set_n(*n);
   } else if (kernel == "count_primes") {
-    auto limit = absl::GetFlag(FLAGS_limit);
+    std::optional<int64_t> limit = absl::GetFlag(FLAGS_limit);
+    if (args.size() > 1) return too_many(1);
+    if (args.size() == 1) {
+      absl::StatusOr<int64_t> value = number(0, "LIMIT");
+      if (!value.ok()) return value.status();
+      limit = *value;
+    }
     if (!limit) {
-      return *error = "compute count_primes needs --limit=L", std::nullopt;
+      return absl::InvalidArgumentError("compute count_primes needs --limit=L");
     }
     request.mutable_count_primes()->set_limit(*limit);
   } else if (kernel == "sha256_chain") {
     auto* k = request.mutable_sha256_chain();
+    int64_t rounds = absl::GetFlag(FLAGS_rounds);
+    if (args.size() > 2) return too_many(2);
+    if (args.size() == 2) {
+      absl::StatusOr<int64_t> value = number(1, "ROUNDS");
+      if (!value.ok()) return value.status();
+      rounds = *value;
+    }
     const std::string hex = absl::GetFlag(FLAGS_data_hex);
-    if (!hex.empty()) {
+    if (!args.empty()) {
+      if (!hex.empty() || !absl::GetFlag(FLAGS_data).empty()) {
+        return absl::InvalidArgumentError(
+            "give DATA or --data/--data_hex, not both");
+      }
+      k->set_data(args[0]);
+    } else if (!hex.empty()) {
       if (!absl::GetFlag(FLAGS_data).empty()) {
-        return *error = "give --data or --data_hex, not both", std::nullopt;
+        return absl::InvalidArgumentError(
+            "give --data or --data_hex, not both");
       }
       std::string bytes = absl::HexStringToBytes(hex);
       if (hex.size() % 2 != 0 ||
           absl::BytesToHexString(bytes) != absl::AsciiStrToLower(hex)) {
-        return *error = "--data_hex is not valid hex", std::nullopt;
+        return absl::InvalidArgumentError("--data_hex is not valid hex");
       }
       k->set_data(std::move(bytes));
     } else {
       k->set_data(absl::GetFlag(FLAGS_data));
     }
-    k->set_rounds(absl::GetFlag(FLAGS_rounds));
+    k->set_rounds(rounds);
   } else {
-    *error = absl::StrCat("unknown kernel \"", kernel,
-                          "\" (sqrt_sum, sha256_chain, count_primes)");
-    return std::nullopt;
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown kernel \"", kernel,
+                     "\" (sqrt_sum, sha256_chain, count_primes)"));
   }
   return request;
 }
 
+}  // namespace fetchd::client
+
+namespace {
+
+using fetchd::client::RpcError;
+using fetchd::client::UsageError;
+
 int RunCompute(const fetchd::client::Client& client,
                const std::vector<char*>& args) {
-  if (args.size() != 3) return UsageError("compute needs one KERNEL");
-  std::string error;
-  auto request = BuildComputeRequest(args[2], &error);
-  if (!request) return UsageError(error);
+  if (args.size() < 3) return UsageError("compute needs one KERNEL");
+  auto request = fetchd::client::BuildComputeRequest(
+      args[2], std::vector<std::string>(args.begin() + 3, args.end()));
+  if (!request.ok()) return UsageError(std::string(request.status().message()));
   auto response = client.Compute(*request);
   if (!response.ok()) return RpcError(response.status());
   const std::string line =
@@ -175,6 +238,50 @@ int RunHealth(const fetchd::client::Client& client,
   return *status == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
 }
 
+// absl::ParseCommandLine exits 1 on an unknown flag or a bad value; fetchctl
+// says so in one line and exits 2, as for every usage error. Empty: fine.
+std::string CheckFlags(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (absl::StartsWith(argv[i], "--undefok")) return "";  // absl decides
+  }
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (arg.size() < 2 || arg[0] != '-') continue;
+    absl::string_view flag =
+        absl::StripPrefix(absl::StripPrefix(arg, "-"), "-");
+    const size_t eq = flag.find('=');
+    const absl::string_view name = flag.substr(0, eq);
+    absl::CommandLineFlag* found = absl::FindCommandLineFlag(name);
+    if (found == nullptr && absl::StartsWith(name, "no")) {
+      found = absl::FindCommandLineFlag(name.substr(2));
+      if (found != nullptr && !found->IsOfType<bool>()) found = nullptr;
+      if (found != nullptr && eq == absl::string_view::npos) continue;
+    }
+    // absl's usage flags (--help, --helpfull, --version, ...) are handled
+    // by ParseCommandLine itself and not looked up by name.
+    if (found == nullptr && (absl::StartsWith(name, "help") ||
+                             name == "version" || name == "only_check_args")) {
+      continue;
+    }
+    if (found == nullptr) {
+      return absl::StrCat("unknown flag --", name,
+                          " (fetchctl --help lists them)");
+    }
+    // absl checks the rest (--flag VALUE, and the flags that read files).
+    if (eq == absl::string_view::npos || name == "flagfile" ||
+        name == "fromenv" || name == "tryfromenv" || name == "undefok") {
+      continue;
+    }
+    // ParseFrom sets the flag; ParseCommandLine then sets it again, alike.
+    std::string error;
+    if (!found->ParseFrom(flag.substr(eq + 1), &error)) {
+      return absl::StrCat("--", flag, ": ", error);
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -183,10 +290,14 @@ int main(int argc, char** argv) {
   // named like the program.
   absl::FlagsUsageConfig usage;
   usage.contains_help_flags = [](absl::string_view path) {
-    return absl::StrContains(path, "client/fetch");
+    return absl::StrContains(path, "client/");
   };
   usage.contains_helpshort_flags = usage.contains_help_flags;
   absl::SetFlagsUsageConfig(usage);
+  if (const std::string bad = CheckFlags(argc, argv); !bad.empty()) {
+    std::fprintf(stderr, "fetchctl: %s\n", bad.c_str());
+    return 2;
+  }
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) return UsageError("no command given");
   fetchd::client::ClientOptions options{
@@ -212,6 +323,10 @@ int main(int argc, char** argv) {
   if (command == "health") return RunHealth(client, args);
   if (command == "pages") {
     return fetchd::client::RunPages(
+        client, std::vector<std::string>(args.begin() + 2, args.end()));
+  }
+  if (command == "job") {
+    return fetchd::client::RunJob(
         client, std::vector<std::string>(args.begin() + 2, args.end()));
   }
   if (command == "fetch") {

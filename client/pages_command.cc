@@ -47,6 +47,8 @@ std::atomic<bool> interrupted{false};
 
 void OnInterrupt(int) { interrupted.store(true); }
 
+}  // namespace
+
 absl::StatusOr<v1::FetchPagesRequest> BuildPagesRequest(
     const std::string& url) {
   v1::FetchPagesRequest req;
@@ -90,8 +92,6 @@ absl::StatusOr<v1::FetchPagesRequest> BuildPagesRequest(
   req.set_drop_body(!absl::GetFlag(FLAGS_json) && !absl::GetFlag(FLAGS_items));
   return req;
 }
-
-}  // namespace
 
 int RunPages(const Client& client, const std::vector<std::string>& args) {
   if (args.size() != 1) return UsageError("pages needs exactly one URL");
