@@ -251,7 +251,7 @@ TEST_F(PostgresStoreTest, BytesRoundTripBinarySafe) {
     EXPECT_EQ((*rows)[i].data,
               std::string("\0\x80\xff", 3) + std::to_string(i));
   }
-  got = store->Get("alice", job.id, t0_);
+  absl::StatusOr<Job> got = store->Get("alice", job.id, t0_);
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(got->checkpoint, commit.checkpoint);
   EXPECT_EQ(got->counts.done, 3);
