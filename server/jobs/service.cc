@@ -748,7 +748,12 @@ absl::StatusOr<std::unique_ptr<JobsService>> JobsService::Start(
     return status;
   }
   if (config.replica.empty()) config.replica = DefaultReplicaName();
-  absl::StatusOr<std::unique_ptr<JobStore>> store = OpenJobStore(config.store);
+  // PostgreSQL: a connection for each thread that may call the store at
+  // once (store threads, one per running job, the runner's claim loop, the
+  // watch and upkeep threads, the webhook sender).
+  absl::StatusOr<std::unique_ptr<JobStore>> store = OpenJobStore(
+      config.store,
+      {.pool_size = config.store_threads + config.max_jobs_running + 4});
   if (!store.ok()) return store.status();
   auto secrets = std::make_unique<WebhookSecrets>();
   if (!config.webhook_secrets_file.empty()) {

@@ -7,14 +7,17 @@
 // fits small limits is run).
 //
 // Input: one byte picks the message (0 BatchFetchRequest, 1
-// FetchPagesRequest, 2 ComputeRequest), one byte the deadline; the rest is
-// the message in protobuf wire format.
+// FetchPagesRequest, 2 ComputeRequest, 3 Jobs.SubmitRequest: CheckWork and
+// ValidateWebhook), one byte the deadline; the rest is the message in
+// protobuf wire format.
 #include <memory>
 #include <string>
 
 #include "absl/strings/match.h"
 #include "server/compute/compute.h"
 #include "server/fetch/address_guard.h"
+#include "server/jobs/webhook.h"
+#include "server/jobs/work.h"
 #include "server/request/request.h"
 #include "server/rpc/compute_call.h"
 #include "tests/fuzz/fuzz_input.h"
@@ -111,8 +114,7 @@ void CheckWalk(const v1::FetchPagesRequest& request, absl::Time deadline) {
 }
 
 void CheckCompute(const v1::ComputeRequest& request) {
-  absl::StatusOr<compute::Kernel> kernel =
-      request::KernelFromProto(request);
+  absl::StatusOr<compute::Kernel> kernel = request::KernelFromProto(request);
   if (!kernel.ok()) return;
   (void)compute::ValidateKernel(*kernel, compute::KernelLimits{});
   (void)compute::KernelName(*kernel);
@@ -123,6 +125,30 @@ void CheckCompute(const v1::ComputeRequest& request) {
   small.max_rounds = 4096;  // sha256_chain has its own cap since #16
   if (compute::ValidateKernel(*kernel, small).ok()) {
     FUZZ_CHECK(compute::RunKernel(*kernel, compute::StopToken()).ok());
+  }
+}
+
+// #17: what Jobs.Submit checks before it stores a job (the work, through
+// the same planning, and the webhook).
+void CheckSubmit(const v1::SubmitRequest& request) {
+  const Setup& setup = TheSetup();
+  absl::StatusOr<jobs::WorkSummary> work =
+      jobs::CheckWork(request, setup.config, compute::KernelLimits{}, 1000);
+  if (!work.ok()) {
+    FUZZ_CHECK(work.status().code() == absl::StatusCode::kInvalidArgument ||
+               work.status().code() == absl::StatusCode::kResourceExhausted);
+  } else if (request.has_batch_fetch()) {
+    FUZZ_CHECK(work->total == request.batch_fetch().items_size());
+  }
+  if (request.has_webhook()) {
+    jobs::WebhookSecrets secrets;
+    absl::Status valid =
+        jobs::ValidateWebhook({.url = request.webhook().url(),
+                               .secret = request.webhook().secret(),
+                               .secret_id = request.webhook().secret_id()},
+                              secrets);
+    FUZZ_CHECK(valid.ok() ||
+               valid.code() == absl::StatusCode::kInvalidArgument);
   }
 }
 
@@ -137,7 +163,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                   : absl::FromUnixSeconds(2'000'000'000);
   const absl::string_view wire = in.Rest();
   const int wire_size = static_cast<int>(wire.size());
-  switch (which % 3) {
+  switch (which % 4) {
     case 0: {
       fetchd::v1::BatchFetchRequest request;
       if (request.ParseFromArray(wire.data(), wire_size)) {
@@ -156,6 +182,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       fetchd::v1::ComputeRequest request;
       if (request.ParseFromArray(wire.data(), wire_size)) {
         fetchd::rpc::CheckCompute(request);
+      }
+      break;
+    }
+    case 3: {
+      fetchd::v1::SubmitRequest request;
+      if (request.ParseFromArray(wire.data(), wire_size)) {
+        fetchd::rpc::CheckSubmit(request);
       }
       break;
     }
