@@ -528,6 +528,7 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  fetchd::rpc::KeepGrpcUntilExit();  // a prompt exit after "stopped"
   auto server = fetchd::rpc::Server::Start(config);
   if (!server.ok()) {
     logger.LogAlways(Level::kError,

@@ -6,7 +6,9 @@
 #include <cstdio>
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "fetchd/v1/compute.grpc.pb.h"
 #include "fetchd/v1/fetch.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -561,6 +563,57 @@ TEST(FetchdMainTest, NegativeProcessTimeStopsTheStart) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_NE(r->exit_code, 0);
   EXPECT_THAT(r->err, HasSubstr("--max_process_time"));
+}
+
+// A response bigger than the socket's buffers makes gRPC 1.51 start its TCP
+// backup poller, which then sleeps up to 10 s on gRPC's executor thread;
+// tearing gRPC down at exit joined that thread, so fetchd took ~10 s to exit
+// after "stopped" (the chaos bench's "endless" fault: SIGKILLed after 5 s).
+// The poller outlives the response in about half the rounds, so up to 5
+// rounds, each a fresh fetchd: before the fix one of them almost surely
+// fails.
+TEST(FetchdMainTest, SigtermExitsPromptlyAfterLargeResponses) {
+  ::fetchd::testing::Origin origin;
+  constexpr int kRounds = 5;
+  constexpr int kItems = 4;
+  constexpr int kBodyBytes = 8'000'000;
+  // The stop itself takes tens of ms; the bug took ~10 s.
+  constexpr absl::Duration kExitBound = absl::Seconds(4);
+  for (int round = 0; round < kRounds; ++round) {
+    SCOPED_TRACE(absl::StrCat("round ", round));
+    FetchdProcess fetchd({"--allow_cidrs=127.0.0.0/8", "--job_store=none",
+                          "--drain_delay=0s", "--shutdown_grace=1s"});
+    ASSERT_TRUE(fetchd.ok());
+    {
+      grpc::ChannelArguments args;
+      args.SetMaxReceiveMessageSize(-1);
+      auto stub = v1::Fetch::NewStub(grpc::CreateCustomChannel(
+          fetchd.address(), grpc::InsecureChannelCredentials(), args));
+      v1::BatchFetchRequest request;
+      for (int i = 0; i < kItems; ++i) {
+        request.add_items()->set_url(
+            origin.Url(absl::StrCat("/bytes/", kBodyBytes + i)));
+      }
+      v1::BatchFetchResponse response;
+      const grpc::Status status = stub->BatchFetch(
+          ContextWithTimeout(kEventTimeout).get(), request, &response);
+      ASSERT_TRUE(status.ok()) << status.error_message();
+      ASSERT_EQ(response.results_size(), kItems);
+      for (const v1::FetchResult& r : response.results()) {
+        EXPECT_EQ(r.error().code(), 0) << r.error().message();
+        EXPECT_EQ(r.body().size(), kBodyBytes + r.index());
+      }
+    }  // the client's connection closes, as a caller's would
+    const absl::Time sent = absl::Now();
+    fetchd.process().Signal(SIGTERM);
+    auto exit = fetchd.process().Wait(kExitBound);
+    ASSERT_TRUE(exit.ok()) << "no exit within " << kExitBound
+                           << " of SIGTERM: " << exit.status();
+    EXPECT_EQ(exit->exit_code, 0) << exit->err;
+    EXPECT_THAT(exit->err, HasSubstr("\"event\":\"stopped\""));
+    std::printf("round %d: exit %s after SIGTERM\n", round,
+                absl::FormatDuration(absl::Now() - sent).c_str());
+  }
 }
 
 }  // namespace

@@ -76,6 +76,16 @@ struct ServerConfig {
 // INVALID_ARGUMENT naming the flag when a value is out of range.
 absl::Status ValidateServerConfig(const ServerConfig& config);
 
+// For a process that serves until it exits (fetchd's main): keeps gRPC's
+// library initialized until the process ends, so destroying the last Server
+// does not tear gRPC down. That teardown joins gRPC's executor thread, and
+// gRPC 1.51's TCP backup poller (started on it whenever a response write
+// finds the socket full, e.g. a multi-MiB body) can sleep there for up to
+// 10 s with nothing left to wake it: SIGTERM then took ~10 s to exit after
+// "stopped". Everything fetchd owns is already shut down by then, and exit
+// releases the rest. Call once, before Server::Start.
+void KeepGrpcUntilExit();
+
 class Server {
  public:
   // Binds, starts the CQ and worker threads and returns a serving server,

@@ -1,5 +1,6 @@
 // Server: builds the gRPC server, owns the CQ loops and the worker pool, and
 // tears them down in order (DESIGN.md "Shutdown order").
+#include <grpc/grpc.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
@@ -476,6 +477,10 @@ void Server::StartDraining() {
   if (auto* health = state_->server->GetHealthCheckService()) {
     health->SetServingStatus(false);
   }
+}
+
+void KeepGrpcUntilExit() {
+  grpc_init();  // never balanced: see rpc.h
 }
 
 void Server::Shutdown(absl::Duration grace) {
