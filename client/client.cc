@@ -155,6 +155,17 @@ absl::StatusOr<v1::ComputeResponse> Client::Compute(
   return response;
 }
 
+absl::StatusOr<v1::BatchFetchResponse*> Client::BatchFetch(
+    const v1::BatchFetchRequest& request, absl::Duration timeout,
+    google::protobuf::Arena* arena) const {
+  auto context = NewContext(timeout);
+  auto* response =
+      google::protobuf::Arena::CreateMessage<v1::BatchFetchResponse>(arena);
+  grpc::Status status = fetch_->BatchFetch(context.get(), request, response);
+  if (!status.ok()) return ToAbslStatus(status);
+  return response;
+}
+
 absl::Status Client::StreamBatchFetch(
     const v1::BatchFetchRequest& request, absl::Duration timeout,
     absl::FunctionRef<void(const v1::FetchResult&)> on_result) const {

@@ -18,6 +18,7 @@
 #include "fetchd/v1/compute.grpc.pb.h"
 #include "fetchd/v1/fetch.grpc.pb.h"
 #include "fetchd/v1/jobs.grpc.pb.h"
+#include "google/protobuf/arena.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace fetchd::client {
@@ -71,6 +72,12 @@ class Client {
 
   absl::StatusOr<v1::ComputeResponse> Compute(
       const v1::ComputeRequest& request) const;
+  // One BatchFetch: every result in one response, in item order. The
+  // response is built on `arena` (a batch can carry 20,000 results; the
+  // arena frees them at once). `timeout` overrides options().timeout.
+  absl::StatusOr<v1::BatchFetchResponse*> BatchFetch(
+      const v1::BatchFetchRequest& request, absl::Duration timeout,
+      google::protobuf::Arena* arena) const;
   // Streams the batch; `on_result` runs once per result as it arrives.
   // Returns the RPC's status. `timeout` overrides options().timeout.
   absl::Status StreamBatchFetch(
@@ -142,11 +149,15 @@ std::string FormatComputeJson(const v1::ComputeRequest& request,
 // status, code, attempts, bytes, elapsed_ms, processed, error.
 std::string FormatFetchHuman(const v1::FetchResult& result);
 std::string FormatFetchJson(const v1::FetchResult& result);
+// FormatFetchJson appended to `out`: the same bytes, built without a JSON
+// tree (fetchctl prints one per result).
+void AppendFetchJson(const v1::FetchResult& result, std::string* out);
 
 // "page 3  200 http://...  812 B  1.2 ms", or the FetchJson object plus
 // index, items (a count) and resume_token.
 std::string FormatPageHuman(const v1::Page& page);
 std::string FormatPageJson(const v1::Page& page);
+void AppendPageJson(const v1::Page& page, std::string* out);
 // {"page":3,"item":<the item's JSON>}
 std::string FormatPageItemJson(const v1::Page& page, const std::string& item);
 

@@ -18,6 +18,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "client/fetchctl.h"
+#include "client/output.h"
+#include "google/protobuf/arena.h"
 
 ABSL_DECLARE_FLAG(bool, json);
 ABSL_DECLARE_FLAG(std::optional<absl::Duration>, timeout);
@@ -36,6 +38,12 @@ ABSL_FLAG(std::string, process, "",
 ABSL_FLAG(std::string, out_dir, "",
           "fetch, job results: write each body to DIR/<index> (written to a "
           "temp name, then renamed: no torn files)");
+ABSL_FLAG(std::string, stream, "auto",
+          "fetch: always: results as each arrives (StreamBatchFetch); never: "
+          "each batch's results at once (BatchFetch, in item order; the "
+          "cheapest for the server and for fetchctl); auto: always when "
+          "stderr is a terminal (the progress bar) or with --out_dir, else "
+          "never");
 ABSL_FLAG(int, batch_size, 5000,
           "fetch: URLs per RPC; longer lists are split into several RPCs "
           "(keep it at or under the server's --max_batch_items)");
@@ -113,21 +121,27 @@ absl::StatusOr<std::vector<std::string>> CollectUrls(
   return urls;
 }
 
-absl::StatusOr<v1::BatchFetchRequest> BuildBatchRequest(
-    const std::vector<std::string>& urls) {
+absl::Status FillBatchRequest(absl::Span<const std::string> urls,
+                              v1::BatchFetchRequest* request) {
   const int retries = absl::GetFlag(FLAGS_retries);
   if (retries < 0) return absl::InvalidArgumentError("--retries must be >= 0");
-  v1::BatchFetchRequest request;
-  request.set_max_concurrency(absl::GetFlag(FLAGS_concurrency));
-  if (retries > 0) request.mutable_retry()->set_max_attempts(retries + 1);
+  request->set_max_concurrency(absl::GetFlag(FLAGS_concurrency));
+  if (retries > 0) request->mutable_retry()->set_max_attempts(retries + 1);
   v1::FetchItem item_template;
   if (absl::Status s = ApplyItemFlags(&item_template); !s.ok()) return s;
-  request.mutable_items()->Reserve(static_cast<int>(urls.size()));
+  request->mutable_items()->Reserve(static_cast<int>(urls.size()));
   for (const std::string& url : urls) {
-    v1::FetchItem* item = request.add_items();
+    v1::FetchItem* item = request->add_items();
     *item = item_template;
     item->set_url(url);
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::BatchFetchRequest> BuildBatchRequest(
+    absl::Span<const std::string> urls) {
+  v1::BatchFetchRequest request;
+  if (absl::Status s = FillBatchRequest(urls, &request); !s.ok()) return s;
   return request;
 }
 
@@ -171,6 +185,7 @@ class ProgressBar {
  public:
   explicit ProgressBar(size_t total)
       : total_(total), start_(absl::Now()), enabled_(isatty(STDERR_FILENO)) {}
+  bool enabled() const { return enabled_; }
   void Update(size_t done) {
     if (!enabled_) return;
     const absl::Time now = absl::Now();
@@ -215,12 +230,17 @@ int RunFetch(const Client& client, const std::vector<std::string>& args) {
   const int batch_size = absl::GetFlag(FLAGS_batch_size);
   if (batch_size < 1) return UsageError("--batch_size must be >= 1");
   const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
-
-  absl::StatusOr<v1::BatchFetchRequest> all = BuildBatchRequest(urls);
-  if (!all.ok()) return UsageError(std::string(all.status().message()));
-  v1::BatchFetchRequest base = *all;
-  base.clear_items();
-  base.set_drop_body(out_dir.empty());  // fetchctl prints no bodies
+  const std::string mode = absl::GetFlag(FLAGS_stream);
+  if (mode != "auto" && mode != "always" && mode != "never") {
+    return UsageError(
+        absl::StrCat("--stream=", mode, " is not one of auto, always, never"));
+  }
+  // Checks the flags before any RPC; each batch is built from them below.
+  if (absl::StatusOr<v1::BatchFetchRequest> check =
+          BuildBatchRequest(absl::MakeConstSpan(urls).first(1));
+      !check.ok()) {
+    return UsageError(std::string(check.status().message()));
+  }
   // --timeout bounds each RPC; fetching a long list needs more than the
   // 5 s that suits compute, so unless it is given, allow an hour.
   const absl::Duration rpc_timeout =
@@ -229,38 +249,70 @@ int RunFetch(const Client& client, const std::vector<std::string>& args) {
   const bool json = absl::GetFlag(FLAGS_json);
   const int width = static_cast<int>(absl::StrCat(urls.size() - 1).size());
   ProgressBar bar(urls.size());
+  // A stream costs the server a write per result, several times the CPU of
+  // one response per batch, so results come batched unless each one is
+  // wanted as it arrives: for the progress bar, or to write bodies as they
+  // come (a batch response would hold them all on the server, up to its
+  // --max_response_bytes).
+  const bool stream = mode == "always" ||
+                      (mode == "auto" && (bar.enabled() || !out_dir.empty()));
+  Output out;
   size_t done = 0, ok = 0;
   absl::Status rpc_status;
   const absl::Time start = absl::Now();
+  auto on_result = [&](v1::FetchResult& r, size_t first) {
+    r.set_index(static_cast<uint32_t>(first + r.index()));
+    if (!out_dir.empty() && r.error().code() == 0) {
+      absl::Status saved = WriteAtomically(
+          out_dir, absl::StrFormat("%0*d", width, r.index()), r.body());
+      if (!saved.ok()) {
+        r.mutable_error()->set_code(static_cast<int>(saved.code()));
+        r.mutable_error()->set_message(std::string(saved.message()));
+      }
+    }
+    ok += r.error().code() == 0;
+    ++done;
+    if (json) {
+      AppendFetchJson(r, &out.buffer());
+    } else {
+      out.buffer().append(FormatFetchHuman(r));
+    }
+    out.buffer().push_back('\n');
+  };
   for (size_t first = 0; first < urls.size() && rpc_status.ok();
        first += batch_size) {
     const size_t count = std::min<size_t>(batch_size, urls.size() - first);
-    v1::BatchFetchRequest request = base;
-    for (size_t i = 0; i < count; ++i) {
-      *request.add_items() = all->items(static_cast<int>(first + i));
+    google::protobuf::Arena arena;
+    auto* request =
+        google::protobuf::Arena::CreateMessage<v1::BatchFetchRequest>(&arena);
+    // Checked above: the flags are the same for every batch.
+    FillBatchRequest(absl::MakeConstSpan(urls).subspan(first, count), request)
+        .IgnoreError();
+    request->set_drop_body(out_dir.empty());  // fetchctl prints no bodies
+    if (stream) {
+      v1::FetchResult r;
+      rpc_status = client.StreamBatchFetch(
+          *request, rpc_timeout, [&](const v1::FetchResult& streamed) {
+            r = streamed;
+            on_result(r, first);
+            out.Commit();
+            bar.Update(done);
+          });
+    } else {
+      absl::StatusOr<v1::BatchFetchResponse*> response =
+          client.BatchFetch(*request, rpc_timeout, &arena);
+      if (!response.ok()) {
+        rpc_status = response.status();
+        break;
+      }
+      for (v1::FetchResult& r : *(*response)->mutable_results()) {
+        on_result(r, first);
+      }
+      out.Commit();
+      bar.Update(done);
     }
-    rpc_status = client.StreamBatchFetch(
-        request, rpc_timeout, [&](const v1::FetchResult& streamed) {
-          v1::FetchResult r = streamed;
-          r.set_index(static_cast<uint32_t>(first + r.index()));
-          if (!out_dir.empty() && r.error().code() == 0) {
-            absl::Status saved = WriteAtomically(
-                out_dir, absl::StrFormat("%0*d", width, r.index()), r.body());
-            if (!saved.ok()) {
-              r.mutable_error()->set_code(static_cast<int>(saved.code()));
-              r.mutable_error()->set_message(std::string(saved.message()));
-            }
-          }
-          ok += r.error().code() == 0;
-          ++done;
-          const std::string line =
-              json ? FormatFetchJson(r) : FormatFetchHuman(r);
-          std::fwrite(line.data(), 1, line.size(), stdout);
-          std::fputc('\n', stdout);
-          bar.Update(done);
-        });
   }
-  std::fflush(stdout);
+  out.Flush();
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   if (!rpc_status.ok()) {
     std::fprintf(stderr, "\nfetchctl: %s: %s\n",

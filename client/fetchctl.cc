@@ -29,6 +29,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 #include "client/client.h"
 
 ABSL_FLAG(std::string, addr, "127.0.0.1:50051",
@@ -285,6 +286,9 @@ std::string CheckFlags(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // As in fetchd: gRPC's mutexes are absl's, and cycle detection (on in
+  // Debian's build) costs each lock a graph lookup.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   absl::SetProgramUsageMessage(kUsage);
   // --help lists the flags of every fetchctl source file, not only the one
   // named like the program.

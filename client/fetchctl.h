@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "client/client.h"
 
 namespace fetchd::client {
@@ -39,7 +40,10 @@ absl::StatusOr<std::vector<std::string>> CollectUrls(
 // flags, --concurrency and --retries (drop_body is the caller's).
 // INVALID_ARGUMENT naming the flag.
 absl::StatusOr<v1::BatchFetchRequest> BuildBatchRequest(
-    const std::vector<std::string>& urls);
+    absl::Span<const std::string> urls);
+// The same, into `request` (fetch builds each batch on an arena).
+absl::Status FillBatchRequest(absl::Span<const std::string> urls,
+                              v1::BatchFetchRequest* request);
 
 // The walk pages and job submit pages send, from URL and the pages flags
 // (--strategy, --param, ..., --retries); drop_body as pages sets it.

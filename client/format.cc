@@ -136,19 +136,94 @@ std::string FormatFetchHuman(const v1::FetchResult& r) {
   return line;
 }
 
+namespace {
+
+// JSON text of `s` as nlohmann::json dumps it (no ASCII escaping, invalid
+// UTF-8 replaced by U+FFFD). URLs, code names and most messages are plain
+// printable ASCII and are copied as they are; anything else goes through
+// nlohmann, so the output stays byte for byte what it was.
+void AppendJsonString(absl::string_view s, std::string* out) {
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u >= 0x80 || c == '"' || c == '\\') {
+      out->append(
+          nlohmann::json(std::string(s))
+              .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+      return;
+    }
+  }
+  out->push_back('"');
+  out->append(s.data(), s.size());
+  out->push_back('"');
+}
+
+// `us` / 1000 as nlohmann prints that double: the shortest text that reads
+// back as it, which for whole microseconds is the exact decimal ("1.5",
+// "2.0", "0.001"). Out of that range, nlohmann itself.
+void AppendMillis(int64_t us, std::string* out) {
+  if (us < 0 || us >= (int64_t{1} << 50)) {
+    out->append(nlohmann::json(us / 1000.0).dump());
+    return;
+  }
+  absl::StrAppend(out, us / 1000, ".");
+  int64_t frac = us % 1000;
+  if (frac == 0) {
+    out->push_back('0');
+    return;
+  }
+  char digits[3] = {static_cast<char>('0' + frac / 100),
+                    static_cast<char>('0' + frac / 10 % 10),
+                    static_cast<char>('0' + frac % 10)};
+  int n = 3;
+  while (digits[n - 1] == '0') --n;
+  out->append(digits, n);
+}
+
+// The fields of FormatFetchJson, in nlohmann's (sorted) key order, without
+// the braces, with `index` (and, for a page, items and resume_token)
+// supplied by the caller.
+struct ExtraFields {
+  int64_t index;
+  const v1::Page* page = nullptr;  // adds items and resume_token
+};
+
+void AppendFetchFields(const v1::FetchResult& r, const ExtraFields& extra,
+                       std::string* out) {
+  absl::StrAppend(out, "\"attempts\":", r.attempts(),
+                  ",\"bytes\":", r.body_bytes(), ",\"code\":");
+  AppendJsonString(
+      absl::StatusCodeToString(static_cast<absl::StatusCode>(r.error().code())),
+      out);
+  out->append(",\"elapsed_ms\":");
+  AppendMillis(r.timings().total_us(), out);
+  out->append(",\"error\":");
+  AppendJsonString(r.error().message(), out);
+  absl::StrAppend(out, ",\"index\":", extra.index);
+  if (extra.page != nullptr) {
+    absl::StrAppend(out, ",\"items\":", extra.page->items_size());
+  }
+  out->append(",\"processed\":");
+  AppendJsonString(r.processed(), out);
+  if (extra.page != nullptr) {
+    out->append(",\"resume_token\":");
+    AppendJsonString(extra.page->resume_token(), out);
+  }
+  absl::StrAppend(out, ",\"status\":", r.http_status(), ",\"url\":");
+  AppendJsonString(r.url(), out);
+}
+
+}  // namespace
+
+void AppendFetchJson(const v1::FetchResult& r, std::string* out) {
+  out->push_back('{');
+  AppendFetchFields(r, {.index = r.index()}, out);
+  out->push_back('}');
+}
+
 std::string FormatFetchJson(const v1::FetchResult& r) {
-  nlohmann::json out = {
-      {"index", r.index()},
-      {"url", r.url()},
-      {"status", r.http_status()},
-      {"code", CodeName(r.error().code())},
-      {"attempts", r.attempts()},
-      {"bytes", r.body_bytes()},
-      {"elapsed_ms", r.timings().total_us() / 1000.0},
-      {"processed", r.processed()},
-      {"error", r.error().message()},
-  };
-  return out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::string out;
+  AppendFetchJson(r, &out);
+  return out;
 }
 
 std::string FormatPageHuman(const v1::Page& page) {
@@ -156,12 +231,16 @@ std::string FormatPageHuman(const v1::Page& page) {
                       FormatFetchHuman(page.result()));
 }
 
+void AppendPageJson(const v1::Page& page, std::string* out) {
+  out->push_back('{');
+  AppendFetchFields(page.result(), {.index = page.index(), .page = &page}, out);
+  out->push_back('}');
+}
+
 std::string FormatPageJson(const v1::Page& page) {
-  nlohmann::json out = nlohmann::json::parse(FormatFetchJson(page.result()));
-  out["index"] = page.index();
-  out["items"] = page.items_size();
-  out["resume_token"] = page.resume_token();
-  return out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::string out;
+  AppendPageJson(page, &out);
+  return out;
 }
 
 std::string FormatPageItemJson(const v1::Page& page, const std::string& item) {

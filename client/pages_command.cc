@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "client/fetchctl.h"
+#include "client/output.h"
 
 ABSL_DECLARE_FLAG(bool, json);
 ABSL_DECLARE_FLAG(std::optional<absl::Duration>, timeout);
@@ -89,7 +90,8 @@ absl::StatusOr<v1::FetchPagesRequest> BuildPagesRequest(
     return absl::InvalidArgumentError("--retries must be >= 0");
   }
   if (absl::Status s = ApplyItemFlags(req.mutable_first()); !s.ok()) return s;
-  req.set_drop_body(!absl::GetFlag(FLAGS_json) && !absl::GetFlag(FLAGS_items));
+  // No line shows a page's body (--json gives its size), so it is not sent.
+  req.set_drop_body(!absl::GetFlag(FLAGS_items));
   return req;
 }
 
@@ -109,6 +111,7 @@ int RunPages(const Client& client, const std::vector<std::string>& args) {
 
   int64_t pages = 0, item_count = 0;
   std::string last_token;
+  Output out;
   const absl::Time start = absl::Now();
   absl::Time last_draw = absl::InfinitePast();
   absl::Status status = client.FetchPages(
@@ -117,21 +120,28 @@ int RunPages(const Client& client, const std::vector<std::string>& args) {
         ++pages;
         item_count += page.items_size();
         last_token = page.resume_token();
+        std::string& buffer = out.buffer();
         if (items) {
           for (const std::string& item : page.items()) {
-            const std::string line =
-                json ? FormatPageItemJson(page, item) : item;
-            std::fwrite(line.data(), 1, line.size(), stdout);
-            std::fputc('\n', stdout);
+            if (json) {
+              buffer.append(FormatPageItemJson(page, item));
+            } else {
+              buffer.append(item);
+            }
+            buffer.push_back('\n');
           }
         } else {
-          const std::string line =
-              json ? FormatPageJson(page) : FormatPageHuman(page);
-          std::fwrite(line.data(), 1, line.size(), stdout);
-          std::fputc('\n', stdout);
+          if (json) {
+            AppendPageJson(page, &buffer);
+          } else {
+            buffer.append(FormatPageHuman(page));
+          }
+          buffer.push_back('\n');
         }
+        out.Commit();
+        if (!live) return;
         const absl::Time now = absl::Now();
-        if (live && now - last_draw >= absl::Milliseconds(100)) {
+        if (now - last_draw >= absl::Milliseconds(100)) {
           last_draw = now;
           std::fprintf(stderr, "\r%lld pages, %lld items   ",
                        static_cast<long long>(pages),
@@ -140,7 +150,7 @@ int RunPages(const Client& client, const std::vector<std::string>& args) {
         }
       },
       [] { return interrupted.load(); });
-  std::fflush(stdout);
+  out.Flush();
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   if (live) std::fputc('\n', stderr);
   if (!status.ok() && !interrupted.load()) {
