@@ -25,27 +25,27 @@ ABSL_DECLARE_FLAG(bool, json);
 ABSL_DECLARE_FLAG(std::optional<absl::Duration>, timeout);
 
 ABSL_FLAG(std::string, urls_file, "",
-          "fetch: read URLs from this file, one per line ('-' = stdin; "
+          "read URLs from this file, one per line ('-' = stdin; "
           "blank lines and # comments are skipped)");
 ABSL_FLAG(int, concurrency, 0,
-          "fetch, job submit fetch: requests in flight per RPC (0 = the "
-          "server's default)");
-ABSL_FLAG(int, retries, 0, "fetch: retries per item after the first attempt");
+          "requests in flight per RPC (0 = the server's default)");
+ABSL_FLAG(int, retries, 0, "retries per item after the first attempt");
 ABSL_FLAG(std::optional<absl::Duration>, item_timeout, std::nullopt,
-          "fetch: per-attempt timeout of each item (default: the server's)");
+          "per-attempt timeout of each item (default: the server's)");
 ABSL_FLAG(std::string, process, "",
-          "fetch: html_title | sha256 | json_validate | json_pointer:/a/b");
+          "run on each body on the server: html_title | sha256 | "
+          "json_validate | json_pointer:/a/b (the output is printed)");
 ABSL_FLAG(std::string, out_dir, "",
-          "fetch, job results: write each body to DIR/<index> (written to a "
-          "temp name, then renamed: no torn files)");
+          "write each body to DIR/<index> (written to a temp name, then "
+          "renamed: no torn files)");
 ABSL_FLAG(std::string, stream, "auto",
-          "fetch: always: results as each arrives (StreamBatchFetch); never: "
+          "always: results as each arrives (StreamBatchFetch); never: "
           "each batch's results at once (BatchFetch, in item order; the "
           "cheapest for the server and for fetchctl); auto: always when "
           "stderr is a terminal (the progress bar) or with --out_dir, else "
           "never");
 ABSL_FLAG(int, batch_size, 5000,
-          "fetch: URLs per RPC; longer lists are split into several RPCs "
+          "URLs per RPC; longer lists are split into several RPCs "
           "(keep it at or under the server's --max_batch_items)");
 
 namespace fetchd::client {

@@ -8,8 +8,9 @@
 //   with [--tls_ca=F] [--tls_cert=F --tls_key=F] [--token_file=F] for TLS,
 //   mTLS and a bearer token ($FETCHD_TOKEN works as well as --token_file).
 //
-// Exit codes: 0 success, 1 the RPC failed (or health is not SERVING),
-// 2 usage error. Failures print "CODE: message" on stderr.
+// `fetchctl --help` and `fetchctl help [COMMAND]` show the flags by command
+// (client/help.cc). Exit codes: 0 success, 1 the RPC failed (or health is
+// not SERVING), 2 usage error. Failures print "CODE: message" on stderr.
 #include "client/fetchctl.h"
 
 #include <cstdio>
@@ -22,7 +23,6 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -31,6 +31,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "client/client.h"
+#include "client/help.h"
 
 ABSL_FLAG(std::string, addr, "127.0.0.1:50051",
           "fetchd's gRPC target: host:port, or several replicas, which get "
@@ -41,15 +42,17 @@ ABSL_FLAG(std::optional<absl::Duration>, timeout, std::nullopt,
           "deadline of each RPC (default 5s; 1h for fetch)");
 ABSL_FLAG(bool, json, false, "print one JSON object per line");
 ABSL_FLAG(std::optional<int64_t>, n, std::nullopt,
-          "sqrt_sum: sum sqrt(i) for i < n");
+          "sqrt_sum: sum sqrt(i) for 0 <= i < N");
 ABSL_FLAG(std::optional<int64_t>, limit, std::nullopt,
-          "count_primes: count the primes below limit; job list: print at "
-          "most this many jobs");
+          "count_primes: count the primes below L; job list: print at most "
+          "L jobs");
 ABSL_FLAG(int64_t, rounds, 1, "sha256_chain: how many times to hash");
 ABSL_FLAG(std::string, data, "", "sha256_chain: the bytes to hash (text)");
 ABSL_FLAG(std::string, data_hex, "",
           "sha256_chain: the bytes to hash, hex-encoded (instead of --data)");
-ABSL_FLAG(std::string, service, "", "health: the service name (\"\" = server)");
+ABSL_FLAG(std::string, service, "",
+          "the service to ask about, e.g. fetchd.v1.Fetch (\"\": the whole "
+          "server)");
 ABSL_FLAG(std::string, tls_ca, "",
           "PEM roots fetchd's certificate must chain to; turns TLS on (so do "
           "--tls_cert/--tls_key, with the system's roots)");
@@ -63,49 +66,20 @@ ABSL_FLAG(std::string, token_file, "",
 
 namespace {
 
-constexpr char kUsage[] =
-    "call fetchd.\n"
-    "Usage:\n"
-    "  fetchctl [--addr=127.0.0.1:50051] [--timeout=5s] [--json] COMMAND\n"
-    "    [--tls_ca=CA.pem] [--tls_cert=C.pem --tls_key=K.pem] TLS / mTLS\n"
-    "    [--token_file=F]  bearer token (or the FETCHD_TOKEN variable)\n"
-    "Commands:\n"
-    "  compute sqrt_sum --n=N            sum of sqrt(i) for 0 <= i < N\n"
-    "  compute sha256_chain --data=S|--data_hex=H [--rounds=R]\n"
-    "                                    sha256 applied R times\n"
-    "  compute count_primes --limit=L    number of primes below L\n"
-    "  health [--service=NAME]           grpc.health.v1 Check\n"
-    "  fetch URL... | --urls_file=F|-    fetch through StreamBatchFetch\n"
-    "  pages URL [--strategy=page_number|cursor|link_header] [--param=P]\n"
-    "        [--cursor_pointer=/next] [--items_pointer=/items] [--items]\n"
-    "        [--max_pages=N] [--prefetch=K] [--resume=TOKEN]\n"
-    "        [--stop_status=404]        walk a paginated API (FetchPages)\n"
-    "      [--concurrency=N] [--retries=N] [--item_timeout=D]\n"
-    "      [--process=html_title|sha256|json_validate|json_pointer:/a/b]\n"
-    "      [--out_dir=DIR] [--batch_size=N]\n"
-    "  job submit fetch URL... | --urls_file=F|-  [fetch's flags, "
-    "--drop_body]\n"
-    "  job submit pages URL [pages' flags]\n"
-    "  job submit compute sqrt_sum N | count_primes L | sha256_chain DATA [R]\n"
-    "      [--key=K] [--ttl=D] [--webhook=URL [--webhook_secret=S |\n"
-    "      --webhook_secret_id=ID] [--webhook_progress]]\n"
-    "                                    run it as a job; prints the job id\n"
-    "  job get ID                        state, counts, times, error, webhook\n"
-    "  job watch ID [--from_seq=N]       events until the job ends (progress\n"
-    "                                    bar on a terminal); 0 if SUCCEEDED\n"
-    "  job results ID [--out_dir=DIR]    every result, in item order\n"
-    "  job list [--state=queued|running|succeeded|failed|cancelled]\n"
-    "           [--limit=N]              your jobs, newest first\n"
-    "  job cancel ID | job delete ID\n"
-    "Exit codes: 0 ok, 1 an RPC or item failed or not SERVING, 2 usage "
-    "error.";
+// The command being run, for usage errors ("" before one is known).
+std::string current_command;
 
 }  // namespace
 
 namespace fetchd::client {
 
 int UsageError(const std::string& message) {
-  std::fprintf(stderr, "fetchctl: %s\n\n%s\n", message.c_str(), kUsage);
+  if (current_command.empty()) {
+    std::fprintf(stderr, "fetchctl: %s\n", message.c_str());
+  } else {
+    std::fprintf(stderr, "fetchctl: %s\n\n%s\n", message.c_str(),
+                 CommandUsage(current_command).c_str());
+  }
   return 2;
 }
 
@@ -283,27 +257,94 @@ std::string CheckFlags(int argc, char** argv) {
   return "";
 }
 
+// A flag's name ("help" for --help=x or -help), or "" for no flag.
+absl::string_view FlagName(absl::string_view arg) {
+  if (arg.size() < 2 || arg[0] != '-') return "";
+  absl::string_view flag = absl::StripPrefix(absl::StripPrefix(arg, "-"), "-");
+  return flag.substr(0, flag.find('='));
+}
+
+// --help, -h, absl's other help flags (--helpfull, --helpshort, --helpon,
+// --helpmatch, --helppackage), `help [COMMAND]` and --version: what they
+// print and the exit code, or nullopt to go on. The command is the first
+// argument that is no flag (nor a flag's separate value).
+std::optional<int> MaybeHelp(int argc, char** argv) {
+  bool help = false, version = false;
+  std::vector<absl::string_view> positional;
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--") break;
+    const absl::string_view name = FlagName(arg);
+    if (name.empty()) {
+      positional.push_back(arg);
+      continue;
+    }
+    if (name == "h" || absl::StartsWith(name, "help")) help = true;
+    if (name == "version") version = true;
+    // "--addr HOST:PORT": the next argument is the flag's value.
+    const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag != nullptr && !flag->IsOfType<bool>() &&
+        !absl::StrContains(arg, '=') && i + 1 < argc) {
+      ++i;
+    }
+  }
+  if (!positional.empty() && positional[0] == "help") {
+    if (positional.size() > 2) {
+      std::fprintf(stderr, "fetchctl: help takes one COMMAND at most\n");
+      return 2;
+    }
+    if (positional.size() == 1) {
+      help = true;
+      positional.clear();
+    } else {
+      positional.erase(positional.begin());
+      help = true;
+    }
+  }
+  if (version && !help) {
+    std::printf("fetchctl %s\n", FETCHD_VERSION);
+    return 0;
+  }
+  if (!help) return std::nullopt;
+  std::string text;
+  if (positional.empty()) {
+    text = fetchd::client::FullHelp();
+  } else if (fetchd::client::IsCommand(positional[0])) {
+    text = fetchd::client::CommandHelp(positional[0]);
+  } else {
+    std::fprintf(stderr, "fetchctl: unknown command \"%s\" (%s)\n",
+                 std::string(positional[0]).c_str(),
+                 fetchd::client::CommandList().c_str());
+    return 2;
+  }
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   // As in fetchd: gRPC's mutexes are absl's, and cycle detection (on in
   // Debian's build) costs each lock a graph lookup.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  absl::SetProgramUsageMessage(kUsage);
-  // --help lists the flags of every fetchctl source file, not only the one
-  // named like the program.
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view path) {
-    return absl::StrContains(path, "client/");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage);
+  absl::SetProgramUsageMessage("call fetchd (fetchctl --help)");
+  // fetchctl's own help, before absl's (which lists flags by source file).
+  if (const std::optional<int> code = MaybeHelp(argc, argv)) return *code;
   if (const std::string bad = CheckFlags(argc, argv); !bad.empty()) {
     std::fprintf(stderr, "fetchctl: %s\n", bad.c_str());
     return 2;
   }
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
-  if (args.size() < 2) return UsageError("no command given");
+  if (args.size() < 2) {
+    return UsageError(
+        absl::StrCat("no command given (", fetchd::client::CommandList(), ")"));
+  }
+  const std::string command = args[1];
+  if (!fetchd::client::IsCommand(command)) {
+    return UsageError(absl::StrCat("unknown command \"", command, "\" (",
+                                   fetchd::client::CommandList(), ")"));
+  }
+  current_command = command;
   fetchd::client::ClientOptions options{
       .target = absl::GetFlag(FLAGS_addr),
       .timeout = absl::GetFlag(FLAGS_timeout).value_or(absl::Seconds(5))};
@@ -322,7 +363,6 @@ int main(int argc, char** argv) {
     options.token = std::string(absl::StripAsciiWhitespace(env));
   }
   fetchd::client::Client client(options);
-  const std::string command = args[1];
   if (command == "compute") return RunCompute(client, args);
   if (command == "health") return RunHealth(client, args);
   if (command == "pages") {

@@ -31,28 +31,27 @@ ABSL_DECLARE_FLAG(std::string, out_dir);
 ABSL_DECLARE_FLAG(std::optional<int64_t>, limit);
 
 ABSL_FLAG(std::string, key, "",
-          "job submit: idempotency key (at most 256 bytes): submitting the "
+          "idempotency key (at most 256 bytes): submitting the "
           "same work under the same key gives back the same job");
 ABSL_FLAG(std::optional<absl::Duration>, ttl, std::nullopt,
-          "job submit: keep the job and its results this long after it ends "
+          "keep the job and its results this long after it ends "
           "(default: the server's --default_job_ttl)");
 ABSL_FLAG(std::string, webhook, "",
-          "job submit: POST job.completed / job.failed (signed JSON) here");
+          "POST job.completed / job.failed (signed JSON) here");
 ABSL_FLAG(std::string, webhook_secret, "",
-          "job submit: the webhook's signing secret (at least 16 bytes)");
+          "the webhook's signing secret (at least 16 bytes)");
 ABSL_FLAG(std::string, webhook_secret_id, "",
-          "job submit: the webhook's secret by its name in the server's "
+          "the webhook's secret by its name in the server's "
           "--webhook_secrets_file (instead of --webhook_secret)");
-ABSL_FLAG(bool, webhook_progress, false,
-          "job submit: also POST job.progress events");
+ABSL_FLAG(bool, webhook_progress, false, "also POST job.progress events");
 ABSL_FLAG(bool, drop_body, false,
-          "job submit fetch|pages: store no bodies, only status, sizes and "
+          "store no bodies, only status, sizes and "
           "--process output (job results --out_dir then has nothing to write)");
 ABSL_FLAG(int64_t, from_seq, 0,
-          "job watch: the events after this sequence number (0: the current "
+          "the events after this sequence number (0: the current "
           "state first)");
 ABSL_FLAG(std::string, state, "",
-          "job list: only jobs in this state: queued, running, succeeded, "
+          "only jobs in this state: queued, running, succeeded, "
           "failed or cancelled");
 
 namespace fetchd::client {

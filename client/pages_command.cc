@@ -20,26 +20,28 @@ ABSL_DECLARE_FLAG(std::optional<absl::Duration>, timeout);
 ABSL_DECLARE_FLAG(int, retries);
 
 ABSL_FLAG(std::string, strategy, "page_number",
-          "pages: page_number | cursor | link_header");
+          "how the next page is found: page_number (?page=N), cursor (a "
+          "value in the body, see --cursor_pointer) or link_header (RFC 8288 "
+          "Link: rel=\"next\")");
 ABSL_FLAG(std::string, param, "",
-          "pages: page_number's query parameter (default page); cursor's "
+          "page_number's query parameter (default page); cursor's "
           "query parameter for the cursor (empty: the cursor is the next URL)");
 ABSL_FLAG(std::string, cursor_pointer, "/next",
-          "pages: cursor: JSON pointer to the next cursor or URL in the body");
+          "cursor: JSON pointer to the next cursor or URL in the body");
 ABSL_FLAG(std::string, items_pointer, "",
-          "pages: JSON pointer to the page's items array (an empty array "
+          "JSON pointer to the page's items array (an empty array "
           "ends the walk)");
 ABSL_FLAG(bool, items, false,
-          "pages: print each item (needs --items_pointer) instead of pages");
+          "print each item (needs --items_pointer) instead of pages");
 ABSL_FLAG(int64_t, max_pages, 0,
-          "pages: stop after N pages (0 = the server's --max_walk_pages); "
+          "stop after N pages (0 = the server's --max_walk_pages); "
           "the resume token printed then continues");
 ABSL_FLAG(std::optional<int>, prefetch, std::nullopt,
-          "pages: pages fetched ahead of the reader (server default 2)");
+          "pages fetched ahead of the reader (server default 2)");
 ABSL_FLAG(std::string, resume, "",
-          "pages: continue a walk from a resume token it printed");
+          "continue a walk from a resume token it printed");
 ABSL_FLAG(std::string, stop_status, "",
-          "pages: HTTP statuses that mean past the last page, e.g. 404");
+          "HTTP statuses that mean past the last page, e.g. 404");
 
 namespace fetchd::client {
 namespace {

@@ -7,7 +7,9 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <numeric>
 
+#include "absl/strings/match.h"
 #include "tests/support/certs.h"
 #include "tests/support/origin.h"
 #include "tests/support/subprocess.h"
@@ -21,6 +23,7 @@ using ::fetchd::testing::ProcessResult;
 using ::fetchd::testing::RunProcess;
 using ::fetchd::testing::TestServer;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class FetchctlTest : public ::testing::Test {
  protected:
@@ -68,29 +71,171 @@ TEST_F(FetchctlTest, RpcFailurePrintsCodeAndMessageAndExitsOne) {
 }
 
 TEST_F(FetchctlTest, UsageErrorsExitTwo) {
+  // Within a command: the message, then that command's usage.
   for (const std::vector<std::string>& args :
        std::vector<std::vector<std::string>>{
-           {},
            {"compute"},
            {"compute", "sqrt_sum"},
            {"compute", "nope", "--n=1"},
-           {"compute", "sha256_chain", "--data_hex=zz"},
-           {"frobnicate"}}) {
+           {"compute", "sha256_chain", "--data_hex=zz"}}) {
     ProcessResult r = Fetchctl(args);
     EXPECT_EQ(r.exit_code, 2) << ::testing::PrintToString(args) << r.err;
-    EXPECT_THAT(r.err, HasSubstr("Usage"));
+    EXPECT_THAT(r.err, HasSubstr("Usage: fetchctl compute sqrt_sum N"));
+    EXPECT_THAT(r.err, HasSubstr("fetchctl help compute"));
+    EXPECT_THAT(r.err, Not(HasSubstr("fetchctl pages")));  // compute's only
   }
 }
 
-TEST(FetchctlHelpTest, HelpListsTheFlagsOfEveryCommand) {
-  auto r = RunProcess({FETCHCTL_PATH, "--help"}, absl::Seconds(30));
+// A run that must fail with one line on stderr and exit code 2.
+void ExpectOneLineUsageError(const std::vector<std::string>& args,
+                             const std::string& says) {
+  std::vector<std::string> argv = {FETCHCTL_PATH};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto r = RunProcess(argv, absl::Seconds(30));
   ASSERT_TRUE(r.ok()) << r.status();
-  for (const char* flag :
-       {"--addr", "--timeout", "--json", "--n", "--limit", "--data_hex",
-        "--service", "--urls_file", "--concurrency", "--retries",
-        "--item_timeout", "--process", "--out_dir", "--batch_size"}) {
-    EXPECT_THAT(r->out, HasSubstr(flag));
+  EXPECT_EQ(r->exit_code, 2) << ::testing::PrintToString(args) << r->err;
+  EXPECT_EQ(Lines(r->err).size(), 1u) << r->err;
+  EXPECT_THAT(r->err, HasSubstr(says));
+  EXPECT_EQ(r->out, "");
+}
+
+TEST(FetchctlHelpTest, UnknownCommandsAndFlagsAreOneLineAndExitTwo) {
+  ExpectOneLineUsageError(
+      {}, "no command given (commands: compute, health, fetch, pages, job");
+  ExpectOneLineUsageError({"frobnicate"}, "unknown command \"frobnicate\"");
+  ExpectOneLineUsageError({"help", "frobnicate"},
+                          "unknown command \"frobnicate\"");
+  ExpectOneLineUsageError({"frobnicate", "--help"},
+                          "unknown command \"frobnicate\"");
+  ExpectOneLineUsageError({"help", "fetch", "pages"}, "one COMMAND at most");
+  ExpectOneLineUsageError({"--bogus", "health"}, "unknown flag --bogus");
+  ExpectOneLineUsageError({"fetch", "--concurrency=many"}, "--concurrency");
+}
+
+// What each command's help must name: its own flags.
+const std::map<std::string, std::vector<std::string>>& CommandFlags() {
+  static const auto* flags =
+      new std::map<std::string, std::vector<std::string>>{
+          {"compute",
+           {"--n=", "--limit=", "--data=", "--data_hex=", "--rounds="}},
+          {"health", {"--service="}},
+          {"fetch",
+           {"--urls_file=", "--batch_size=", "--concurrency=", "--retries=",
+            "--item_timeout=", "--process=", "--out_dir=", "--stream="}},
+          {"pages",
+           {"--strategy=", "--param=", "--cursor_pointer=", "--items_pointer=",
+            "--items ", "--max_pages=", "--prefetch=", "--resume=",
+            "--stop_status=", "--retries=", "--item_timeout=", "--process="}},
+          {"job",
+           {"--key=", "--ttl=", "--webhook=", "--webhook_secret=",
+            "--webhook_secret_id=", "--webhook_progress", "--drop_body",
+            "--from_seq=", "--out_dir=", "--state=", "--limit="}},
+      };
+  return *flags;
+}
+
+const std::vector<std::string>& GlobalFlags() {
+  static const auto* flags = new std::vector<std::string>{
+      "--addr=",     "--timeout=", "--json",       "--tls_ca=",
+      "--tls_cert=", "--tls_key=", "--token_file="};
+  return *flags;
+}
+
+// Not Abseil's listing: no source paths, no "Flags from", none of absl's
+// own flags.
+void ExpectFetchctlsOwnText(const std::string& text) {
+  EXPECT_THAT(text, Not(HasSubstr(".cc")));
+  EXPECT_THAT(text, Not(HasSubstr("Flags from")));
+  EXPECT_THAT(text, Not(HasSubstr("--flagfile")));
+  EXPECT_THAT(text, Not(HasSubstr("--helpfull")));
+  // Every flag of fetchctl's sources is in a command's section.
+  EXPECT_THAT(text, Not(HasSubstr("Other flags")));
+}
+
+TEST(FetchctlHelpTest, HelpGroupsTheFlagsByCommandWithExamples) {
+  for (const char* flag : {"--help", "-h", "--helpfull", "--helpshort"}) {
+    auto r = RunProcess({FETCHCTL_PATH, flag}, absl::Seconds(30));
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->exit_code, 0) << flag << r->err;
+    EXPECT_EQ(r->err, "");
+    const std::string& text = r->out;
+    ExpectFetchctlsOwnText(text);
+    size_t section = text.find("Global flags");
+    ASSERT_NE(section, std::string::npos) << text;
+    for (const std::string& global : GlobalFlags()) {
+      EXPECT_NE(text.find("  " + global, section), std::string::npos) << global;
+    }
+    // Each command's section, in order: its flags, then examples of it.
+    for (const std::string command :
+         {"compute", "health", "fetch", "pages", "job"}) {
+      const size_t at = text.find("\n" + command + ": ", section);
+      ASSERT_NE(at, std::string::npos) << command;
+      const size_t examples = text.find("\nExamples:\n", at);
+      ASSERT_NE(examples, std::string::npos) << command;
+      const std::string part = text.substr(at, examples - at);
+      for (const std::string& flag : CommandFlags().at(command)) {
+        EXPECT_THAT(part, HasSubstr("  " + flag)) << command;
+      }
+      const size_t end = text.find("\n\n", examples + 1);
+      EXPECT_THAT(text.substr(examples, end - examples),
+                  HasSubstr("fetchctl " + command))
+          << command << ": examples of it follow";
+      section = examples;
+    }
+    EXPECT_THAT(text, HasSubstr("Exit codes: 0 success"));
   }
+}
+
+TEST(FetchctlHelpTest, CommandHelpShowsThatCommandsFlags) {
+  for (const auto& [command, flags] : CommandFlags()) {
+    auto by_help =
+        RunProcess({FETCHCTL_PATH, "help", command}, absl::Seconds(30));
+    // "--addr VALUE": the value is not taken for the command.
+    auto by_flag =
+        RunProcess({FETCHCTL_PATH, "--addr", "127.0.0.1:1", command, "--help"},
+                   absl::Seconds(30));
+    ASSERT_TRUE(by_help.ok() && by_flag.ok());
+    EXPECT_EQ(by_help->exit_code, 0) << by_help->err;
+    EXPECT_EQ(by_flag->exit_code, 0) << by_flag->err;
+    EXPECT_EQ(by_help->out, by_flag->out) << command;
+    const std::string& text = by_help->out;
+    ExpectFetchctlsOwnText(text);
+    EXPECT_TRUE(absl::StartsWith(text, command + ": ")) << text;
+    const size_t examples = text.find("\nExamples:\n  ");
+    ASSERT_NE(examples, std::string::npos) << text;
+    const size_t end = text.find("\n\n", examples + 1);
+    EXPECT_THAT(text.substr(examples, end - examples),
+                HasSubstr("fetchctl " + command));
+    for (const std::string& flag : flags) {
+      EXPECT_THAT(text, HasSubstr("  " + flag)) << command;
+    }
+    for (const std::string& global : GlobalFlags()) {
+      EXPECT_THAT(text, HasSubstr("  " + global)) << command;
+    }
+    // Another command's flags are not listed (those it shares aside).
+    for (const auto& [other, other_flags] : CommandFlags()) {
+      for (const std::string& flag : other_flags) {
+        if (std::find(flags.begin(), flags.end(), flag) != flags.end()) {
+          continue;
+        }
+        EXPECT_THAT(text, Not(HasSubstr("\n  " + flag)))
+            << command << " shows " << other << "'s " << flag;
+      }
+    }
+  }
+  // A command's -h wins over running it: nothing is sent.
+  auto r = RunProcess({FETCHCTL_PATH, "--addr=127.0.0.1:1", "health", "-h"},
+                      absl::Seconds(30));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->exit_code, 0);
+  EXPECT_TRUE(absl::StartsWith(r->out, "health: ")) << r->out;
+}
+
+TEST(FetchctlHelpTest, VersionIsOneLine) {
+  auto r = RunProcess({FETCHCTL_PATH, "--version"}, absl::Seconds(30));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->exit_code, 0);
+  EXPECT_THAT(r->out, ::testing::MatchesRegex("fetchctl [0-9.]+\n"));
 }
 
 TEST_F(FetchctlTest, HealthServing) {
@@ -148,6 +293,54 @@ TEST_F(FetchctlTest, FetchSplitsBatchesAndWritesBodiesAtomically) {
   EXPECT_EQ(read("1"), R"({"a":{"b":[1,2,{"c":"x"}]},"n":null})");
   EXPECT_EQ(read("2"), "xxx");  // index 2 came from the second RPC
   EXPECT_EQ(origin_.requests(), 3);
+}
+
+TEST_F(FetchctlTest, FetchStreamedOrBatchedPrintsTheSameResults) {
+  const std::string list = ::testing::TempDir() + "/fetchctl_modes.txt";
+  {
+    std::ofstream out(list);
+    for (int i = 0; i < 25; ++i) {
+      out << origin_.Url(i % 5 == 4 ? "/status/404"
+                                    : "/bytes/" + std::to_string(i))
+          << "\n";
+    }
+  }
+  // Per mode: the lines by index, without the time (it differs).
+  auto run = [&](const std::string& mode) {
+    ProcessResult r = Fetchctl({"--json", "fetch", "--urls_file=" + list,
+                                "--batch_size=10", "--stream=" + mode});
+    EXPECT_EQ(r.exit_code, 1) << mode << r.err;  // 5 items are 404
+    EXPECT_THAT(r.err, HasSubstr("20 ok, 5 failed")) << mode;
+    std::vector<int> order;
+    std::map<int, nlohmann::json> by_index;
+    for (const std::string& line : Lines(r.out)) {
+      auto json = nlohmann::json::parse(line);
+      json.erase("elapsed_ms");
+      order.push_back(json["index"].get<int>());
+      by_index[order.back()] = json;
+    }
+    return std::pair(order, by_index);
+  };
+  const auto [batch_order, batched] = run("never");
+  const auto [stream_order, streamed] = run("always");
+  const auto [auto_order, automatic] = run("auto");  // no terminal: batched
+  ASSERT_EQ(batched.size(), 25u);
+  EXPECT_EQ(batched, streamed);
+  EXPECT_EQ(batched, automatic);
+  // Batched results come in item order, across the three RPCs too.
+  std::vector<int> in_order(25);
+  std::iota(in_order.begin(), in_order.end(), 0);
+  EXPECT_EQ(batch_order, in_order);
+  EXPECT_EQ(auto_order, in_order);
+  EXPECT_EQ(batched.at(4)["code"], "NOT_FOUND");
+  EXPECT_EQ(batched.at(3)["bytes"], 3);
+  EXPECT_EQ(batched.at(24)["url"], origin_.Url("/status/404"));
+  EXPECT_EQ(origin_.requests(), 75);
+
+  ProcessResult bad = Fetchctl({"fetch", origin_.Url("/json"), "--stream=x"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err,
+              HasSubstr("--stream=x is not one of auto, always, never"));
 }
 
 TEST_F(FetchctlTest, FetchUsageErrorsExitTwo) {

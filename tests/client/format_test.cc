@@ -17,6 +17,72 @@ v1::ComputeResponse Timed(v1::ComputeResponse r) {
   return r;
 }
 
+// What FormatFetchJson printed when it built a JSON tree: the output must
+// stay the same bytes (scripts diff and grep it).
+std::string TreeFetchJson(const v1::FetchResult& r) {
+  nlohmann::json out = {
+      {"index", r.index()},
+      {"url", r.url()},
+      {"status", r.http_status()},
+      {"code", absl::StatusCodeToString(
+                   static_cast<absl::StatusCode>(r.error().code()))},
+      {"attempts", r.attempts()},
+      {"bytes", r.body_bytes()},
+      {"elapsed_ms", r.timings().total_us() / 1000.0},
+      {"processed", r.processed()},
+      {"error", r.error().message()},
+  };
+  return out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+TEST(FormatTest, FetchAndPageJsonAreTheBytesOfAJsonTree) {
+  const std::vector<std::string> texts = {
+      "",
+      "http://127.0.0.1:8080/items/1.json?a=1&b=%20",
+      "quote \" backslash \\ slash /",
+      "tab\tnewline\ncr\rcontrol\x01\x1f del\x7f",
+      "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",  // UTF-8
+      "bad \xff\xfe utf-8 \xc3",                    // replaced by U+FFFD
+  };
+  const std::vector<int64_t> micros = {
+      0, 1, 10, 999, 1000, 1500, 2010, 123456, 999999, 3600000, 1234567890123};
+  int checked = 0;
+  for (const std::string& text : texts) {
+    for (const int64_t us : micros) {
+      v1::FetchResult r;
+      r.set_index(static_cast<uint32_t>(checked));
+      r.set_url(text);
+      r.set_http_status(checked % 2 ? 200 : 0);
+      r.set_body_bytes(us * 7);
+      r.set_processed(text);
+      r.set_attempts(2);
+      r.mutable_timings()->set_total_us(us);
+      r.mutable_error()->set_code(checked % 17);
+      r.mutable_error()->set_message(text);
+      EXPECT_EQ(FormatFetchJson(r), TreeFetchJson(r)) << text << " " << us;
+
+      v1::Page page;
+      page.set_index(checked * 3);
+      *page.mutable_result() = r;
+      page.add_items("{}");
+      page.set_resume_token(text);
+      nlohmann::json tree = nlohmann::json::parse(TreeFetchJson(r));
+      tree["index"] = page.index();
+      tree["items"] = page.items_size();
+      tree["resume_token"] = page.resume_token();
+      EXPECT_EQ(
+          FormatPageJson(page),
+          tree.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
+          << text << " " << us;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 66);
+  v1::FetchResult r;
+  r.mutable_timings()->set_total_us(1500);
+  EXPECT_THAT(FormatFetchJson(r), HasSubstr("\"elapsed_ms\":1.5,"));
+}
+
 TEST(FormatTest, HumanLineShowsCallValueAndTimings) {
   v1::ComputeRequest request;
   request.mutable_sqrt_sum()->set_n(10);
