@@ -18,8 +18,14 @@
 #              connection count: 64, or 256 for h256)
 #   seed       seed_peer.py (aiohttp + Semaphore + gather), 20,000 URLs
 #   go, node   the Go (net/http) and Node (fetch) peers, 20,000 URLs
-# then fetchctl fetch on 20,000 URLs (client included), wrk on the origin,
-# a cancel probe (how fast a cancelled call's transfers are all closed), and
+#   fetchctl   (c=64 only) fetchctl fetch on the same 20,000 URLs, client
+#              included (wall time from exec to exit, every result a line
+#              into a file), as one RPC of 20,000 at --concurrency=64: as
+#              run from a script (one BatchFetch response), and with
+#              --stream=always ("fetchctl-stream": each result a message, as
+#              on a terminal). With FETCHCTL_BEFORE=PATH (a fetchctl built
+#              from an earlier commit), that one too ("fetchctl-before")
+# then wrk on the origin, a cancel probe (how fast a cancelled call's transfers are all closed), and
 # the server's peak RSS for one 20,000-item batch in a fresh fetchd.
 # With FETCHD_BEFORE=PATH (a fetchd built from an earlier commit), that
 # binary runs the same fetchd rows at default flags ("before-" rows), in
@@ -37,6 +43,16 @@ gcc -O2 -o "$tmp/curl_multi_loop" "$shared/curl_multi_loop.c" -lcurl
 (cd "$shared/peers" && GOCACHE=$tmp/gocache go build -o "$tmp/go_peer" go_peer.go)
 
 rate() { awk '{for (i = 2; i <= NF; i++) if ($i == "req/s") print $(i - 1)}'; }
+for i in $(seq 20000); do echo "$base/items/$(( (i - 1) % 10000 + 1 )).json"; done >"$tmp/urls"
+fetchctl_rate() {  # BINARY [more flags]: 20,000 URLs, client included
+  local t0 t1
+  t0=$(date +%s%N)
+  "$1" --addr="$target" fetch --urls_file="$tmp/urls" --concurrency=64 \
+    --batch_size=20000 "${@:2}" >"$tmp/fetchctl.out" 2>"$tmp/fetchctl.err" ||
+    { echo "fetchctl: $(tail -n1 "$tmp/fetchctl.err")" >&2; }
+  t1=$(date +%s%N)
+  echo $((20000 * 1000000000 / (t1 - t0)))
+}
 load() {  # target rpcs concurrency
   build/bin/fetch_load --target="$1" --base="$base" --n=20000 \
     --rpcs="$2" --concurrency="$3" | rate
@@ -84,6 +100,13 @@ for r in $(seq "$rounds"); do
     echo "seed $c $(/usr/bin/python3 "$shared/seed_peer.py" "$base" 20000 "$c" | rate)" >>"$tmp/results"
     echo "go $c $("$tmp/go_peer" "$base" 20000 "$c" | rate)" >>"$tmp/results"
     echo "node $c $(node "$shared/peers/node_peer.mjs" "$base" 20000 "$c" | rate)" >>"$tmp/results"
+    if ((c == 64)); then
+      echo "fetchctl 64 $(fetchctl_rate build/bin/fetchctl)" >>"$tmp/results"
+      echo "fetchctl-stream 64 $(fetchctl_rate build/bin/fetchctl --stream=always)" >>"$tmp/results"
+      if [[ -n ${FETCHCTL_BEFORE:-} ]]; then
+        echo "fetchctl-before 64 $(fetchctl_rate "$FETCHCTL_BEFORE")" >>"$tmp/results"
+      fi
+    fi
   done
   for c in 64 256 512; do
     echo "curl-multi $c $("$tmp/curl_multi_loop" "$base" 100000 "$c" | rate)" >>"$tmp/results"
@@ -91,15 +114,6 @@ for r in $(seq "$rounds"); do
   echo "round $r done" >&2
 done
 
-# fetchctl, client included: 20,000 URLs through StreamBatchFetch.
-for i in $(seq 20000); do echo "$base/items/$(( (i - 1) % 10000 + 1 )).json"; done >"$tmp/urls"
-for r in $(seq "$rounds"); do
-  t0=$(date +%s.%N)
-  build/bin/fetchctl --addr="$target" fetch --urls_file="$tmp/urls" \
-    --concurrency=64 --batch_size=20000 >/dev/null 2>"$tmp/fetchctl.err"
-  t1=$(date +%s.%N)
-  echo "fetchctl 64 $(echo "20000 / ($t1 - $t0)" | bc -l | cut -d. -f1)" >>"$tmp/results"
-done
 wrk_rate=$(wrk -t1 -c64 -d3s "$base/items/1.json" | awk '/Requests\/sec/{printf "%d", $2}')
 
 # Client cancel -> every transfer of the call closed (50 hung transfers).
@@ -116,7 +130,7 @@ awk -v wrk="$wrk_rate" -v rss="$rss_kb" -v cancel="$cancel" "$awk_median"'
   END {
     ceiling64 = median(runs["curl-multi 64"])
     printf "%-20s %5s %10s %8s %7s %7s %10s %12s\n", "who", "c", "req/s", "÷seed", "÷go", "÷node", "÷ceil(64)", "÷ceil(same)"
-    n = split("fetchd-1x20000 fetchd-100x200 fetchd-h256-1x20000 fetchd-h256-100x200 fetchctl seed go node curl-multi", who, " ")
+    n = split("fetchd-1x20000 fetchd-100x200 fetchd-h256-1x20000 fetchd-h256-100x200 fetchctl fetchctl-stream fetchctl-before seed go node curl-multi", who, " ")
     for (c = 64; c <= 512; c *= 2) {
       if (c == 128) continue
       seed = go = node = 0

@@ -9,6 +9,10 @@
 #            /items, prefetch 2, via bench/pages_load (C++, sync stub)
 #   seed     seed_peer.py --pages (the seed's sequential async generator)
 #   go       go_peer -pages (net/http, sequential)
+#   fetchctl fetchctl --json pages, the same walk as fetchd's row, client
+#            included: wall time from exec to exit, every page a JSON line
+#            into a file, as a user runs it (and with FETCHCTL_BEFORE=PATH,
+#            a fetchctl built from an earlier commit: "fetchctl-before")
 # Then, against the test origin (bench/test_origin, page-number API adding
 # 20 ms per page): 100 pages at prefetch 1 and prefetch 4. Then 100,000
 # pages from the test origin with a slow reader (50 µs per page), sampling
@@ -34,6 +38,18 @@ walk() {  # url strategy prefetch [more flags]
     --prefetch="$3" "${@:4}" | rate
 }
 
+fetchctl_walk() {  # BINARY: pages/s of the chain, client included
+  local t0 t1 n
+  t0=$(date +%s%N)
+  "$1" --addr="$target" --json pages "$base/pages/1.json" --strategy=cursor \
+    --items_pointer=/items --prefetch=2 >"$tmp/fetchctl.out" 2>"$tmp/fetchctl.err" ||
+    { cat "$tmp/fetchctl.err" >&2; exit 1; }
+  t1=$(date +%s%N)
+  n=$(wc -l <"$tmp/fetchctl.out")
+  ((n == 1000)) || { echo "fetchctl printed $n pages, not 1000" >&2; exit 1; }
+  echo $((n * 1000000000 / (t1 - t0)))
+}
+
 start_fetchd
 echo "origin $base, test origin $slow, fetchd on $target ($(nproc) cores), $rounds rounds" >&2
 walk "$base/pages/1.json" cursor 2 >/dev/null  # warm: the connection
@@ -42,6 +58,10 @@ for r in $(seq "$rounds"); do
   echo "fetchd $(walk "$base/pages/1.json" cursor 2)" >>"$tmp/results"
   echo "seed $(/usr/bin/python3 "$shared/seed_peer.py" --pages "$base" | rate)" >>"$tmp/results"
   echo "go $("$tmp/go_peer" -pages "$base" | rate)" >>"$tmp/results"
+  echo "fetchctl $(fetchctl_walk build/bin/fetchctl)" >>"$tmp/results"
+  if [[ -n ${FETCHCTL_BEFORE:-} ]]; then
+    echo "fetchctl-before $(fetchctl_walk "$FETCHCTL_BEFORE")" >>"$tmp/results"
+  fi
   for p in 1 4; do
     echo "slow-prefetch-$p $(walk "$slow/pn/bench$r$p?last=100&delay=20" page_number "$p")" >>"$tmp/results"
   done
@@ -70,8 +90,9 @@ awk -v rss="$rss" -v hwm="$hwm" -v cancel="$cancel" "$awk_median"'
   END {
     seed = median(runs["seed"]); go = median(runs["go"])
     printf "%-20s %10s %8s %7s\n", "who (1,000 pages)", "pages/s", "÷seed", "÷go"
-    n = split("fetchd seed go", who, " ")
+    n = split("fetchd fetchctl fetchctl-before seed go", who, " ")
     for (i = 1; i <= n; i++) {
+      if (!(who[i] in runs)) continue
       m = median(runs[who[i]])
       printf "%-20s %10d %7.2fx %6.2fx\n", who[i], m, m / seed, m / go
     }
