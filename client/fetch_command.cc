@@ -121,8 +121,9 @@ absl::StatusOr<std::vector<std::string>> CollectUrls(
   return urls;
 }
 
+template <typename BatchRequest>
 absl::Status FillBatchRequest(absl::Span<const std::string> urls,
-                              v1::BatchFetchRequest* request) {
+                              BatchRequest* request) {
   const int retries = absl::GetFlag(FLAGS_retries);
   if (retries < 0) return absl::InvalidArgumentError("--retries must be >= 0");
   request->set_max_concurrency(absl::GetFlag(FLAGS_concurrency));
@@ -138,12 +139,22 @@ absl::Status FillBatchRequest(absl::Span<const std::string> urls,
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::BatchFetchRequest> BuildBatchRequest(
+template <typename BatchRequest>
+absl::StatusOr<BatchRequest> BuildBatchRequest(
     absl::Span<const std::string> urls) {
-  v1::BatchFetchRequest request;
+  BatchRequest request;
   if (absl::Status s = FillBatchRequest(urls, &request); !s.ok()) return s;
   return request;
 }
+
+template absl::StatusOr<v1::BatchFetchRequest> BuildBatchRequest(
+    absl::Span<const std::string> urls);
+template absl::StatusOr<v1::StreamBatchFetchRequest> BuildBatchRequest(
+    absl::Span<const std::string> urls);
+template absl::Status FillBatchRequest(absl::Span<const std::string> urls,
+                                       v1::BatchFetchRequest* request);
+template absl::Status FillBatchRequest(absl::Span<const std::string> urls,
+                                       v1::StreamBatchFetchRequest* request);
 
 absl::Status WriteAtomically(const std::string& dir, const std::string& name,
                              const std::string& body) {
@@ -237,7 +248,8 @@ int RunFetch(const Client& client, const std::vector<std::string>& args) {
   }
   // Checks the flags before any RPC; each batch is built from them below.
   if (absl::StatusOr<v1::BatchFetchRequest> check =
-          BuildBatchRequest(absl::MakeConstSpan(urls).first(1));
+          BuildBatchRequest<v1::BatchFetchRequest>(
+              absl::MakeConstSpan(urls).first(1));
       !check.ok()) {
     return UsageError(std::string(check.status().message()));
   }
@@ -282,14 +294,15 @@ int RunFetch(const Client& client, const std::vector<std::string>& args) {
   for (size_t first = 0; first < urls.size() && rpc_status.ok();
        first += batch_size) {
     const size_t count = std::min<size_t>(batch_size, urls.size() - first);
+    const auto batch = absl::MakeConstSpan(urls).subspan(first, count);
     google::protobuf::Arena arena;
-    auto* request =
-        google::protobuf::Arena::CreateMessage<v1::BatchFetchRequest>(&arena);
     // Checked above: the flags are the same for every batch.
-    FillBatchRequest(absl::MakeConstSpan(urls).subspan(first, count), request)
-        .IgnoreError();
-    request->set_drop_body(out_dir.empty());  // fetchctl prints no bodies
     if (stream) {
+      auto* request =
+          google::protobuf::Arena::CreateMessage<v1::StreamBatchFetchRequest>(
+              &arena);
+      FillBatchRequest(batch, request).IgnoreError();
+      request->set_drop_body(out_dir.empty());  // fetchctl prints no bodies
       v1::FetchResult r;
       rpc_status = client.StreamBatchFetch(
           *request, rpc_timeout, [&](const v1::FetchResult& streamed) {
@@ -299,6 +312,10 @@ int RunFetch(const Client& client, const std::vector<std::string>& args) {
             bar.Update(done);
           });
     } else {
+      auto* request =
+          google::protobuf::Arena::CreateMessage<v1::BatchFetchRequest>(&arena);
+      FillBatchRequest(batch, request).IgnoreError();
+      request->set_drop_body(out_dir.empty());
       absl::StatusOr<v1::BatchFetchResponse*> response =
           client.BatchFetch(*request, rpc_timeout, &arena);
       if (!response.ok()) {
