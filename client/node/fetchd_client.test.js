@@ -41,8 +41,17 @@ function smallJson(n) {
   };
 }
 
-// /j/N small JSON; /missing 404; /bytes?n=N N bytes; /slow?ms=M JSON after
-// M ms; /cursor?c=K a cursor-paged API of PAGES pages.
+// /gate answers once openGate() is called (at most 20 s).
+let gate = null;
+function newGate() {
+  let open;
+  const opened = new Promise((resolve) => { open = () => resolve(true); });
+  gate = { open, opened, openedByClient: null };
+  return gate;
+}
+
+// /j/N small JSON; /missing 404; /bytes?n=N N bytes; /gate JSON once the
+// gate is open; /cursor?c=K a cursor-paged API of PAGES pages.
 function originHandler(req, res) {
   const url = new URL(req.url, 'http://origin');
   let status = 200;
@@ -57,9 +66,17 @@ function originHandler(req, res) {
     body = JSON.stringify(smallJson(Number(url.pathname.slice(3))));
   } else if (url.pathname === '/bytes') {
     body = Buffer.alloc(Number(url.searchParams.get('n')), 'x');
-  } else if (url.pathname === '/slow') {
-    body = '{"slow":true}';
-    setTimeout(send, Number(url.searchParams.get('ms')));
+  } else if (url.pathname === '/gate') {
+    body = '{"gate":true}';
+    const g = gate;
+    let timer;
+    Promise.race([g.opened, new Promise((resolve) => {
+      timer = setTimeout(() => resolve(false), 20000);
+    })]).then((opened) => {
+      clearTimeout(timer);
+      g.openedByClient = opened;
+      send();
+    });
     return;
   } else if (url.pathname === '/cursor') {
     const k = Number(url.searchParams.get('c') || '0');
@@ -179,16 +196,20 @@ test('BatchFetch has per-item errors', { timeout: 60000 }, async () => {
 });
 
 test('StreamBatchFetch reports progress', { timeout: 60000 }, async () => {
-  // Item 0 is slow: streamed, every other result arrives before it.
-  const urls = [url('/slow?ms=700')];
+  // Item 0's answer waits for the client to have seen a result: only a
+  // stream delivers results while an item is still in flight.
+  const g = newGate();
+  const urls = [url('/gate')];
   for (let i = 1; i < 50; i++) urls.push(url(`/j/${i}`));
   const order = [];
-  for await (const result of client.streamBatchFetch(urls, { timeoutMs: 30000 })) {
+  for await (const result of client.streamBatchFetch(urls, { timeoutMs: 60000 })) {
     order.push(result.index);  // progress: order.length of urls.length
     assert.equal(result.error, null);
+    g.open();
   }
+  assert.equal(g.openedByClient, true);
+  assert.notEqual(order[0], 0);
   assert.deepEqual([...order].sort((a, b) => a - b), urls.map((_, i) => i));
-  assert.equal(order.at(-1), 0);
 });
 
 test('FetchPages resumes from a token', { timeout: 60000 }, async () => {
