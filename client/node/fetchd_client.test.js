@@ -18,7 +18,7 @@ const path = require('node:path');
 const readline = require('node:readline');
 const { test, before, after } = require('node:test');
 
-const { FetchdClient, grpc } = require('./fetchd_client');
+const { FetchdClient, loadProtos, grpc } = require('./fetchd_client');
 
 const args = Object.fromEntries(process.argv.slice(2)
     .filter((a) => a.startsWith('--') && a.includes('='))
@@ -257,6 +257,47 @@ test('a bearer token is needed', { timeout: 60000 }, async () => {
     } finally {
       anon.close();
     }
+  }
+});
+
+test('the service config retries UNAVAILABLE', { timeout: 60000 }, async () => {
+  // fetchd cannot be made to answer UNAVAILABLE on cue, so a stand-in
+  // Compute on loopback does: twice, then OK. The channel's retry policy,
+  // not the test, makes the second and third attempts.
+  const attempts = [];
+  const server = new grpc.Server();
+  server.addService(loadProtos(protosDir).Compute.service, {
+    Run(call, callback) {
+      attempts.push(Number(call.request.sqrt_sum.n));
+      if (attempts.length < 3) {
+        callback({ code: grpc.status.UNAVAILABLE, details: 'draining' });
+      } else {
+        callback(null, { sqrt_sum: 42 });
+      }
+    },
+  });
+  const port = await new Promise((resolve, reject) => server.bindAsync(
+      '127.0.0.1:0', grpc.ServerCredentials.createInsecure(),
+      (err, p) => (err ? reject(err) : resolve(p))));
+  try {
+    const c = new FetchdClient(`127.0.0.1:${port}`, { protosDir });
+    try {
+      assert.equal(await c.sqrtSum(9, { timeoutMs: 10000 }), 42);
+    } finally {
+      c.close();
+    }
+    assert.deepEqual(attempts, [9, 9, 9]);
+    attempts.length = 0;
+    const once = new FetchdClient(`127.0.0.1:${port}`, { protosDir, retries: false });
+    try {
+      await assert.rejects(once.sqrtSum(9, { timeoutMs: 10000 }),
+          (err) => err.code === codeOf('UNAVAILABLE'));
+    } finally {
+      once.close();
+    }
+    assert.deepEqual(attempts, [9]);
+  } finally {
+    server.forceShutdown();
   }
 });
 

@@ -8,6 +8,7 @@ stopped at the end. Run by ctest (tests/CMakeLists.txt: PythonClient).
 """
 
 import argparse
+from concurrent import futures
 import http.server
 import json
 import math
@@ -237,6 +238,41 @@ class FetchdClientTest(unittest.TestCase):
                 self.assertEqual(raised.exception.code(),
                                  grpc.StatusCode.UNAUTHENTICATED, token)
 
+    def test_the_service_config_retries_unavailable(self):
+        # fetchd cannot be made to answer UNAVAILABLE on cue, so a stand-in
+        # Compute on loopback does: twice, then OK. The channel's retry
+        # policy, not the test, makes the second and third attempts.
+        attempts = []
+
+        def run(request, context):
+            attempts.append(request.sqrt_sum.n)
+            if len(attempts) < 3:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "draining")
+            return compute_pb2.RunResponse(sqrt_sum=42.0)
+
+        handler = grpc.method_handlers_generic_handler("fetchd.v1.Compute", {
+            "Run": grpc.unary_unary_rpc_method_handler(
+                run, request_deserializer=compute_pb2.RunRequest.FromString,
+                response_serializer=compute_pb2.RunResponse.SerializeToString)})
+        with futures.ThreadPoolExecutor(max_workers=2) as pool:
+            server = grpc.server(pool, handlers=[handler])
+            port = server.add_insecure_port("127.0.0.1:0")
+            server.start()
+            try:
+                with fetchd_client.FetchdClient(f"127.0.0.1:{port}") as c:
+                    self.assertEqual(c.sqrt_sum(9, timeout=10), 42.0)
+                self.assertEqual(attempts, [9, 9, 9])
+                attempts.clear()
+                with fetchd_client.FetchdClient(f"127.0.0.1:{port}",
+                                                retries=False) as c:
+                    with self.assertRaises(grpc.RpcError) as raised:
+                        c.sqrt_sum(9, timeout=10)
+                self.assertEqual(raised.exception.code(),
+                                 grpc.StatusCode.UNAVAILABLE)
+                self.assertEqual(attempts, [9])
+            finally:
+                server.stop(grace=None).wait(timeout=10)
+
     def test_20000_items_unary_with_the_raised_limit(self):
         urls = [self.url(f"/j/{i}") for i in range(BIG_BATCH)]
         start = time.monotonic()
@@ -299,5 +335,5 @@ if __name__ == "__main__":
     sys.path[:0] = [ARGS.stubs, os.path.dirname(os.path.abspath(__file__))]
     import grpc  # noqa: E402
     import fetchd_client  # noqa: E402
-    from fetchd.v1 import fetch_pb2  # noqa: E402
+    from fetchd.v1 import compute_pb2, fetch_pb2  # noqa: E402
     unittest.main(argv=[sys.argv[0], *rest], verbosity=2)
