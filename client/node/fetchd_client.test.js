@@ -353,6 +353,10 @@ test('the default 4 MiB limit fails RESOURCE_EXHAUSTED', { timeout: 60000 }, asy
       sizes.push(Number(r.body_bytes));
     }
     assert.deepEqual(sizes, Array(5).fill(1 << 20));
+    // Or without the bodies: sizes (and processed output) only.
+    const dropped = await small.batchFetch(urls, { timeoutMs: 30000, drop_body: true });
+    assert.deepEqual(dropped.map((r) => [r.body.length, Number(r.body_bytes)]),
+        Array(5).fill([0, 1 << 20]));
   } finally {
     small.close();
   }

@@ -321,6 +321,11 @@ class FetchdClientTest(unittest.TestCase):
             sizes = [r.body_bytes for r in
                      default_limit.stream_batch_fetch(urls, timeout=30)]
             self.assertEqual(sizes, [1 << 20] * 5)
+            # Or without the bodies: sizes (and processed output) only.
+            dropped = default_limit.batch_fetch(urls, timeout=30,
+                                                drop_body=True)
+            self.assertEqual([(len(r.body), r.body_bytes) for r in dropped],
+                             [(0, 1 << 20)] * 5)
         results = self.client.batch_fetch(urls, timeout=30)
         self.assertEqual([len(r.body) for r in results], [1 << 20] * 5)
 
