@@ -7,7 +7,8 @@
 #   scripts/deps.sh test    build + clang, its sanitizer and libFuzzer runtimes
 #                           (libclang-rt-14-dev: tests/fuzz), PyYAML and kubectl
 #                           (the k8s/ manifest test), nghttpd (the h2 test origin),
-#                           PostgreSQL (a private server for the jobs tests)
+#                           PostgreSQL (a private server for the jobs tests),
+#                           python3-protobuf (the docs/api.md generator)
 #   scripts/deps.sh bench   build + what bench/ drives: nginx (origin), wrk, Python
 #                           aiohttp (seed peer), Go and Node (peers)
 set -euo pipefail
@@ -19,7 +20,8 @@ build=(cmake ninja-build g++ pkg-config ca-certificates
   libgumbo-dev libgoogle-perftools-dev
   libgtest-dev libgmock-dev libcpp-httplib-dev)  # tests are in the default build
 test=(clang libclang-rt-14-dev python3-yaml nghttp2-server  # nghttpd: the h2 origin
-  postgresql)  # a private PostgreSQL server for the jobs tests
+  postgresql  # a private PostgreSQL server for the jobs tests
+  python3-protobuf)  # scripts/protoc-gen-fetchd-doc: docs/api.md (ApiDoc* tests)
 bench=(python3 python3-aiohttp nginx wrk curl bc golang-go nodejs)
 
 wanted=("${build[@]}")
