@@ -30,7 +30,7 @@ fi
 
 buf=${BUF:-}
 if [[ -z $buf ]]; then
-  tools=${XDG_CACHE_HOME:-$HOME/.cache}/fetchd/buf-$BUF_VERSION
+  tools=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/fetchd/buf-$BUF_VERSION
   buf=$tools/node_modules/.bin/buf
   if [[ ! -x $buf ]]; then
     command -v npm >/dev/null || {
@@ -60,7 +60,8 @@ case $mode in
   check)
     # buf.gen.yaml's out is ../docs: under -o DIR/x it lands in DIR/docs.
     "$buf" generate -o "$tmp/x"
-    if ! diff -u ../docs/api.md "$tmp/docs/api.md" >"$tmp/diff"; then
+    if ! diff -u --label "docs/api.md (checked in)" --label "docs/api.md (generated)" \
+        ../docs/api.md "$tmp/docs/api.md" >"$tmp/diff"; then
       head -n 60 "$tmp/diff" >&2
       echo "api_doc: docs/api.md is stale: run scripts/api_doc.sh" >&2
       exit 1
