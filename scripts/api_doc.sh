@@ -7,14 +7,12 @@
 #                                 from what the protos generate (ctest ApiDocSync)
 #   scripts/api_doc.sh --lint     fail listing every RPC, field and enum value
 #                                 (and service, message, enum) without a
-#                                 comment (ctest ApiComments)
-# buf comes from npm (@bufbuild/buf ships its binary in the package), installed
-# once into ${XDG_CACHE_HOME:-~/.cache}/fetchd/buf-VERSION; BUF=/path/to/buf
-# uses another. The plugin needs Debian's python3-protobuf (deps.sh test).
+#                                 comment (ctest ApiDocComments)
+# buf comes from npm through scripts/buf.sh (@bufbuild/buf ships its binary in
+# the package). The plugin needs Debian's python3-protobuf (deps.sh test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BUF_VERSION=1.75.0
 mode=generate
 case "${1:-}" in
   "") ;;
@@ -28,27 +26,9 @@ if ! /usr/bin/python3 -c 'import google.protobuf.compiler.plugin_pb2' 2>/dev/nul
   exit 1
 fi
 
-buf=${BUF:-}
-if [[ -z $buf ]]; then
-  tools=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/fetchd/buf-$BUF_VERSION
-  buf=$tools/node_modules/.bin/buf
-  if [[ ! -x $buf ]]; then
-    command -v npm >/dev/null || {
-      echo "api_doc: npm is needed to install @bufbuild/buf@$BUF_VERSION" >&2
-      exit 1
-    }
-    mkdir -p "$tools"
-    # ctest runs --check and --lint at once: one installs, the other waits.
-    (
-      flock 9
-      if [[ ! -x $buf ]]; then
-        echo "api_doc: installing @bufbuild/buf@$BUF_VERSION into $tools" >&2
-        npm install --prefix "$tools" --no-audit --no-fund --loglevel=error \
-          "@bufbuild/buf@$BUF_VERSION" >&2
-      fi
-    ) 9>"$tools.lock"
-  fi
-fi
+# scripts/buf.sh installs buf from npm on first use (one copy for lint,
+# breaking and this); BUF=/path/to/buf uses another.
+buf=${BUF:-$(bash scripts/buf.sh path)}
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
