@@ -9,7 +9,8 @@
 #                           (the k8s/ manifest test), nghttpd (the h2 test origin),
 #                           PostgreSQL (a private server for the jobs tests),
 #                           python3-grpcio, Node and npm, and client/node's npm
-#                           packages (npm ci: the Python and Node client tests)
+#                           packages (npm ci: the Python and Node client tests),
+#                           python3-protobuf (the docs/api.md generator)
 #   scripts/deps.sh bench   build + what bench/ drives: nginx (origin), wrk, Python
 #                           aiohttp (seed peer), Go and Node (peers)
 set -euo pipefail
@@ -22,7 +23,8 @@ build=(cmake ninja-build g++ pkg-config ca-certificates
   libgtest-dev libgmock-dev libcpp-httplib-dev)  # tests are in the default build
 test=(clang libclang-rt-14-dev python3-yaml nghttp2-server  # nghttpd: the h2 origin
   postgresql  # a private PostgreSQL server for the jobs tests
-  python3-grpcio)  # client/python; its stubs come from protoc (build deps)
+  python3-grpcio  # client/python; its stubs come from protoc (build deps)
+  python3-protobuf)  # scripts/protoc-gen-fetchd-doc: docs/api.md (ApiDoc* tests)
 bench=(python3 python3-aiohttp nginx wrk curl bc golang-go nodejs)
 
 wanted=("${build[@]}")
