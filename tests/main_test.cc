@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
@@ -110,6 +111,10 @@ TEST(FetchdMainTest, SigtermDrainsNotServingButServingUntilTheDelayEnds) {
       fetchd.process().WaitForStderr("\"event\":\"draining\"", kEventTimeout);
   ASSERT_TRUE(err.ok()) << err.status();
   EXPECT_EQ(CheckHealth(channel), HealthCheckResponse::NOT_SERVING);
+  for (const char* name : {"fetchd.v1.Fetch", "fetchd.v1.Compute"}) {
+    EXPECT_EQ(CheckHealth(channel, name), HealthCheckResponse::NOT_SERVING)
+        << name;
+  }
   // A call that arrives during the drain, on a new connection too.
   grpc::ChannelArguments own_connection;
   own_connection.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
@@ -250,7 +255,11 @@ TEST(FetchdMainTest, TokenKeyFileIsCheckedAndItsAbsenceLogged) {
   std::remove(key.c_str());
 }
 
-TEST(FetchdMainTest, PortInUseExitsOne) {
+// The port in use: fetchd's own JSON lines and nothing else on stderr (no
+// gRPC core error tree, no "CompletionQueue shutdown being shutdown before
+// its server"), one start_failed line naming the address and the reason,
+// exit code 1.
+TEST(FetchdMainTest, PortInUseExitsOneWithOneCleanLine) {
   ::fetchd::testing::TestServer other;
   ASSERT_TRUE(other.ok());
   auto r = RunProcess(
@@ -259,8 +268,25 @@ TEST(FetchdMainTest, PortInUseExitsOne) {
       kEventTimeout);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->exit_code, 1);
-  EXPECT_THAT(r->err, HasSubstr("start_failed"));
-  EXPECT_THAT(r->err, HasSubstr(other.address()));
+  const std::vector<std::string> lines = ::fetchd::testing::Lines(r->err);
+  ASSERT_FALSE(lines.empty());
+  int failures = 0, errors = 0;
+  for (const std::string& line : lines) {
+    // Every line is one of fetchd's: {"ts":...,"level":...,...}.
+    EXPECT_THAT(line,
+                ::testing::MatchesRegex(R"(\{"ts":"[^"]+","level":".*\})"))
+        << r->err;
+    if (absl::StrContains(line, R"("event":"start_failed")")) ++failures;
+    if (absl::StrContains(line, R"("level":"error")")) ++errors;
+  }
+  EXPECT_EQ(failures, 1) << r->err;
+  EXPECT_EQ(errors, 1) << r->err;
+  EXPECT_THAT(lines.back(), HasSubstr(R"("event":"start_failed")"));
+  EXPECT_THAT(lines.back(), HasSubstr("--listen=" + other.address()));
+  EXPECT_THAT(lines.back(), HasSubstr("bind: Address already in use"));
+  EXPECT_THAT(r->err, ::testing::Not(HasSubstr("CompletionQueue")));
+  EXPECT_THAT(r->err, ::testing::Not(HasSubstr("chttp2")));
+  EXPECT_TRUE(r->out.empty()) << r->out;
 }
 
 // Transport security and authentication (server/auth) through the binary.
