@@ -16,6 +16,7 @@
 #include "tests/support/certs.h"
 #include "tests/support/fetchd_process.h"
 #include "tests/support/origin.h"
+#include "tests/support/recording_origin.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/test_server.h"
 
@@ -69,7 +70,7 @@ TEST(FetchdMainTest, HelpListsEveryFlag) {
         "--drain_delay", "--shutdown_grace", "--metrics_listen", "--log_level",
         "--allow_private_networks", "--allow_cidrs", "--deny_cidrs",
         "--allow_hosts", "--deny_hosts", "--upstream_proxy",
-        "--armed_calls_per_method"}) {
+        "--armed_calls_per_method", "--propagate_trace"}) {
     EXPECT_THAT(r->out, HasSubstr(flag));
   }
 }
@@ -198,6 +199,35 @@ TEST(FetchdMainTest, LogsOneJsonLinePerRpc) {
   ASSERT_TRUE(err.ok()) << err.status();
   EXPECT_THAT(*err,
               HasSubstr(R"("code":"OK","items":0,"retries":0,"duration_ms":)"));
+}
+
+// --propagate_trace reaches the server: on by default (the origin gets a
+// child traceparent), off with =false; the log line has the trace either
+// way.
+TEST(FetchdMainTest, PropagateTraceFlagTurnsOriginTraceparentsOff) {
+  constexpr char kTraceparent[] =
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  for (const bool propagate : {true, false}) {
+    ::fetchd::testing::RecordingOrigin origin;
+    std::vector<std::string> flags = {"--allow_private_networks"};
+    if (!propagate) flags.push_back("--propagate_trace=false");
+    FetchdProcess fetchd(flags);
+    ASSERT_TRUE(fetchd.ok());
+    auto stub = v1::Fetch::NewStub(grpc::CreateChannel(
+        fetchd.address(), grpc::InsecureChannelCredentials()));
+    v1::BatchFetchRequest request;
+    request.add_items()->set_url(origin.Url("/ok"));
+    auto context = ContextWithTimeout(kEventTimeout);
+    context->AddMetadata("traceparent", kTraceparent);
+    v1::BatchFetchResponse response;
+    const grpc::Status status =
+        stub->BatchFetch(context.get(), request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(origin.SawHeader("traceparent"), propagate);
+    auto err = fetchd.process().WaitForStderr(
+        R"("trace_id":"4bf92f3577b34da6a3ce929d0e0e4736")", kEventTimeout);
+    EXPECT_TRUE(err.ok()) << err.status();
+  }
 }
 
 // A bad flag value: exit 1 and a message naming the flag, before serving.
