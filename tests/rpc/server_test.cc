@@ -74,7 +74,7 @@ TEST(ServerTest, HealthAnswersPerServiceAndDrainTurnsAllNotServing) {
   EXPECT_EQ(seen.status(), HealthCheckResponse::NOT_SERVING);
   // Still serving RPCs while draining: only the health status changed.
   auto stub = v1::Compute::NewStub(channel);
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   EXPECT_TRUE(stub->Run(ContextWithTimeout(kEventTimeout).get(),
                         SqrtSumRequest(10), &response)
                   .ok());
