@@ -238,7 +238,10 @@ TEST_F(ReplicasTest, PostgresDownTakesOnlyJobsDown) {
         return status_of("fetchd.v1.Jobs") == HealthCheckResponse::NOT_SERVING;
       },
       kEventTimeout, "Jobs NOT_SERVING"));
+  // Only Jobs: the server and its other services stay SERVING.
   EXPECT_EQ(status_of(""), HealthCheckResponse::SERVING);
+  EXPECT_EQ(status_of("fetchd.v1.Fetch"), HealthCheckResponse::SERVING);
+  EXPECT_EQ(status_of("fetchd.v1.Compute"), HealthCheckResponse::SERVING);
   // Live fetches still work.
   auto fetch = v1::Fetch::NewStub(channel);
   v1::BatchFetchRequest live;

@@ -488,12 +488,21 @@ TEST_F(JobsTest, ListFiltersByStateAndPages) {
 TEST_F(JobsTest, HealthServesJobs) {
   TestServer server(JobsConfig());
   ASSERT_TRUE(server.ok());
-  auto health = grpc::health::v1::Health::NewStub(server.NewChannel());
-  grpc::health::v1::HealthCheckRequest request;
-  request.set_service("fetchd.v1.Jobs");
-  grpc::health::v1::HealthCheckResponse response;
-  ASSERT_TRUE(health->Check(Context().get(), request, &response).ok());
-  EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  auto channel = server.NewChannel();
+  using grpc::health::v1::HealthCheckResponse;
+  for (const char* name :
+       {"", "fetchd.v1.Fetch", "fetchd.v1.Compute", "fetchd.v1.Jobs"}) {
+    grpc::Status status;
+    EXPECT_EQ(CheckHealth(channel, name, &status), HealthCheckResponse::SERVING)
+        << "'" << name << "': " << status.error_message();
+  }
+  // The drain turns Jobs NOT_SERVING too, with every other service.
+  server.server().StartDraining();
+  for (const char* name :
+       {"", "fetchd.v1.Fetch", "fetchd.v1.Compute", "fetchd.v1.Jobs"}) {
+    EXPECT_EQ(CheckHealth(channel, name), HealthCheckResponse::NOT_SERVING)
+        << "'" << name << "'";
+  }
 }
 
 TEST_F(JobsTest, MetricsCountJobsAndResults) {
