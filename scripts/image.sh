@@ -182,7 +182,9 @@ rootfs_list() {  # every path in the runtime image, one a line, no leading /
 }
 rootfs_list >"$tmp/files"
 [[ -s $tmp/files ]] || fail "cannot list the image's files"
-grep -qx 'usr/local/bin/fetchd' "$tmp/files" || fail "no usr/local/bin/fetchd in $image"
+for f in usr/local/bin/fetchd etc/ssl/certs/ca-certificates.crt etc/passwd etc/nsswitch.conf; do
+  grep -qx "$f" "$tmp/files" || fail "no $f in $image"
+done
 # Nothing in a bin directory but fetchd, and no shell or fetchctl anywhere.
 forbidden=$(grep -E '(^|/)s?bin/[^/]+$|(^|/)(busybox|sh|bash|dash|apt-get|fetchctl)$' \
   "$tmp/files" | grep -vx 'usr/local/bin/fetchd' || true)
@@ -206,7 +208,7 @@ origin_port=$(grep -o 'port [0-9]*' "$tmp/origin.log" | head -1 | cut -d' ' -f2)
 [[ -n $origin_port ]] || fail "the loopback origin did not start"
 
 args=(--listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --drain_delay=0
-  --allow_cidrs=127.0.0.0/8)
+  --allow_cidrs=127.0.0.0/8,::1/128)
 case $tool in
   buildah)
     buildah run --user "$user" --network host "$ctr" -- fetchd "${args[@]}" 2>"$log" & ;;
@@ -237,9 +239,11 @@ jobs=$("${ctl[@]}" health --service=fetchd.v1.Jobs)
 compute=$("${ctl[@]}" compute count_primes --limit=1000)
 [[ $compute == *168* ]] || fail "compute count_primes 1000: $compute"
 mkdir "$tmp/out"
-fetched=$("${ctl[@]}" fetch --out_dir="$tmp/out" "http://127.0.0.1:$origin_port/hello.txt" 2>&1) ||
-  fail "fetch: $fetched"
-[[ $fetched == "200 "* ]] && grep -rqx fetchd-image-smoke "$tmp/out" ||
+# By address, and by name: localhost through the image's nsswitch.conf
+# and /etc/hosts (glibc's built-in files module; no NSS library to load).
+fetched=$("${ctl[@]}" fetch --out_dir="$tmp/out" "http://127.0.0.1:$origin_port/hello.txt" \
+  "http://localhost:$origin_port/hello.txt" 2>&1) || fail "fetch: $fetched"
+[[ $(grep -c '^200 ' <<<"$fetched") == 2 && $(grep -rlx fetchd-image-smoke "$tmp/out" | wc -l) == 2 ]] ||
   fail "fetch of the loopback origin: $fetched"
 # The debug image's own fetchctl (its libraries are the runtime image's).
 case $tool in
@@ -255,5 +259,5 @@ esac
   fail "the debug image's fetchctl health: $dbg_health"
 echo "image smoke: ok ($image $size, at most $max_mb MB, no shell; uid $uid:$gid," \
   "health SERVING, Jobs SERVING (SQLite in /var/lib/fetchd), count_primes(1000) = 168," \
-  "fetch 200 from a loopback origin; $debug_image's fetchctl: SERVING)" >&2
+  "fetch 200 from a loopback origin by address and by name; $debug_image's fetchctl: SERVING)" >&2
 exit 0
