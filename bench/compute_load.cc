@@ -40,9 +40,9 @@ using Clock = std::chrono::steady_clock;
 
 struct Slot {
   std::unique_ptr<grpc::ClientContext> context;
-  fetchd::v1::ComputeResponse response;
+  fetchd::v1::RunResponse response;
   grpc::Status status;
-  std::unique_ptr<grpc::ClientAsyncResponseReader<fetchd::v1::ComputeResponse>>
+  std::unique_ptr<grpc::ClientAsyncResponseReader<fetchd::v1::RunResponse>>
       reader;
   Clock::time_point sent;
 };
@@ -60,7 +60,7 @@ void Drive(int callers, Clock::time_point measure_from,
   auto channel = grpc::CreateCustomChannel(
       absl::GetFlag(FLAGS_target), grpc::InsecureChannelCredentials(), args);
   auto stub = fetchd::v1::Compute::NewStub(channel);
-  fetchd::v1::ComputeRequest request;
+  fetchd::v1::RunRequest request;
   request.mutable_sqrt_sum()->set_n(absl::GetFlag(FLAGS_n));
   grpc::CompletionQueue cq;
   std::vector<Slot> slots(callers);
@@ -116,7 +116,7 @@ absl::Duration FromProto(const google::protobuf::Duration& d) {
 int CancelProbes(int probes, int fill) {
   auto stub = fetchd::v1::Compute::NewStub(grpc::CreateChannel(
       absl::GetFlag(FLAGS_target), grpc::InsecureChannelCredentials()));
-  fetchd::v1::ComputeRequest endless, tiny;
+  fetchd::v1::RunRequest endless, tiny;
   endless.mutable_sqrt_sum()->set_n(10'000'000'000);
   tiny.mutable_sqrt_sum()->set_n(1);
   std::vector<double> waits_us;
@@ -126,7 +126,7 @@ int CancelProbes(int probes, int fill) {
     for (int i = 0; i < fill; ++i) {
       contexts.push_back(std::make_unique<grpc::ClientContext>());
       calls.emplace_back([&stub, &endless, ctx = contexts.back().get()] {
-        fetchd::v1::ComputeResponse ignored;
+        fetchd::v1::RunResponse ignored;
         stub->Run(ctx, endless, &ignored);
       });
     }
@@ -134,7 +134,7 @@ int CancelProbes(int probes, int fill) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     for (auto& ctx : contexts) ctx->TryCancel();
     grpc::ClientContext context;
-    fetchd::v1::ComputeResponse response;
+    fetchd::v1::RunResponse response;
     grpc::Status status = stub->Run(&context, tiny, &response);
     for (auto& t : calls) t.join();
     if (!status.ok()) {

@@ -59,16 +59,17 @@ struct Call {
 using Clock = fetchd::bench::Clock;
 
 int CancelProbes(fetchd::v1::Fetch::Stub* stub, int probes, int items) {
-  const auto times = fetchd::bench::RunCancelProbes<fetchd::v1::FetchResult>(
-      probes, items, [&](int port, grpc::ClientContext* context) {
-        fetchd::v1::BatchFetchRequest request;
-        for (int i = 0; i < items; ++i) {
-          request.add_items()->set_url(
-              absl::StrCat("http://127.0.0.1:", port, "/hang/", i));
-        }
-        request.set_max_concurrency(items);
-        return stub->StreamBatchFetch(context, request);
-      });
+  const auto times =
+      fetchd::bench::RunCancelProbes<fetchd::v1::StreamBatchFetchResponse>(
+          probes, items, [&](int port, grpc::ClientContext* context) {
+            fetchd::v1::StreamBatchFetchRequest request;
+            for (int i = 0; i < items; ++i) {
+              request.add_items()->set_url(
+                  absl::StrCat("http://127.0.0.1:", port, "/hang/", i));
+            }
+            request.set_max_concurrency(items);
+            return stub->StreamBatchFetch(context, request);
+          });
   if (!times.has_value()) return 1;
   std::printf(
       "%s cancel_probes=%d items=%d all_transfers_closed_p50_ms=%.2f "

@@ -156,8 +156,10 @@ class Probe {
   int errors_ = 0;
 };
 
-fetchd::v1::BatchFetchRequest Batch() {
-  fetchd::v1::BatchFetchRequest batch;
+// BatchRequest: BatchFetchRequest or StreamBatchFetchRequest.
+template <typename BatchRequest = fetchd::v1::BatchFetchRequest>
+BatchRequest Batch() {
+  BatchRequest batch;
   const int n = absl::GetFlag(FLAGS_n);
   for (int i = 0; i < n; ++i) batch.add_items()->set_url(Url(i));
   batch.set_max_concurrency(absl::GetFlag(FLAGS_concurrency));
@@ -166,7 +168,7 @@ fetchd::v1::BatchFetchRequest Batch() {
 
 // One StreamBatchFetch of every URL.
 bool Live(std::string* line) {
-  const fetchd::v1::BatchFetchRequest batch = Batch();
+  const auto batch = Batch<fetchd::v1::StreamBatchFetchRequest>();
   auto stub = fetchd::v1::Fetch::NewStub(NewChannel());
   auto context =
       Context(absl::GetFlag(FLAGS_token), absl::GetFlag(FLAGS_timeout_s));
@@ -174,12 +176,12 @@ bool Live(std::string* line) {
   std::string first_error;
   const auto start = Clock::now();
   auto reader = stub->StreamBatchFetch(context.get(), batch);
-  fetchd::v1::FetchResult result;
-  while (reader->Read(&result)) {
-    if (Ok(result)) {
+  fetchd::v1::StreamBatchFetchResponse response;
+  while (reader->Read(&response)) {
+    if (Ok(response.result())) {
       ++ok;
     } else if (failed++ == 0) {
-      first_error = result.error().message();
+      first_error = response.result().error().message();
     }
   }
   grpc::Status status = reader->Finish();

@@ -42,7 +42,7 @@ ABSL_FLAG(int, cancel_probes, 0,
 namespace {
 
 int CancelProbes(fetchd::v1::Fetch::Stub* stub, int probes, int prefetch) {
-  const auto times = fetchd::bench::RunCancelProbes<fetchd::v1::Page>(
+  const auto times = fetchd::bench::RunCancelProbes<fetchd::v1::FetchPagesResponse>(
       probes, prefetch, [&](int port, grpc::ClientContext* context) {
         fetchd::v1::FetchPagesRequest request;
         request.mutable_first()->set_url(
@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
                          std::chrono::minutes(10));
     const absl::Time start = absl::Now();
     auto reader = stub->FetchPages(&context, req);
-    fetchd::v1::Page page;
+    fetchd::v1::FetchPagesResponse page;
     pages = 0;
     while (reader->Read(&page)) {
       ++pages;

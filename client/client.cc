@@ -146,22 +146,22 @@ Client::Client(ClientOptions options)
           }())),
       health_(grpc::health::v1::Health::NewStub(health_channel_)) {}
 
-absl::StatusOr<v1::ComputeResponse> Client::Compute(
-    const v1::ComputeRequest& request) const {
+absl::StatusOr<v1::RunResponse> Client::Compute(
+    const v1::RunRequest& request) const {
   auto context = NewContext(options_.timeout);
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   grpc::Status status = compute_->Run(context.get(), request, &response);
   if (!status.ok()) return ToAbslStatus(status);
   return response;
 }
 
 absl::Status Client::StreamBatchFetch(
-    const v1::BatchFetchRequest& request, absl::Duration timeout,
+    const v1::StreamBatchFetchRequest& request, absl::Duration timeout,
     absl::FunctionRef<void(const v1::FetchResult&)> on_result) const {
   auto context = NewContext(timeout);
   auto reader = fetch_->StreamBatchFetch(context.get(), request);
-  v1::FetchResult result;
-  while (reader->Read(&result)) on_result(result);
+  v1::StreamBatchFetchResponse response;
+  while (reader->Read(&response)) on_result(response.result());
   return ToAbslStatus(reader->Finish());
 }
 
@@ -182,8 +182,8 @@ absl::Status Client::FetchPages(
     }
   });
   auto reader = fetch_->FetchPages(&context, request);
-  v1::Page page;
-  while (reader->Read(&page)) on_page(page);
+  v1::FetchPagesResponse response;
+  while (reader->Read(&response)) on_page(response.page());
   grpc::Status status = reader->Finish();
   done.Notify();
   watcher.join();

@@ -69,12 +69,11 @@ class Client {
  public:
   explicit Client(ClientOptions options);
 
-  absl::StatusOr<v1::ComputeResponse> Compute(
-      const v1::ComputeRequest& request) const;
+  absl::StatusOr<v1::RunResponse> Compute(const v1::RunRequest& request) const;
   // Streams the batch; `on_result` runs once per result as it arrives.
   // Returns the RPC's status. `timeout` overrides options().timeout.
   absl::Status StreamBatchFetch(
-      const v1::BatchFetchRequest& request, absl::Duration timeout,
+      const v1::StreamBatchFetchRequest& request, absl::Duration timeout,
       absl::FunctionRef<void(const v1::FetchResult&)> on_result) const;
   // Walks the pages; `on_page` runs once per page as it arrives. The walk
   // stops early (CANCELLED) once `stop` returns true; it is polled every
@@ -132,12 +131,12 @@ class Client {
 };
 
 // "sqrt_sum(n=10) = 19.306000526 (queue 12µs, run 3µs)"
-std::string FormatComputeHuman(const v1::ComputeRequest& request,
-                               const v1::ComputeResponse& response);
+std::string FormatComputeHuman(const v1::RunRequest& request,
+                               const v1::RunResponse& response);
 // One JSON object, no trailing newline: {"kernel":"sqrt_sum","n":10,
 // "value":19.3..,"queue_wait_us":12,"run_time_us":3}
-std::string FormatComputeJson(const v1::ComputeRequest& request,
-                              const v1::ComputeResponse& response);
+std::string FormatComputeJson(const v1::RunRequest& request,
+                              const v1::RunResponse& response);
 // One fetch result: a human line, or a JSON object with index, url,
 // status, code, attempts, bytes, elapsed_ms, processed, error.
 std::string FormatFetchHuman(const v1::FetchResult& result);

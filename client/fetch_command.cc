@@ -113,11 +113,12 @@ absl::StatusOr<std::vector<std::string>> CollectUrls(
   return urls;
 }
 
-absl::StatusOr<v1::BatchFetchRequest> BuildBatchRequest(
+template <typename BatchRequest>
+absl::StatusOr<BatchRequest> BuildBatchRequest(
     const std::vector<std::string>& urls) {
   const int retries = absl::GetFlag(FLAGS_retries);
   if (retries < 0) return absl::InvalidArgumentError("--retries must be >= 0");
-  v1::BatchFetchRequest request;
+  BatchRequest request;
   request.set_max_concurrency(absl::GetFlag(FLAGS_concurrency));
   if (retries > 0) request.mutable_retry()->set_max_attempts(retries + 1);
   v1::FetchItem item_template;
@@ -130,6 +131,11 @@ absl::StatusOr<v1::BatchFetchRequest> BuildBatchRequest(
   }
   return request;
 }
+
+template absl::StatusOr<v1::BatchFetchRequest> BuildBatchRequest(
+    const std::vector<std::string>& urls);
+template absl::StatusOr<v1::StreamBatchFetchRequest> BuildBatchRequest(
+    const std::vector<std::string>& urls);
 
 absl::Status WriteAtomically(const std::string& dir, const std::string& name,
                              const std::string& body) {
@@ -216,9 +222,10 @@ int RunFetch(const Client& client, const std::vector<std::string>& args) {
   if (batch_size < 1) return UsageError("--batch_size must be >= 1");
   const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
 
-  absl::StatusOr<v1::BatchFetchRequest> all = BuildBatchRequest(urls);
+  absl::StatusOr<v1::StreamBatchFetchRequest> all =
+      BuildBatchRequest<v1::StreamBatchFetchRequest>(urls);
   if (!all.ok()) return UsageError(std::string(all.status().message()));
-  v1::BatchFetchRequest base = *all;
+  v1::StreamBatchFetchRequest base = *all;
   base.clear_items();
   base.set_drop_body(out_dir.empty());  // fetchctl prints no bodies
   // --timeout bounds each RPC; fetching a long list needs more than the
@@ -235,7 +242,7 @@ int RunFetch(const Client& client, const std::vector<std::string>& args) {
   for (size_t first = 0; first < urls.size() && rpc_status.ok();
        first += batch_size) {
     const size_t count = std::min<size_t>(batch_size, urls.size() - first);
-    v1::BatchFetchRequest request = base;
+    v1::StreamBatchFetchRequest request = base;
     for (size_t i = 0; i < count; ++i) {
       *request.add_items() = all->items(static_cast<int>(first + i));
     }

@@ -122,7 +122,7 @@ int RpcError(const absl::Status& status) {
   return 1;
 }
 
-absl::StatusOr<v1::ComputeRequest> BuildComputeRequest(
+absl::StatusOr<v1::RunRequest> BuildComputeRequest(
     const std::string& kernel, const std::vector<std::string>& args) {
   // Positional arguments, when given, stand for the kernel's flags.
   auto number = [&](size_t i, const char* what) -> absl::StatusOr<int64_t> {
@@ -138,7 +138,7 @@ absl::StatusOr<v1::ComputeRequest> BuildComputeRequest(
         absl::StrCat(kernel, " takes at most ", most, " argument",
                      most == 1 ? "" : "s", ", got ", args.size()));
   };
-  v1::ComputeRequest request;
+  v1::RunRequest request;
   if (kernel == "sqrt_sum") {
     std::optional<int64_t> n = absl::GetFlag(FLAGS_n);
     if (args.size() > 1) return too_many(1);

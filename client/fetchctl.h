@@ -37,8 +37,10 @@ absl::StatusOr<std::vector<std::string>> CollectUrls(
 
 // The request fetch and job submit fetch send: every URL with the per-item
 // flags, --concurrency and --retries (drop_body is the caller's).
-// INVALID_ARGUMENT naming the flag.
-absl::StatusOr<v1::BatchFetchRequest> BuildBatchRequest(
+// INVALID_ARGUMENT naming the flag. BatchRequest is v1::BatchFetchRequest
+// or v1::StreamBatchFetchRequest.
+template <typename BatchRequest>
+absl::StatusOr<BatchRequest> BuildBatchRequest(
     const std::vector<std::string>& urls);
 
 // The walk pages and job submit pages send, from URL and the pages flags
@@ -50,7 +52,7 @@ absl::StatusOr<v1::FetchPagesRequest> BuildPagesRequest(const std::string& url);
 // positional arguments after the kernel (sqrt_sum N, count_primes L,
 // sha256_chain DATA [ROUNDS]); without them the kernel's flags (--n,
 // --limit, --data/--data_hex, --rounds). INVALID_ARGUMENT explaining why not.
-absl::StatusOr<v1::ComputeRequest> BuildComputeRequest(
+absl::StatusOr<v1::RunRequest> BuildComputeRequest(
     const std::string& kernel, const std::vector<std::string>& args);
 
 // Writes `body` to dir/name through a temp file and a rename, so a reader

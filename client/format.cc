@@ -28,26 +28,26 @@ struct KernelCall {
   std::string args_text;
 };
 
-KernelCall DescribeKernel(const v1::ComputeRequest& request) {
+KernelCall DescribeKernel(const v1::RunRequest& request) {
   switch (request.kernel_case()) {
-    case v1::ComputeRequest::kSqrtSum: {
+    case v1::RunRequest::kSqrtSum: {
       const int64_t n = request.sqrt_sum().n();
       return {"sqrt_sum", {{"n", n}}, absl::StrFormat("n=%d", n)};
     }
-    case v1::ComputeRequest::kSha256Chain: {
+    case v1::RunRequest::kSha256Chain: {
       const auto& k = request.sha256_chain();
       return {"sha256_chain",
               {{"data_bytes", k.data().size()}, {"rounds", k.rounds()}},
               absl::StrFormat("data=%d bytes, rounds=%d", k.data().size(),
                               k.rounds())};
     }
-    case v1::ComputeRequest::kCountPrimes: {
+    case v1::RunRequest::kCountPrimes: {
       const int64_t limit = request.count_primes().limit();
       return {"count_primes",
               {{"limit", limit}},
               absl::StrFormat("limit=%d", limit)};
     }
-    case v1::ComputeRequest::KERNEL_NOT_SET:
+    case v1::RunRequest::KERNEL_NOT_SET:
       break;
   }
   return {"unset", nlohmann::json::object(), ""};
@@ -62,21 +62,21 @@ std::string ShortestDouble(double value) {
 
 }  // namespace
 
-std::string FormatComputeHuman(const v1::ComputeRequest& request,
-                               const v1::ComputeResponse& response) {
+std::string FormatComputeHuman(const v1::RunRequest& request,
+                               const v1::RunResponse& response) {
   const KernelCall call = DescribeKernel(request);
   std::string value;
   switch (response.value_case()) {
-    case v1::ComputeResponse::kSqrtSum:
+    case v1::RunResponse::kSqrtSum:
       value = ShortestDouble(response.sqrt_sum());
       break;
-    case v1::ComputeResponse::kSha256Chain:
+    case v1::RunResponse::kSha256Chain:
       value = absl::BytesToHexString(response.sha256_chain());
       break;
-    case v1::ComputeResponse::kCountPrimes:
+    case v1::RunResponse::kCountPrimes:
       value = absl::StrFormat("%d", response.count_primes());
       break;
-    case v1::ComputeResponse::VALUE_NOT_SET:
+    case v1::RunResponse::VALUE_NOT_SET:
       value = "(no value)";
       break;
   }
@@ -86,22 +86,22 @@ std::string FormatComputeHuman(const v1::ComputeRequest& request,
                          absl::FormatDuration(FromProto(response.run_time())));
 }
 
-std::string FormatComputeJson(const v1::ComputeRequest& request,
-                              const v1::ComputeResponse& response) {
+std::string FormatComputeJson(const v1::RunRequest& request,
+                              const v1::RunResponse& response) {
   const KernelCall call = DescribeKernel(request);
   nlohmann::json out = {{"kernel", call.name}};
   out.update(call.args);
   switch (response.value_case()) {
-    case v1::ComputeResponse::kSqrtSum:
+    case v1::RunResponse::kSqrtSum:
       out["value"] = response.sqrt_sum();
       break;
-    case v1::ComputeResponse::kSha256Chain:
+    case v1::RunResponse::kSha256Chain:
       out["value"] = absl::BytesToHexString(response.sha256_chain());
       break;
-    case v1::ComputeResponse::kCountPrimes:
+    case v1::RunResponse::kCountPrimes:
       out["value"] = response.count_primes();
       break;
-    case v1::ComputeResponse::VALUE_NOT_SET:
+    case v1::RunResponse::VALUE_NOT_SET:
       out["value"] = nullptr;
       break;
   }
@@ -330,15 +330,15 @@ namespace {
 
 // The kernel a compute value came from, and the value, for both formats.
 std::pair<std::string, nlohmann::json> ComputeValue(
-    const v1::ComputeResponse& response) {
+    const v1::RunResponse& response) {
   switch (response.value_case()) {
-    case v1::ComputeResponse::kSqrtSum:
+    case v1::RunResponse::kSqrtSum:
       return {"sqrt_sum", response.sqrt_sum()};
-    case v1::ComputeResponse::kSha256Chain:
+    case v1::RunResponse::kSha256Chain:
       return {"sha256_chain", absl::BytesToHexString(response.sha256_chain())};
-    case v1::ComputeResponse::kCountPrimes:
+    case v1::RunResponse::kCountPrimes:
       return {"count_primes", response.count_primes()};
-    case v1::ComputeResponse::VALUE_NOT_SET:
+    case v1::RunResponse::VALUE_NOT_SET:
       break;
   }
   return {"unset", nullptr};
@@ -353,10 +353,10 @@ std::string FormatJobResultHuman(const v1::JobResult& result) {
     case v1::JobResult::kPage:
       return FormatPageHuman(result.page());
     case v1::JobResult::kCompute: {
-      const v1::ComputeResponse& r = result.compute();
+      const v1::RunResponse& r = result.compute();
       auto [kernel, value] = ComputeValue(r);
       const std::string text =
-          r.value_case() == v1::ComputeResponse::kSqrtSum
+          r.value_case() == v1::RunResponse::kSqrtSum
               ? ShortestDouble(r.sqrt_sum())
               : (value.is_string() ? value.get<std::string>() : value.dump());
       return absl::StrFormat("%s = %s  (queue %s, run %s)", kernel, text,

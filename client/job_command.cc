@@ -77,7 +77,8 @@ absl::Status SetWork(const std::string& kind,
   if (kind == "fetch") {
     absl::StatusOr<std::vector<std::string>> urls = CollectUrls(args);
     if (!urls.ok()) return urls.status();
-    absl::StatusOr<v1::BatchFetchRequest> batch = BuildBatchRequest(*urls);
+    absl::StatusOr<v1::BatchFetchRequest> batch =
+        BuildBatchRequest<v1::BatchFetchRequest>(*urls);
     if (!batch.ok()) return batch.status();
     *request->mutable_batch_fetch() = *std::move(batch);
     request->mutable_batch_fetch()->set_drop_body(
@@ -98,7 +99,7 @@ absl::Status SetWork(const std::string& kind,
           "submit compute needs a KERNEL (sqrt_sum, count_primes, "
           "sha256_chain)");
     }
-    absl::StatusOr<v1::ComputeRequest> compute = BuildComputeRequest(
+    absl::StatusOr<v1::RunRequest> compute = BuildComputeRequest(
         args[0], std::vector<std::string>(args.begin() + 1, args.end()));
     if (!compute.ok()) return compute.status();
     *request->mutable_compute() = *std::move(compute);

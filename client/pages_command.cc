@@ -68,7 +68,7 @@ absl::StatusOr<v1::FetchPagesRequest> BuildPagesRequest(
                      " is not one of page_number, cursor, link_header"));
   }
   req.set_items_pointer(absl::GetFlag(FLAGS_items_pointer));
-  if (absl::GetFlag(FLAGS_items)) req.set_emit(v1::ITEMS);
+  if (absl::GetFlag(FLAGS_items)) req.set_emit(v1::EMIT_ITEMS);
   req.set_max_pages(absl::GetFlag(FLAGS_max_pages));
   if (const auto prefetch = absl::GetFlag(FLAGS_prefetch)) {
     req.set_prefetch(*prefetch);

@@ -51,7 +51,7 @@ std::unique_ptr<PendingCall> LongCall(v1::Compute::Stub* stub, int64_t n) {
 ::testing::AssertionResult WaitUntilRunning(v1::Compute::Stub* stub) {
   return WaitFor(
       [&] {
-        v1::ComputeResponse probe;
+        v1::RunResponse probe;
         return stub->Run(ContextWithTimeout(absl::Seconds(5)).get(),
                          SqrtSumRequest(1), &probe)
                    .error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
@@ -118,7 +118,7 @@ TEST(FetchdMainTest, SigtermDrainsNotServingButServingUntilTheDelayEnds) {
   for (auto* ch : {channel.get(), fresh.get()}) {
     auto stub = v1::Compute::NewStub(
         std::shared_ptr<grpc::Channel>(ch, [](grpc::Channel*) {}));
-    v1::ComputeResponse response;
+    v1::RunResponse response;
     const grpc::Status status =
         stub->Run(ContextWithTimeout(kEventTimeout).get(), SqrtSumRequest(1000),
                   &response);
@@ -160,7 +160,7 @@ TEST(FetchdMainTest, SigintCancelsCallsPastTheGraceAndExitsZero) {
 grpc::Status RunSqrtSum10(const std::string& address) {
   auto stub = v1::Compute::NewStub(
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   return stub->Run(ContextWithTimeout(kEventTimeout).get(), SqrtSumRequest(10),
                    &response);
 }
@@ -273,7 +273,7 @@ grpc::Status RunSqrtSumWithToken(const std::string& address,
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   auto context = ContextWithTimeout(kEventTimeout);
   context->AddMetadata("authorization", "Bearer " + token);
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   return stub->Run(context.get(), SqrtSumRequest(10), &response);
 }
 
@@ -539,10 +539,10 @@ TEST(FetchdMainTest, ComputeLimitFlagsReachTheServer) {
   ASSERT_TRUE(fetchd.ok());
   auto stub = v1::Compute::NewStub(grpc::CreateChannel(
       fetchd.address(), grpc::InsecureChannelCredentials()));
-  v1::ComputeRequest request;
+  v1::RunRequest request;
   request.mutable_sha256_chain()->set_data("x");
   request.mutable_sha256_chain()->set_rounds(1001);
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   grpc::Status status =
       stub->Run(ContextWithTimeout(kEventTimeout).get(), request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);

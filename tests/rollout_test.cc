@@ -224,7 +224,7 @@ void RollOut(bool health_checking) {
   for (int i = 0; i < kComputeCallers; ++i) {
     callers.emplace_back([&] {
       while (!stop.load()) {
-        v1::ComputeResponse response;
+        v1::RunResponse response;
         const grpc::Status status =
             compute->Run(ContextWithTimeout(kEventTimeout).get(),
                          SqrtSumRequest(20000), &response);
@@ -291,8 +291,9 @@ void RollOut(bool health_checking) {
         walk_context = nullptr;
       };
       auto reader = fetch->FetchPages(context.get(), request);
-      v1::Page page;
-      while (reader->Read(&page)) {
+      v1::FetchPagesResponse response;
+      while (reader->Read(&response)) {
+        const v1::Page& page = response.page();
         walk_port.store(PeerPort(context->peer()));
         ++pages_seen[PageNumber(page)];
         token = page.resume_token();

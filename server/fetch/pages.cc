@@ -189,7 +189,7 @@ absl::Status ValidatePageStrategy(const PageStrategy& s) {
                                 "start with '/')"));
   }
   if (s.split_items && s.items_pointer.empty()) {
-    return invalid("emit", "ITEMS needs items_pointer");
+    return invalid("emit", "EMIT_ITEMS needs items_pointer");
   }
   if (s.max_pages < 0) return invalid("max_pages", "must not be negative");
   for (int status : s.stop_statuses) {

@@ -1,6 +1,6 @@
 // jobs/: background jobs (the create_task and Queue-worker patterns as a
 // service). A job is a BatchFetchRequest, a FetchPagesRequest or a
-// ComputeRequest stored in a JobStore (store.h), run by a Runner on the same
+// RunRequest stored in a JobStore (store.h), run by a Runner on the same
 // engine, worker pool and limits as live RPCs, as the identity that
 // submitted it, with its results committed in batches as they come.
 //

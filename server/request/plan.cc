@@ -64,16 +64,16 @@ absl::StatusOr<fetch::RetryPolicy> RetryFromProto(
         false;
     for (int on : r.retry_on()) {
       switch (on) {
-        case v1::CONNECT_ERROR:
+        case v1::RETRY_ON_CONNECT_ERROR:
           retry.on_connect_error = true;
           break;
-        case v1::TIMEOUT:
+        case v1::RETRY_ON_TIMEOUT:
           retry.on_timeout = true;
           break;
-        case v1::HTTP_5XX:
+        case v1::RETRY_ON_HTTP_5XX:
           retry.on_5xx = true;
           break;
-        case v1::HTTP_429:
+        case v1::RETRY_ON_HTTP_429:
           retry.on_429 = true;
           break;
         default:
@@ -120,9 +120,9 @@ absl::StatusOr<process::Processor> ProcessorFromProto(const v1::Process& p) {
 
 fetch::Method MethodFromProto(v1::Method m) {
   switch (m) {
-    case v1::HEAD:
+    case v1::METHOD_HEAD:
       return fetch::Method::kHead;
-    case v1::POST:
+    case v1::METHOD_POST:
       return fetch::Method::kPost;
     default:
       return fetch::Method::kGet;
@@ -219,7 +219,8 @@ absl::Time EngineDeadline(absl::Time deadline, const FetchConfig& config) {
 
 }  // namespace
 
-absl::StatusOr<BatchPlan> PlanBatch(const v1::BatchFetchRequest& request,
+template <typename BatchRequest>
+absl::StatusOr<BatchPlan> PlanBatch(const BatchRequest& request,
                                     const FetchConfig& config, Caller caller,
                                     absl::Time deadline) {
   const int n = request.items_size();
@@ -277,6 +278,13 @@ absl::StatusOr<BatchPlan> PlanBatch(const v1::BatchFetchRequest& request,
   }
   return plan;
 }
+
+template absl::StatusOr<BatchPlan> PlanBatch(const v1::BatchFetchRequest&,
+                                             const FetchConfig&, Caller,
+                                             absl::Time);
+template absl::StatusOr<BatchPlan> PlanBatch(const v1::StreamBatchFetchRequest&,
+                                             const FetchConfig&, Caller,
+                                             absl::Time);
 
 namespace {
 
@@ -348,9 +356,9 @@ absl::StatusOr<fetch::PageStrategy> StrategyFromProto(
   s.items_pointer = request.items_pointer();
   switch (request.emit()) {
     case v1::EMIT_UNSPECIFIED:
-    case v1::PAGES:
+    case v1::EMIT_PAGES:
       break;
-    case v1::ITEMS:
+    case v1::EMIT_ITEMS:
       s.split_items = true;
       break;
     default:
@@ -400,7 +408,7 @@ absl::StatusOr<WalkPlan> PlanWalk(const v1::FetchPagesRequest& request,
   if (plan.strategy.split_items &&
       plan.processor.kind != process::Processor::Kind::kNone) {
     return absl::InvalidArgumentError(
-        "first.process cannot be combined with emit = ITEMS (each page's "
+        "first.process cannot be combined with emit = EMIT_ITEMS (each page's "
         "body is split into items)");
   }
   absl::StatusOr<Shared> shared = SharedFromProto(request, config);

@@ -107,8 +107,10 @@ struct BatchPlan {
 // RESOURCE_EXHAUSTED for more items than --max_batch_items. Item-level
 // problems land in `rejected` (or are found by the engine) instead.
 // `deadline` is the caller's (InfiniteFuture: none); the engine's is
-// config.deadline_reserve before it.
-absl::StatusOr<BatchPlan> PlanBatch(const v1::BatchFetchRequest& request,
+// config.deadline_reserve before it. BatchRequest is v1::BatchFetchRequest or
+// v1::StreamBatchFetchRequest (the same fields; defined for those two).
+template <typename BatchRequest>
+absl::StatusOr<BatchPlan> PlanBatch(const BatchRequest& request,
                                     const FetchConfig& config, Caller caller,
                                     absl::Time deadline);
 
@@ -218,10 +220,10 @@ class BatchDriver {
 
 // The request's kernel (INVALID_ARGUMENT naming the oneof when unset). Its
 // limits are checked by compute::KernelRunner when it runs.
-absl::StatusOr<compute::Kernel> KernelFromProto(const v1::ComputeRequest& req);
+absl::StatusOr<compute::Kernel> KernelFromProto(const v1::RunRequest& req);
 
 // A kernel's answer, with its queue and run times.
-void ToProtoCompute(compute::ComputeResult result, v1::ComputeResponse* out);
+void ToProtoCompute(compute::ComputeResult result, v1::RunResponse* out);
 
 void ToProtoDuration(absl::Duration d, google::protobuf::Duration* out);
 

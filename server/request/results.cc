@@ -6,16 +6,16 @@
 
 namespace fetchd::request {
 
-absl::StatusOr<compute::Kernel> KernelFromProto(const v1::ComputeRequest& req) {
+absl::StatusOr<compute::Kernel> KernelFromProto(const v1::RunRequest& req) {
   switch (req.kernel_case()) {
-    case v1::ComputeRequest::kSqrtSum:
+    case v1::RunRequest::kSqrtSum:
       return compute::SqrtSum{req.sqrt_sum().n()};
-    case v1::ComputeRequest::kSha256Chain:
+    case v1::RunRequest::kSha256Chain:
       return compute::Sha256Chain{req.sha256_chain().data(),
                                   req.sha256_chain().rounds()};
-    case v1::ComputeRequest::kCountPrimes:
+    case v1::RunRequest::kCountPrimes:
       return compute::CountPrimes{req.count_primes().limit()};
-    case v1::ComputeRequest::KERNEL_NOT_SET:
+    case v1::RunRequest::KERNEL_NOT_SET:
       break;
   }
   return absl::InvalidArgumentError(
@@ -28,7 +28,7 @@ void ToProtoDuration(absl::Duration d, google::protobuf::Duration* out) {
   out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
 }
 
-void ToProtoCompute(compute::ComputeResult result, v1::ComputeResponse* out) {
+void ToProtoCompute(compute::ComputeResult result, v1::RunResponse* out) {
   switch (result.value.index()) {
     case 0:
       out->set_sqrt_sum(std::get<0>(result.value));

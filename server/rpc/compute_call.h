@@ -12,8 +12,7 @@ namespace fetchd::rpc {
 // Validates the request, runs the kernel on the worker pool, and finishes
 // from the worker thread. Cancellation and the deadline reach the kernel
 // through a StopToken.
-class ComputeRunCall final
-    : public UnaryCall<v1::ComputeRequest, v1::ComputeResponse> {
+class ComputeRunCall final : public UnaryCall<v1::RunRequest, v1::RunResponse> {
  public:
   ComputeRunCall(v1::Compute::AsyncService* service,
                  compute::KernelRunner* runner, CqLoop* loop)

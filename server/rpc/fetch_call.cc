@@ -126,9 +126,9 @@ void StreamBatchFetchCall::OnResult(request::ItemOutcome outcome) {
       queued + static_cast<int64_t>(outcome.result.body.size()) > limit) {
     DropBodyOverBudget(outcome, queued, limit);
   }
-  v1::FetchResult message;
+  v1::StreamBatchFetchResponse message;
   memory::Reservation memory =
-      std::move(outcome).ToProto(drop_body(), &message);
+      std::move(outcome).ToProto(drop_body(), message.mutable_result());
   Write(std::move(message), std::move(memory));
 }
 

@@ -89,8 +89,8 @@ class BatchFetchCall final
 };
 
 class StreamBatchFetchCall final
-    : public FetchCall<
-          ServerStreamCall<v1::BatchFetchRequest, v1::FetchResult>> {
+    : public FetchCall<ServerStreamCall<v1::StreamBatchFetchRequest,
+                                        v1::StreamBatchFetchResponse>> {
  public:
   using FetchCall::FetchCall;
 

@@ -41,9 +41,9 @@ void FetchPagesCall::OnMessageSent() {
 
 void FetchPagesCall::Convert(Slot& slot,
                              const absl::StatusOr<std::string>* processed) {
-  slot.memory =
-      request::ToProtoPage(*services_.request.config, plan_,
-                           std::move(slot.page), processed, &slot.message);
+  slot.memory = request::ToProtoPage(*services_.request.config, plan_,
+                                     std::move(slot.page), processed,
+                                     slot.message.mutable_page());
 }
 
 void FetchPagesCall::OnPage(fetch::Page page) {

@@ -17,7 +17,7 @@
 namespace fetchd::rpc {
 
 class FetchPagesCall final
-    : public ServerStreamCall<v1::FetchPagesRequest, v1::Page> {
+    : public ServerStreamCall<v1::FetchPagesRequest, v1::FetchPagesResponse> {
  public:
   FetchPagesCall(const FetchServices& services, CqLoop* loop)
       : ServerStreamCall(loop), services_(services) {}
@@ -27,7 +27,7 @@ class FetchPagesCall final
   // (a big body is processed on the worker pool).
   struct Slot {
     fetch::Page page;
-    v1::Page message;  // written by Convert before `ready`
+    v1::FetchPagesResponse message;  // written by Convert before `ready`
     // The page's bytes against the memory budget, until gRPC wrote it.
     memory::Reservation memory;
     bool ready = false;  // guarded by order_mu_

@@ -22,7 +22,7 @@ TEST(ClientTest, ComputeAndHealthAgainstARealServer) {
   TestServer server;
   ASSERT_TRUE(server.ok());
   Client client({.target = server.address(), .timeout = absl::Seconds(10)});
-  v1::ComputeRequest request;
+  v1::RunRequest request;
   request.mutable_count_primes()->set_limit(100);
   auto response = client.Compute(request);
   ASSERT_TRUE(response.ok()) << response.status();
@@ -39,7 +39,7 @@ TEST(ClientTest, ADrainingServerGetsNoCallsButHealthAnswersNotServing) {
   TestServer server;
   ASSERT_TRUE(server.ok());
   Client client({.target = server.address(), .timeout = absl::Seconds(10)});
-  v1::ComputeRequest request;
+  v1::RunRequest request;
   request.mutable_count_primes()->set_limit(100);
   ASSERT_TRUE(client.Compute(request).ok());
   server.server().StartDraining();
@@ -58,7 +58,7 @@ TEST(ClientTest, ErrorsKeepTheGrpcCodeAndMessage) {
   TestServer server;
   ASSERT_TRUE(server.ok());
   Client client({.target = server.address(), .timeout = absl::Seconds(10)});
-  v1::ComputeRequest request;
+  v1::RunRequest request;
   request.mutable_sqrt_sum()->set_n(-3);
   auto response = client.Compute(request);
   EXPECT_EQ(response.status().code(), absl::StatusCode::kInvalidArgument);
@@ -70,7 +70,7 @@ TEST(ClientTest, TimeoutBecomesDeadlineExceeded) {
   ASSERT_TRUE(server.ok());
   Client client(
       {.target = server.address(), .timeout = absl::Milliseconds(200)});
-  v1::ComputeRequest request;
+  v1::RunRequest request;
   request.mutable_sqrt_sum()->set_n(10'000'000'000);
   EXPECT_EQ(client.Compute(request).status().code(),
             absl::StatusCode::kDeadlineExceeded);
@@ -93,7 +93,7 @@ TEST(ClientScaleOutTest, RoundRobinOverReplicasAndNoRpcLostWhenOneDies) {
   }
   Client client({.target = absl::StrCat("ipv4:", absl::StrJoin(addresses, ",")),
                  .timeout = absl::Seconds(20)});
-  v1::ComputeRequest request;
+  v1::RunRequest request;
   request.mutable_count_primes()->set_limit(1000);
   auto served = [&](size_t i) {
     auto n = ScrapeSample(replicas[i]->metrics_port(), kOk);

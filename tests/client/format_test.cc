@@ -10,7 +10,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-v1::ComputeResponse Timed(v1::ComputeResponse r) {
+v1::RunResponse Timed(v1::RunResponse r) {
   r.mutable_queue_wait()->set_nanos(12'000);
   r.mutable_run_time()->set_seconds(1);
   r.mutable_run_time()->set_nanos(500'000'000);
@@ -18,9 +18,9 @@ v1::ComputeResponse Timed(v1::ComputeResponse r) {
 }
 
 TEST(FormatTest, HumanLineShowsCallValueAndTimings) {
-  v1::ComputeRequest request;
+  v1::RunRequest request;
   request.mutable_sqrt_sum()->set_n(10);
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   response.set_sqrt_sum(19.306000526);
   const std::string line = FormatComputeHuman(request, Timed(response));
   EXPECT_THAT(line, HasSubstr("sqrt_sum(n=10) = 19.306000526"));
@@ -29,19 +29,19 @@ TEST(FormatTest, HumanLineShowsCallValueAndTimings) {
 }
 
 TEST(FormatTest, HumanLineShowsDigestInHex) {
-  v1::ComputeRequest request;
+  v1::RunRequest request;
   request.mutable_sha256_chain()->set_data("abc");
   request.mutable_sha256_chain()->set_rounds(3);
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   response.set_sha256_chain(std::string("\x01\xab", 2));
   EXPECT_THAT(FormatComputeHuman(request, response),
               HasSubstr("sha256_chain(data=3 bytes, rounds=3) = 01ab"));
 }
 
 TEST(FormatTest, JsonLineParsesWithEveryField) {
-  v1::ComputeRequest request;
+  v1::RunRequest request;
   request.mutable_count_primes()->set_limit(100);
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   response.set_count_primes(25);
   const auto json =
       nlohmann::json::parse(FormatComputeJson(request, Timed(response)));

@@ -7,7 +7,7 @@
 // fits small limits is run).
 //
 // Input: one byte picks the message (0 BatchFetchRequest, 1
-// FetchPagesRequest, 2 ComputeRequest, 3 Jobs.SubmitRequest: CheckWork and
+// FetchPagesRequest, 2 RunRequest, 3 Jobs.SubmitRequest: CheckWork and
 // ValidateWebhook), one byte the deadline; the rest is the message in
 // protobuf wire format.
 #include <memory>
@@ -113,7 +113,7 @@ void CheckWalk(const v1::FetchPagesRequest& request, absl::Time deadline) {
   }
 }
 
-void CheckCompute(const v1::ComputeRequest& request) {
+void CheckCompute(const v1::RunRequest& request) {
   absl::StatusOr<compute::Kernel> kernel = request::KernelFromProto(request);
   if (!kernel.ok()) return;
   (void)compute::ValidateKernel(*kernel, compute::KernelLimits{});
@@ -179,7 +179,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
     }
     case 2: {
-      fetchd::v1::ComputeRequest request;
+      fetchd::v1::RunRequest request;
       if (request.ParseFromArray(wire.data(), wire_size)) {
         fetchd::rpc::CheckCompute(request);
       }

@@ -207,5 +207,59 @@ TEST(CallerTest, DeadlineKeepsTheReserve) {
   EXPECT_EQ(batch->options.deadline, deadline - absl::Milliseconds(50));
 }
 
+// --- StreamBatchFetchRequest is BatchFetchRequest under another name -------
+
+// PlanBatch reads both by the same accessors, and clients convert one into
+// the other by bytes: a field added to one and not the other, or numbered
+// or typed differently, fails here.
+TEST(StreamBatchRequestTest, HasExactlyBatchFetchRequestsFields) {
+  const google::protobuf::Descriptor* unary =
+      v1::BatchFetchRequest::descriptor();
+  const google::protobuf::Descriptor* stream =
+      v1::StreamBatchFetchRequest::descriptor();
+  ASSERT_EQ(unary->field_count(), stream->field_count());
+  for (int i = 0; i < unary->field_count(); ++i) {
+    const google::protobuf::FieldDescriptor* u = unary->field(i);
+    const google::protobuf::FieldDescriptor* s =
+        stream->FindFieldByNumber(u->number());
+    ASSERT_NE(s, nullptr) << u->name();
+    EXPECT_EQ(s->name(), u->name());
+    EXPECT_EQ(s->type(), u->type()) << u->name();
+    EXPECT_EQ(s->is_repeated(), u->is_repeated()) << u->name();
+    EXPECT_EQ(s->has_presence(), u->has_presence()) << u->name();
+    if (u->message_type() != nullptr) {
+      EXPECT_EQ(s->message_type(), u->message_type()) << u->name();
+    }
+  }
+}
+
+TEST(StreamBatchRequestTest, PlansLikeTheUnaryRequest) {
+  v1::BatchFetchRequest unary = OneItem();
+  v1::FetchItem* bad = unary.add_items();  // rejected per item
+  bad->set_url("http://127.0.0.1:1/");
+  bad->mutable_process()->mutable_json_pointer()->set_pointer("no-slash");
+  unary.set_max_concurrency(3);
+  unary.set_drop_body(true);
+  unary.set_fail_fast(true);
+  v1::StreamBatchFetchRequest stream;
+  ASSERT_TRUE(stream.ParseFromString(unary.SerializeAsString()));
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  absl::StatusOr<BatchPlan> a = PlanBatch(unary, FetchConfig(), {}, deadline);
+  absl::StatusOr<BatchPlan> b = PlanBatch(stream, FetchConfig(), {}, deadline);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->item_count, b->item_count);
+  EXPECT_EQ(a->specs.size(), 1u);
+  EXPECT_EQ(b->specs.size(), 1u);
+  EXPECT_EQ(b->rejected.size(), 1u);
+  EXPECT_EQ(a->drop_body, b->drop_body);
+  EXPECT_TRUE(b->drop_body);
+  EXPECT_EQ(b->options.max_concurrency, 3);
+  EXPECT_TRUE(b->options.fail_fast);
+  // The same request-level error, too.
+  stream.set_max_concurrency(-1);
+  EXPECT_THAT(PlanBatch(stream, FetchConfig(), {}, deadline).status().message(),
+              HasSubstr("max_concurrency"));
+}
+
 }  // namespace
 }  // namespace fetchd::request

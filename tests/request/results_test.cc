@@ -10,7 +10,7 @@ namespace fetchd::request {
 namespace {
 
 TEST(KernelFromProtoTest, MapsEveryKernel) {
-  v1::ComputeRequest r;
+  v1::RunRequest r;
   r.mutable_count_primes()->set_limit(9);
   auto k = KernelFromProto(r);
   ASSERT_TRUE(k.ok());
@@ -25,24 +25,24 @@ TEST(KernelFromProtoTest, MapsEveryKernel) {
   k = KernelFromProto(r);
   ASSERT_TRUE(k.ok());
   EXPECT_EQ(std::get<compute::SqrtSum>(*k).n, 7);
-  EXPECT_EQ(KernelFromProto(v1::ComputeRequest()).status().code(),
+  EXPECT_EQ(KernelFromProto(v1::RunRequest()).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ToProtoComputeTest, SetsTheKernelsCaseAndTimes) {
-  v1::ComputeResponse out;
+  v1::RunResponse out;
   ToProtoCompute({.value = int64_t{25},
                   .queue_wait = absl::Milliseconds(1500),
                   .run_time = absl::Nanoseconds(42)},
                  &out);
-  EXPECT_EQ(out.value_case(), v1::ComputeResponse::kCountPrimes);
+  EXPECT_EQ(out.value_case(), v1::RunResponse::kCountPrimes);
   EXPECT_EQ(out.count_primes(), 25);
   EXPECT_EQ(out.queue_wait().seconds(), 1);
   EXPECT_EQ(out.queue_wait().nanos(), 500'000'000);
   EXPECT_EQ(out.run_time().seconds(), 0);
   EXPECT_EQ(out.run_time().nanos(), 42);
   ToProtoCompute({.value = std::string(32, 'd')}, &out);
-  EXPECT_EQ(out.value_case(), v1::ComputeResponse::kSha256Chain);
+  EXPECT_EQ(out.value_case(), v1::RunResponse::kSha256Chain);
   EXPECT_EQ(out.sha256_chain(), std::string(32, 'd'));
 }
 

@@ -212,7 +212,7 @@ grpc::Status SqrtSum(const std::shared_ptr<grpc::Channel>& channel,
   if (!token.empty()) {
     context->AddMetadata("authorization", absl::StrCat("Bearer ", token));
   }
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   grpc::Status status = v1::Compute::NewStub(channel)->Run(
       context.get(), SqrtSumRequest(10), &response);
   if (retry_after != nullptr) {
@@ -242,9 +242,9 @@ TEST(AdmissionServerTest, PastMaxConcurrentRpcsANewRpcIsRefusedAtOnce) {
   grpc::CompletionQueue cq;
   struct Long {
     std::unique_ptr<grpc::ClientContext> context;
-    v1::ComputeResponse response;
+    v1::RunResponse response;
     grpc::Status status;
-    std::unique_ptr<grpc::ClientAsyncResponseReader<v1::ComputeResponse>> rpc;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<v1::RunResponse>> rpc;
   };
   Long longs[2];
   for (Long& l : longs) {
@@ -432,7 +432,7 @@ TEST(AdmissionServerTest, MaxConcurrentStreamsIsPerConnection) {
   auto stub = v1::Compute::NewStub(channel);
   grpc::CompletionQueue cq;
   auto long_context = ContextWithTimeout(absl::Seconds(30));
-  v1::ComputeResponse long_response;
+  v1::RunResponse long_response;
   grpc::Status long_status;
   auto long_rpc =
       stub->AsyncRun(long_context.get(), SqrtSumRequest(kEndlessN), &cq);
@@ -442,7 +442,7 @@ TEST(AdmissionServerTest, MaxConcurrentStreamsIsPerConnection) {
               kEventTimeout, "the endless kernel running"));
   {
     auto context = ContextWithTimeout(absl::Milliseconds(500));
-    v1::ComputeResponse response;
+    v1::RunResponse response;
     grpc::Status status =
         stub->Run(context.get(), SqrtSumRequest(10), &response);
     EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);

@@ -36,9 +36,9 @@ TEST(CallTest, EveryConcurrentCallGetsItsOwnAnswer) {
   constexpr int kCallsPerChannel = 100;
   struct Slot {
     grpc::ClientContext context;
-    v1::ComputeResponse response;
+    v1::RunResponse response;
     grpc::Status status;
-    std::unique_ptr<grpc::ClientAsyncResponseReader<v1::ComputeResponse>>
+    std::unique_ptr<grpc::ClientAsyncResponseReader<v1::RunResponse>>
         reader;
     int64_t limit = 0;
   };
@@ -55,7 +55,7 @@ TEST(CallTest, EveryConcurrentCallGetsItsOwnAnswer) {
       slot->limit = c * kCallsPerChannel + i;
       slot->context.set_deadline(
           absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
-      v1::ComputeRequest request;
+      v1::RunRequest request;
       request.mutable_count_primes()->set_limit(slot->limit);
       slot->reader = stubs.back()->AsyncRun(&slot->context, request, &cq);
       slot->reader->Finish(&slot->response, &slot->status, slot.get());
@@ -102,7 +102,7 @@ TEST(CallTest, EveryConcurrentCallGetsItsOwnAnswer) {
 // A Compute.Run that finishes at once with OK, counting the calls that
 // started; a stand-in for a real RPC whose timing the test controls.
 class CountingRunCall final
-    : public UnaryCall<v1::ComputeRequest, v1::ComputeResponse> {
+    : public UnaryCall<v1::RunRequest, v1::RunResponse> {
  public:
   CountingRunCall(v1::Compute::AsyncService* service, CqLoop* loop,
                   std::atomic<int>* started)
@@ -182,7 +182,7 @@ TEST(CallTest, ShutdownWaitsForACallMatchedButNotYetStarted) {
   grpc::CompletionQueue client_cq;
   auto reader = v1::Compute::NewStub(channel)->AsyncRun(
       &context, SqrtSumRequest(1), &client_cq);
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   grpc::Status status;
   reader->Finish(&response, &status, &response);
   {

@@ -30,8 +30,8 @@ class ComputeCallTest : public ::testing::Test {
     ASSERT_TRUE(server_.ok());
     stub_ = v1::Compute::NewStub(server_.NewChannel());
   }
-  grpc::Status Run(const v1::ComputeRequest& request,
-                   v1::ComputeResponse* response,
+  grpc::Status Run(const v1::RunRequest& request,
+                   v1::RunResponse* response,
                    absl::Duration timeout = kEventTimeout) {
     return stub_->Run(ContextWithTimeout(timeout).get(), request, response);
   }
@@ -45,12 +45,12 @@ class ComputeCallTest : public ::testing::Test {
 };
 
 TEST_F(ComputeCallTest, SqrtSumReturnsValueAndTimings) {
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   const absl::Time before = absl::Now();
   grpc::Status status = Run(SqrtSumRequest(1'000'000), &response);
   const absl::Duration elapsed = absl::Now() - before;
   ASSERT_TRUE(status.ok()) << status.error_message();
-  ASSERT_EQ(response.value_case(), v1::ComputeResponse::kSqrtSum);
+  ASSERT_EQ(response.value_case(), v1::RunResponse::kSqrtSum);
   EXPECT_NEAR(response.sqrt_sum(), 666666166.4588221, 1e-5);
   ASSERT_TRUE(response.has_run_time());
   ASSERT_TRUE(response.has_queue_wait());
@@ -65,30 +65,30 @@ TEST_F(ComputeCallTest, SqrtSumReturnsValueAndTimings) {
 }
 
 TEST_F(ComputeCallTest, Sha256ChainAndCountPrimes) {
-  v1::ComputeRequest request;
+  v1::RunRequest request;
   request.mutable_sha256_chain()->set_data("abc");
   request.mutable_sha256_chain()->set_rounds(2);
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   ASSERT_TRUE(Run(request, &response).ok());
   EXPECT_EQ(absl::BytesToHexString(response.sha256_chain()),
             "4f8b42c22dd3729b519ba6f68d2da7cc5b2d606d05daed5ad5128cc03e6c6358");
 
   request.mutable_count_primes()->set_limit(1'000'000);
   ASSERT_TRUE(Run(request, &response).ok());
-  ASSERT_EQ(response.value_case(), v1::ComputeResponse::kCountPrimes);
+  ASSERT_EQ(response.value_case(), v1::RunResponse::kCountPrimes);
   EXPECT_EQ(response.count_primes(), 78498);
 }
 
 TEST_F(ComputeCallTest, InvalidArgumentsNameTheFieldAndServingContinues) {
   struct Case {
-    v1::ComputeRequest request;
+    v1::RunRequest request;
     const char* expect;
   };
   std::vector<Case> cases;
-  cases.push_back({v1::ComputeRequest(), "kernel is not set"});
+  cases.push_back({v1::RunRequest(), "kernel is not set"});
   cases.push_back({SqrtSumRequest(-1), "sqrt_sum.n"});
   cases.push_back({SqrtSumRequest(1'000'000'000'000'001), "--max_compute_n"});
-  v1::ComputeRequest r;
+  v1::RunRequest r;
   r.mutable_sha256_chain()->set_rounds(0);
   cases.push_back({r, "sha256_chain.rounds"});
   r.mutable_sha256_chain()->set_rounds(1);
@@ -97,29 +97,29 @@ TEST_F(ComputeCallTest, InvalidArgumentsNameTheFieldAndServingContinues) {
   r.mutable_count_primes()->set_limit(-7);
   cases.push_back({r, "count_primes.limit"});
   for (const Case& c : cases) {
-    v1::ComputeResponse response;
+    v1::RunResponse response;
     grpc::Status status = Run(c.request, &response);
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
         << c.expect;
     EXPECT_THAT(status.error_message(), HasSubstr(c.expect));
   }
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   EXPECT_TRUE(Run(SqrtSumRequest(10), &response).ok());
   EXPECT_TRUE(WaitFor([&] { return Idle(); }, kEventTimeout, "an idle pool"));
 }
 
 TEST_F(ComputeCallTest, RequestAboveMaxRequestBytesIsResourceExhausted) {
-  v1::ComputeRequest request;
+  v1::RunRequest request;
   request.mutable_sha256_chain()->set_data(std::string(5 << 20, 'x'));
   request.mutable_sha256_chain()->set_rounds(1);
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   grpc::Status status = Run(request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_TRUE(Run(SqrtSumRequest(10), &response).ok());
 }
 
 TEST_F(ComputeCallTest, DeadlineMidKernelIsDeadlineExceededAndFreesWorker) {
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   grpc::Status status =
       Run(SqrtSumRequest(kForever), &response, absl::Milliseconds(300));
   EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
@@ -166,7 +166,7 @@ TEST_F(SingleWorkerTest, ClientCancelFreesTheWorkerForTheNextCall) {
   EXPECT_TRUE(
       WaitFor([&] { return Idle(); }, absl::Seconds(2), "the worker to stop"));
   // The only worker is free: a short call runs at once.
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   grpc::Status status = Run(SqrtSumRequest(100), &response, absl::Seconds(5));
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_LT(response.queue_wait().seconds(), 1);
@@ -181,7 +181,7 @@ TEST_F(SingleWorkerTest, FullQueueIsResourceExhaustedNamingTheLimit) {
   ASSERT_TRUE(
       WaitFor([&] { return server_.server().worker_stats().queued == 1; },
               kEventTimeout, "the second kernel to queue"));
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   grpc::Status status = Run(SqrtSumRequest(1), &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(status.error_message(), HasSubstr("--max_queued_tasks=1"));
@@ -208,16 +208,16 @@ class MaxComputeTimeTest : public ComputeCallTest {
 
 TEST_F(MaxComputeTimeTest, KernelsAtTheirCapsEndAtTheServerDeadline) {
   const compute::KernelLimits caps;
-  std::vector<v1::ComputeRequest> requests(3);
+  std::vector<v1::RunRequest> requests(3);
   requests[0].mutable_sqrt_sum()->set_n(caps.max_n);
   requests[1].mutable_count_primes()->set_limit(caps.max_n);
   requests[2].mutable_sha256_chain()->set_data(
       std::string(caps.max_data_bytes, 'x'));
   requests[2].mutable_sha256_chain()->set_rounds(caps.max_rounds);
-  for (const v1::ComputeRequest& request : requests) {
+  for (const v1::RunRequest& request : requests) {
     // No deadline from the client: only the server's can end it.
     grpc::ClientContext context;
-    v1::ComputeResponse response;
+    v1::RunResponse response;
     const absl::Time start = absl::Now();
     grpc::Status status = stub_->Run(&context, request, &response);
     const absl::Duration took = absl::Now() - start;
@@ -232,9 +232,9 @@ TEST_F(MaxComputeTimeTest, KernelsAtTheirCapsEndAtTheServerDeadline) {
 }
 
 TEST_F(MaxComputeTimeTest, ShortWorkAndTheCallersEarlierDeadlineAreUnchanged) {
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   EXPECT_TRUE(Run(SqrtSumRequest(1000), &response).ok());
-  v1::ComputeRequest big;
+  v1::RunRequest big;
   big.mutable_sha256_chain()->set_data("x");
   big.mutable_sha256_chain()->set_rounds(100'000'000);
   auto context = ContextWithTimeout(absl::Milliseconds(50));
@@ -244,10 +244,10 @@ TEST_F(MaxComputeTimeTest, ShortWorkAndTheCallersEarlierDeadlineAreUnchanged) {
 }
 
 TEST_F(MaxComputeTimeTest, RoundsPastTheCapAreRefusedUpFront) {
-  v1::ComputeRequest request;
+  v1::RunRequest request;
   request.mutable_sha256_chain()->set_data("x");
   request.mutable_sha256_chain()->set_rounds(10'000'000'000);  // the issue's
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   grpc::Status status = Run(request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("sha256_chain.rounds"));

@@ -54,8 +54,8 @@ class CrossOriginTest : public ::testing::Test {
                     std::vector<v1::Page>* out) {
     auto context = ContextWithTimeout(kEventTimeout);
     auto reader = stub_->FetchPages(context.get(), req);
-    v1::Page page;
-    while (reader->Read(&page)) out->push_back(page);
+    v1::FetchPagesResponse response;
+    while (reader->Read(&response)) out->push_back(response.page());
     return reader->Finish();
   }
 

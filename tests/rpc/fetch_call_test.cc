@@ -12,6 +12,7 @@
 namespace fetchd::rpc {
 namespace {
 
+using ::fetchd::testing::AsStream;
 using ::fetchd::testing::ContextWithTimeout;
 using ::fetchd::testing::kEventTimeout;
 using ::fetchd::testing::Origin;
@@ -51,9 +52,9 @@ class FetchCallTest : public ::testing::Test {
   grpc::Status Stream(const v1::BatchFetchRequest& req,
                       std::vector<v1::FetchResult>* out) {
     auto context = ContextWithTimeout(kEventTimeout);
-    auto reader = stub_->StreamBatchFetch(context.get(), req);
-    v1::FetchResult r;
-    while (reader->Read(&r)) out->push_back(r);
+    auto reader = stub_->StreamBatchFetch(context.get(), AsStream(req));
+    v1::StreamBatchFetchResponse r;
+    while (reader->Read(&r)) out->push_back(r.result());
     return reader->Finish();
   }
 
@@ -293,8 +294,8 @@ TEST_F(FetchCallTest, CancellingStreamsWhileTheyFinishIsSafe) {
         v1::BatchFetchRequest req;
         for (int k = 0; k < 4; ++k) Add(req, "/json");
         auto context = ContextWithTimeout(kEventTimeout);
-        auto reader = stub_->StreamBatchFetch(context.get(), req);
-        v1::FetchResult r;
+        auto reader = stub_->StreamBatchFetch(context.get(), AsStream(req));
+        v1::StreamBatchFetchResponse r;
         if ((i + c) % 2 == 0) reader->Read(&r);
         context->TryCancel();
         while (reader->Read(&r)) {
@@ -315,11 +316,11 @@ TEST_F(FetchCallTest, ClientCancelStopsEveryTransfer) {
   v1::BatchFetchRequest req;
   for (int i = 0; i < 4; ++i) Add(req, "/delay/10000");
   auto context = ContextWithTimeout(kEventTimeout);
-  auto reader = stub_->StreamBatchFetch(context.get(), req);
+  auto reader = stub_->StreamBatchFetch(context.get(), AsStream(req));
   ASSERT_TRUE(WaitFor([&] { return origin_.in_progress() == 4; }, kEventTimeout,
                       "four requests at the origin"));
   context->TryCancel();
-  v1::FetchResult r;
+  v1::StreamBatchFetchResponse r;
   while (reader->Read(&r)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::CANCELLED);
@@ -452,14 +453,14 @@ TEST_F(MemoryBudgetTest, QueuedStreamMessagesHoldTheirBytesUntilWritten) {
   v1::BatchFetchRequest req;
   for (int i = 0; i < 4; ++i) Add(req, "/bytes/150000");
   auto context = ContextWithTimeout(kEventTimeout);
-  auto reader = stub->StreamBatchFetch(context.get(), req);
+  auto reader = stub->StreamBatchFetch(context.get(), AsStream(req));
   ASSERT_TRUE(WaitFor([&] { return budget().reserved() >= 3 * 150000; },
                       kEventTimeout, "three queued results reserved"));
   EXPECT_LE(budget().reserved(), kBudget);
   int read = 0;
-  v1::FetchResult r;
+  v1::StreamBatchFetchResponse r;
   while (reader->Read(&r)) {
-    EXPECT_EQ(r.body().size(), 150000u);
+    EXPECT_EQ(r.result().body().size(), 150000u);
     ++read;
   }
   EXPECT_TRUE(reader->Finish().ok());
@@ -483,11 +484,11 @@ TEST_F(MemoryBudgetTest, CancelledStreamsGiveEveryByteBack) {
   v1::BatchFetchRequest req;
   for (int i = 0; i < 8; ++i) Add(req, "/bytes/200000");
   auto context = ContextWithTimeout(kEventTimeout);
-  auto reader = stub_->StreamBatchFetch(context.get(), req);
+  auto reader = stub_->StreamBatchFetch(context.get(), AsStream(req));
   ASSERT_TRUE(WaitFor([&] { return budget().reserved() > 0; }, kEventTimeout,
                       "bytes reserved"));
   context->TryCancel();
-  v1::FetchResult r;
+  v1::StreamBatchFetchResponse r;
   while (reader->Read(&r)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::CANCELLED);

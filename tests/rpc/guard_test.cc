@@ -13,6 +13,7 @@
 namespace fetchd::rpc {
 namespace {
 
+using ::fetchd::testing::AsStream;
 using ::fetchd::testing::ContextWithTimeout;
 using ::fetchd::testing::kEventTimeout;
 using ::fetchd::testing::Origin;
@@ -77,18 +78,18 @@ TEST_F(GuardRpcTest, TheGuardIsOnInADefaultServerConfig) {
   }
   // Streamed and walked the same way.
   auto context = ContextWithTimeout(kEventTimeout);
-  auto reader = Stub(server)->StreamBatchFetch(context.get(),
-                                               Request({origin_.Url("/json")}));
-  v1::FetchResult streamed;
+  auto reader = Stub(server)->StreamBatchFetch(
+      context.get(), AsStream(Request({origin_.Url("/json")})));
+  v1::StreamBatchFetchResponse streamed;
   ASSERT_TRUE(reader->Read(&streamed));
-  EXPECT_EQ(streamed.error().code(), kDenied);
+  EXPECT_EQ(streamed.result().error().code(), kDenied);
   EXPECT_TRUE(reader->Finish().ok());
   v1::FetchPagesRequest walk;
   walk.mutable_first()->set_url(origin_.Url("/pn/a?page=1&last=3"));
   walk.mutable_page_number();
   auto walk_context = ContextWithTimeout(kEventTimeout);
   auto pages = Stub(server)->FetchPages(walk_context.get(), walk);
-  v1::Page page;
+  v1::FetchPagesResponse page;
   EXPECT_FALSE(pages->Read(&page));
   grpc::Status walked = pages->Finish();
   EXPECT_EQ(walked.error_code(), grpc::StatusCode::PERMISSION_DENIED);

@@ -46,8 +46,8 @@ class FetchPagesTest : public ::testing::Test {
                     absl::Duration timeout = kEventTimeout) {
     auto context = ContextWithTimeout(timeout);
     auto reader = stub_->FetchPages(context.get(), req);
-    v1::Page page;
-    while (reader->Read(&page)) out->push_back(page);
+    v1::FetchPagesResponse response;
+    while (reader->Read(&response)) out->push_back(response.page());
     return reader->Finish();
   }
   static void ExpectIndicesFrom(const std::vector<v1::Page>& pages,
@@ -107,7 +107,7 @@ TEST_F(FetchPagesTest, StopStatusEndsTheWalkOkOtherwiseItIsTheError) {
 TEST_F(FetchPagesTest, EmitItemsSplitsEachPagesArray) {
   v1::FetchPagesRequest req = PageNumber("/pn/c?last=2");
   req.set_items_pointer("/items");
-  req.set_emit(v1::ITEMS);
+  req.set_emit(v1::EMIT_ITEMS);
   std::vector<v1::Page> pages;
   ASSERT_TRUE(Walk(req, &pages).ok());
   ASSERT_EQ(pages.size(), 2u);
@@ -120,7 +120,7 @@ TEST_F(FetchPagesTest, EmitItemsSplitsEachPagesArray) {
 TEST_F(FetchPagesTest, CursorIntoAQueryParameter) {
   v1::FetchPagesRequest req = Cursor("/cursor/d?last=4", "cursor");
   req.set_items_pointer("/data/items");
-  req.set_emit(v1::ITEMS);
+  req.set_emit(v1::EMIT_ITEMS);
   std::vector<v1::Page> pages;
   grpc::Status status = Walk(req, &pages);
   ASSERT_TRUE(status.ok()) << status.error_message();
@@ -300,8 +300,8 @@ class ResumeAcrossServersTest : public FetchPagesTest {
     auto stub = v1::Fetch::NewStub(server.NewChannel());
     auto context = ContextWithTimeout(kEventTimeout);
     auto reader = stub->FetchPages(context.get(), req);
-    v1::Page page;
-    while (reader->Read(&page)) out->push_back(page);
+    v1::FetchPagesResponse response;
+    while (reader->Read(&response)) out->push_back(response.page());
     return reader->Finish();
   }
 
@@ -420,7 +420,7 @@ TEST_F(FetchPagesTest, PrefetchBoundHoldsWithAReaderThatStops) {
       server_.address(), grpc::InsecureChannelCredentials(), args));
   auto context = ContextWithTimeout(kEventTimeout);
   auto reader = stub->FetchPages(context.get(), req);
-  v1::Page page;
+  v1::FetchPagesResponse page;
   ASSERT_TRUE(reader->Read(&page));
   ASSERT_TRUE(
       WaitFor([&] { return origin_.arrivals("m").size() >= kPrefetch + 1u; },
@@ -451,7 +451,7 @@ TEST_F(FetchPagesTest, ClientCancelStopsTheWalk) {
       WaitFor([&] { return server_.server().fetch_stats().inflight >= 1; },
               kEventTimeout, "a page to be in flight"));
   context->TryCancel();
-  v1::Page page;
+  v1::FetchPagesResponse page;
   EXPECT_FALSE(reader->Read(&page));
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
   // The walk is gone from the engine, its transfer off the multi handle.
@@ -488,7 +488,8 @@ TEST_F(FetchPagesTest, BadRequestsNameTheField) {
       {[](auto& r) { r.mutable_cursor()->set_pointer("next"); },
        "cursor.pointer"},
       {[](auto& r) { r.set_items_pointer("items"); }, "items_pointer"},
-      {[](auto& r) { r.set_emit(v1::ITEMS); }, "ITEMS needs items_pointer"},
+      {[](auto& r) { r.set_emit(v1::EMIT_ITEMS); },
+       "EMIT_ITEMS needs items_pointer"},
       {[](auto& r) { r.set_prefetch(0); }, "prefetch must be between 1 and"},
       {[](auto& r) { r.set_prefetch(1000); }, "(--max_prefetch)"},
       {[](auto& r) { r.set_max_pages(-1); }, "max_pages must be between"},

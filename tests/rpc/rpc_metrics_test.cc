@@ -104,14 +104,14 @@ TEST(RpcMetricsTest, ServerScrapeCountsRpcsAndFetches) {
                                &response)
                   .ok());
   auto compute = v1::Compute::NewStub(server.NewChannel());
-  v1::ComputeResponse out;
+  v1::RunResponse out;
   EXPECT_TRUE(compute
                   ->Run(ContextWithTimeout(kEventTimeout).get(),
                         SqrtSumRequest(100), &out)
                   .ok());
   EXPECT_EQ(compute
                 ->Run(ContextWithTimeout(kEventTimeout).get(),
-                      v1::ComputeRequest(), &out)
+                      v1::RunRequest(), &out)
                 .error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
 

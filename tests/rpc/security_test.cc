@@ -25,6 +25,7 @@ namespace {
 
 using ::fetchd::testing::CertAndKey;
 using ::fetchd::testing::CertOptions;
+using ::fetchd::testing::AsStream;
 using ::fetchd::testing::CheckHealth;
 using ::fetchd::testing::ContextWithTimeout;
 using ::fetchd::testing::kEventTimeout;
@@ -78,7 +79,7 @@ grpc::Status RunSqrtSum(const std::shared_ptr<grpc::Channel>& channel,
   if (!token.empty()) {
     context->AddMetadata("authorization", absl::StrCat("Bearer ", token));
   }
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   grpc::Status status = v1::Compute::NewStub(channel)->Run(
       context.get(), SqrtSumRequest(10), &response);
   if (server_cn != nullptr && context->auth_context() != nullptr) {
@@ -238,7 +239,7 @@ TEST_F(TokenTest, RightWrongAndMissingTokens) {
   // Not a bearer header at all.
   auto context = ContextWithTimeout(absl::Seconds(5));
   context->AddMetadata("authorization", kAliceToken);
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   EXPECT_EQ(v1::Compute::NewStub(channel)
                 ->Run(context.get(), SqrtSumRequest(10), &response)
                 .error_code(),
@@ -259,7 +260,7 @@ TEST_F(TokenTest, NothingRunsWithoutAToken) {
   ASSERT_TRUE(server.ok());
   auto channel = server.NewChannel();
   // A kernel that would run for hours comes back at once.
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   EXPECT_EQ(v1::Compute::NewStub(channel)
                 ->Run(ContextWithTimeout(absl::Seconds(5)).get(),
                       SqrtSumRequest(::fetchd::testing::kEndlessN), &response)
@@ -278,8 +279,8 @@ TEST_F(TokenTest, NothingRunsWithoutAToken) {
             grpc::StatusCode::UNAUTHENTICATED);
   {
     auto context = ContextWithTimeout(absl::Seconds(5));
-    auto reader = fetch->StreamBatchFetch(context.get(), batch);
-    v1::FetchResult result;
+    auto reader = fetch->StreamBatchFetch(context.get(), AsStream(batch));
+    v1::StreamBatchFetchResponse result;
     EXPECT_FALSE(reader->Read(&result));
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
   }
@@ -288,7 +289,7 @@ TEST_F(TokenTest, NothingRunsWithoutAToken) {
     v1::FetchPagesRequest pages;
     pages.mutable_first()->set_url(origin.Url("/"));
     auto reader = fetch->FetchPages(context.get(), pages);
-    v1::Page page;
+    v1::FetchPagesResponse page;
     EXPECT_FALSE(reader->Read(&page));
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
   }

@@ -180,7 +180,7 @@ TEST(ServerTest, GracefulShutdownFinishesAnInFlightCall) {
   // ~0.25 s of work here (a few times that under sanitizers).
   constexpr int64_t kN = 300'000'000;
   grpc::Status status;
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   std::jthread call([&] {  // joins on every exit path
     status = stub->Run(ContextWithTimeout(absl::Seconds(60)).get(),
                        SqrtSumRequest(kN), &response);
@@ -204,7 +204,7 @@ TEST(ServerTest, ShutdownCancelsCallsStillRunningAfterTheGrace) {
   ASSERT_TRUE(server.ok());
   auto stub = v1::Compute::NewStub(server.NewChannel());
   grpc::Status status;
-  v1::ComputeResponse response;
+  v1::RunResponse response;
   std::jthread call([&] {  // joins on every exit path
     status = stub->Run(ContextWithTimeout(absl::Seconds(60)).get(),
                        SqrtSumRequest(::fetchd::testing::kEndlessN), &response);

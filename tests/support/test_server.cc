@@ -52,10 +52,16 @@ std::shared_ptr<grpc::Channel> TestServer::NewChannel() const {
   return grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
 }
 
-v1::ComputeRequest SqrtSumRequest(int64_t n) {
-  v1::ComputeRequest request;
+v1::RunRequest SqrtSumRequest(int64_t n) {
+  v1::RunRequest request;
   request.mutable_sqrt_sum()->set_n(n);
   return request;
+}
+
+v1::StreamBatchFetchRequest AsStream(const v1::BatchFetchRequest& request) {
+  v1::StreamBatchFetchRequest stream;
+  stream.ParseFromString(request.SerializeAsString());
+  return stream;
 }
 
 std::unique_ptr<grpc::ClientContext> ContextWithTimeout(
@@ -76,7 +82,7 @@ grpc::health::v1::HealthCheckResponse::ServingStatus CheckHealth(
                      : grpc::health::v1::HealthCheckResponse::UNKNOWN;
 }
 
-PendingCall::PendingCall(v1::Compute::Stub* stub, v1::ComputeRequest request,
+PendingCall::PendingCall(v1::Compute::Stub* stub, v1::RunRequest request,
                          Options options)
     : thread_([this, stub, request = std::move(request), options] {
         do {

@@ -16,6 +16,7 @@
 #include "absl/time/time.h"
 #include "fetchd/v1/compute.grpc.pb.h"
 #include "fetchd/v1/compute.pb.h"
+#include "fetchd/v1/fetch.pb.h"
 #include "grpc/health/v1/health.pb.h"
 #include "server/rpc/rpc.h"
 
@@ -59,10 +60,13 @@ class TestServer {
 inline constexpr int64_t kEndlessN = 10'000'000'000'000;
 
 // A Compute.Run request for sqrt_sum(n).
-v1::ComputeRequest SqrtSumRequest(int64_t n);
+v1::RunRequest SqrtSumRequest(int64_t n);
 
 // A client context whose deadline is `timeout` from now.
 std::unique_ptr<grpc::ClientContext> ContextWithTimeout(absl::Duration timeout);
+
+// The same batch as a StreamBatchFetchRequest (the two share their fields).
+v1::StreamBatchFetchRequest AsStream(const v1::BatchFetchRequest& request);
 
 // Health.Check for the whole server on `channel` (5 s deadline): the
 // status it reports, or UNKNOWN when the call fails; `status` (optional)
@@ -83,10 +87,9 @@ class PendingCall {
     bool retry_while_exhausted = false;
   };
 
-  PendingCall(v1::Compute::Stub* stub, v1::ComputeRequest request)
+  PendingCall(v1::Compute::Stub* stub, v1::RunRequest request)
       : PendingCall(stub, std::move(request), Options()) {}
-  PendingCall(v1::Compute::Stub* stub, v1::ComputeRequest request,
-              Options options);
+  PendingCall(v1::Compute::Stub* stub, v1::RunRequest request, Options options);
   ~PendingCall();
   PendingCall(const PendingCall&) = delete;
   PendingCall& operator=(const PendingCall&) = delete;
@@ -96,7 +99,7 @@ class PendingCall {
   // Waits for the call to end; its status.
   const grpc::Status& Wait();
   // Valid after Wait().
-  const v1::ComputeResponse& response() const { return response_; }
+  const v1::RunResponse& response() const { return response_; }
 
  private:
   absl::Mutex mu_;
@@ -104,7 +107,7 @@ class PendingCall {
   grpc::ClientContext* attempt_ ABSL_GUARDED_BY(mu_) = nullptr;
   // Written by the thread; read after it is joined.
   grpc::Status status_;
-  v1::ComputeResponse response_;
+  v1::RunResponse response_;
   std::thread thread_;  // last: starts once the rest is constructed
 };
 
