@@ -17,8 +17,15 @@ buf_bin() {
   if [[ ! -x "$bin" ]] || [[ "$("$bin" --version 2>/dev/null)" != "$buf_version" ]]; then
     command -v npm >/dev/null || { echo "buf.sh: npm is missing: scripts/deps.sh test installs it" >&2; exit 1; }
     mkdir -p "$tools"
-    npm install --silent --no-audit --no-fund --prefix "$tools" \
-      "@bufbuild/buf@$buf_version" >&2
+    # ctest runs ApiBuf and the ApiDoc* tests at once: one installs, the
+    # others wait for it (two npm installs into one prefix can clash).
+    (
+      flock 9
+      if [[ ! -x "$bin" ]] || [[ "$("$bin" --version 2>/dev/null)" != "$buf_version" ]]; then
+        npm install --silent --no-audit --no-fund --prefix "$tools" \
+          "@bufbuild/buf@$buf_version" >&2
+      fi
+    ) 9>"$tools/.install.lock"
   fi
   echo "$bin"
 }

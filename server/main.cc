@@ -118,6 +118,15 @@ ABSL_FLAG(std::string, upstream_ca_file, "",
           "bundle (private origins); read once at start. Peer and host-name "
           "verification are always on");
 
+// Trace context (#18): W3C traceparent from callers to origins.
+ABSL_FLAG(bool, propagate_trace, true,
+          "a live RPC whose caller sent a valid W3C traceparent (gRPC "
+          "metadata) passes it on to every origin request it makes, as a "
+          "child span: the same trace id, a new span id per attempt, the "
+          "caller's flags; an item's own traceparent header wins. The trace "
+          "id, span id and any x-request-id are in the RPC's log line "
+          "either way. Jobs and webhooks carry none");
+
 // Resume tokens: FetchPages tokens are signed with this key, shared by
 // every replica.
 ABSL_FLAG(std::string, token_key_file, "",
@@ -385,6 +394,7 @@ int main(int argc, char** argv) {
   fetch.default_item_timeout = absl::GetFlag(FLAGS_default_item_timeout);
   fetch.max_response_bytes = absl::GetFlag(FLAGS_max_response_bytes);
   fetch.deadline_reserve = absl::GetFlag(FLAGS_deadline_reserve);
+  fetch.propagate_trace = absl::GetFlag(FLAGS_propagate_trace);
   // Memory budget: the flag, else the cgroup's limit, else the default.
   if (absl::GetFlag(FLAGS_memory_budget_bytes) < 0) {
     logger.LogAlways(

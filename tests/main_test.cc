@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
@@ -15,6 +16,7 @@
 #include "tests/support/certs.h"
 #include "tests/support/fetchd_process.h"
 #include "tests/support/origin.h"
+#include "tests/support/recording_origin.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/test_server.h"
 
@@ -68,7 +70,7 @@ TEST(FetchdMainTest, HelpListsEveryFlag) {
         "--drain_delay", "--shutdown_grace", "--metrics_listen", "--log_level",
         "--allow_private_networks", "--allow_cidrs", "--deny_cidrs",
         "--allow_hosts", "--deny_hosts", "--upstream_proxy",
-        "--armed_calls_per_method"}) {
+        "--armed_calls_per_method", "--propagate_trace"}) {
     EXPECT_THAT(r->out, HasSubstr(flag));
   }
 }
@@ -110,6 +112,10 @@ TEST(FetchdMainTest, SigtermDrainsNotServingButServingUntilTheDelayEnds) {
       fetchd.process().WaitForStderr("\"event\":\"draining\"", kEventTimeout);
   ASSERT_TRUE(err.ok()) << err.status();
   EXPECT_EQ(CheckHealth(channel), HealthCheckResponse::NOT_SERVING);
+  for (const char* name : {"fetchd.v1.Fetch", "fetchd.v1.Compute"}) {
+    EXPECT_EQ(CheckHealth(channel, name), HealthCheckResponse::NOT_SERVING)
+        << name;
+  }
   // A call that arrives during the drain, on a new connection too.
   grpc::ChannelArguments own_connection;
   own_connection.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
@@ -195,6 +201,35 @@ TEST(FetchdMainTest, LogsOneJsonLinePerRpc) {
               HasSubstr(R"("code":"OK","items":0,"retries":0,"duration_ms":)"));
 }
 
+// --propagate_trace reaches the server: on by default (the origin gets a
+// child traceparent), off with =false; the log line has the trace either
+// way.
+TEST(FetchdMainTest, PropagateTraceFlagTurnsOriginTraceparentsOff) {
+  constexpr char kTraceparent[] =
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  for (const bool propagate : {true, false}) {
+    ::fetchd::testing::RecordingOrigin origin;
+    std::vector<std::string> flags = {"--allow_private_networks"};
+    if (!propagate) flags.push_back("--propagate_trace=false");
+    FetchdProcess fetchd(flags);
+    ASSERT_TRUE(fetchd.ok());
+    auto stub = v1::Fetch::NewStub(grpc::CreateChannel(
+        fetchd.address(), grpc::InsecureChannelCredentials()));
+    v1::BatchFetchRequest request;
+    request.add_items()->set_url(origin.Url("/ok"));
+    auto context = ContextWithTimeout(kEventTimeout);
+    context->AddMetadata("traceparent", kTraceparent);
+    v1::BatchFetchResponse response;
+    const grpc::Status status =
+        stub->BatchFetch(context.get(), request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(origin.SawHeader("traceparent"), propagate);
+    auto err = fetchd.process().WaitForStderr(
+        R"("trace_id":"4bf92f3577b34da6a3ce929d0e0e4736")", kEventTimeout);
+    EXPECT_TRUE(err.ok()) << err.status();
+  }
+}
+
 // A bad flag value: exit 1 and a message naming the flag, before serving.
 TEST(FetchdMainTest, BadFlagValuesExitOneNamingTheFlag) {
   for (const char* flag :
@@ -250,7 +285,11 @@ TEST(FetchdMainTest, TokenKeyFileIsCheckedAndItsAbsenceLogged) {
   std::remove(key.c_str());
 }
 
-TEST(FetchdMainTest, PortInUseExitsOne) {
+// The port in use: fetchd's own JSON lines and nothing else on stderr (no
+// gRPC core error tree, no "CompletionQueue shutdown being shutdown before
+// its server"), one start_failed line naming the address and the reason,
+// exit code 1.
+TEST(FetchdMainTest, PortInUseExitsOneWithOneCleanLine) {
   ::fetchd::testing::TestServer other;
   ASSERT_TRUE(other.ok());
   auto r = RunProcess(
@@ -259,8 +298,25 @@ TEST(FetchdMainTest, PortInUseExitsOne) {
       kEventTimeout);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->exit_code, 1);
-  EXPECT_THAT(r->err, HasSubstr("start_failed"));
-  EXPECT_THAT(r->err, HasSubstr(other.address()));
+  const std::vector<std::string> lines = ::fetchd::testing::Lines(r->err);
+  ASSERT_FALSE(lines.empty());
+  int failures = 0, errors = 0;
+  for (const std::string& line : lines) {
+    // Every line is one of fetchd's: {"ts":...,"level":...,...}.
+    EXPECT_THAT(line,
+                ::testing::MatchesRegex(R"(\{"ts":"[^"]+","level":".*\})"))
+        << r->err;
+    if (absl::StrContains(line, R"("event":"start_failed")")) ++failures;
+    if (absl::StrContains(line, R"("level":"error")")) ++errors;
+  }
+  EXPECT_EQ(failures, 1) << r->err;
+  EXPECT_EQ(errors, 1) << r->err;
+  EXPECT_THAT(lines.back(), HasSubstr(R"("event":"start_failed")"));
+  EXPECT_THAT(lines.back(), HasSubstr("--listen=" + other.address()));
+  EXPECT_THAT(lines.back(), HasSubstr("bind: Address already in use"));
+  EXPECT_THAT(r->err, ::testing::Not(HasSubstr("CompletionQueue")));
+  EXPECT_THAT(r->err, ::testing::Not(HasSubstr("chttp2")));
+  EXPECT_TRUE(r->out.empty()) << r->out;
 }
 
 // Transport security and authentication (server/auth) through the binary.

@@ -202,8 +202,14 @@ class Engine::Loop {
   bool FollowRedirect(Transfer& t, long http)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_);
   bool CarriesCredentials(const FetchSpec& spec) const;
-  // The spec's request headers, less the credential ones when `strip`.
-  curl_slist* HeaderList(const FetchSpec& spec, bool strip) const;
+  // The spec's request headers, less the credential ones when `strip`,
+  // plus `extra` (a whole header line) when not empty.
+  curl_slist* HeaderList(const FetchSpec& spec, bool strip,
+                         const std::string& extra) const;
+  // The attempt's child traceparent line for `trace` (a new span id), or
+  // empty: no trace, or the item sets its own traceparent.
+  std::string TraceparentLine(const TraceContext& trace, const FetchSpec& spec)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_);
   std::string CredentialNames(const FetchSpec& spec) const;
   void ReleaseEasy(EasyHandle easy) ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_);
   EasyHandle AcquireEasy() ABSL_EXCLUSIVE_LOCKS_REQUIRED(io_thread_);

@@ -187,7 +187,11 @@ void Engine::Loop::StartAttempt(Batch& batch, size_t index,
       curl_easy_setopt(e, CURLOPT_POSTFIELDS, spec.body.data());
       break;
   }
-  curl_slist* list = HeaderList(spec, /*strip=*/false);
+  // One branch per attempt without a trace; with one, one more header.
+  if (batch.options.trace.valid) {
+    t->traceparent = TraceparentLine(batch.options.trace, spec);
+  }
+  curl_slist* list = HeaderList(spec, /*strip=*/false, t->traceparent);
   t->request_headers.reset(list);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, list);
   // Over TLS, wait for a connection that may multiplex (h2) rather than
@@ -225,7 +229,8 @@ bool Engine::Loop::CarriesCredentials(const FetchSpec& spec) const {
   return false;
 }
 
-curl_slist* Engine::Loop::HeaderList(const FetchSpec& spec, bool strip) const {
+curl_slist* Engine::Loop::HeaderList(const FetchSpec& spec, bool strip,
+                                     const std::string& extra) const {
   curl_slist* list = nullptr;
   for (const auto& [name, value] : spec.headers) {
     if (strip && IsCredentialHeader(name, options_.credential_headers)) {
@@ -233,7 +238,22 @@ curl_slist* Engine::Loop::HeaderList(const FetchSpec& spec, bool strip) const {
     }
     list = curl_slist_append(list, absl::StrCat(name, ": ", value).c_str());
   }
+  if (!extra.empty()) list = curl_slist_append(list, extra.c_str());
   return list;
+}
+
+std::string Engine::Loop::TraceparentLine(const TraceContext& trace,
+                                          const FetchSpec& spec) {
+  // The item's own traceparent is the caller's explicit choice for that
+  // request: it goes as given, and no second one is added.
+  for (const auto& header : spec.headers) {
+    if (IsTraceparentHeader(header.first)) return "";
+  }
+  // A new span per attempt (each is its own HTTP request); never zero,
+  // which W3C reserves for "invalid".
+  uint64_t span = 0;
+  while (span == 0) span = absl::Uniform<uint64_t>(rng_);
+  return ChildTraceparentLine(trace, span);
 }
 
 std::string Engine::Loop::CredentialNames(const FetchSpec& spec) const {
@@ -303,7 +323,7 @@ bool Engine::Loop::FollowRedirect(Transfer& t, long http) {
   // the chain has left it: the way back was chosen by another origin.
   t.left_origin = t.left_origin || cross_origin;
   std::unique_ptr<curl_slist, SlistDeleter> list(
-      HeaderList(spec, /*strip=*/t.left_origin));
+      HeaderList(spec, /*strip=*/t.left_origin, t.traceparent));
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, list.get());
   t.request_headers = std::move(list);
   curl_easy_setopt(e, CURLOPT_URL, next.c_str());

@@ -71,6 +71,9 @@ struct Transfer {
   Identity* identity = nullptr;  // its batch's, counted while running
   EasyHandle easy;
   std::unique_ptr<curl_slist, SlistDeleter> request_headers;
+  // The attempt's "traceparent: ..." line (its own span id; every redirect
+  // hop of the attempt carries the same); empty: none.
+  std::string traceparent;
   const FetchSpec* spec = nullptr;
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;

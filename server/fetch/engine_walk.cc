@@ -49,6 +49,7 @@ uint64_t Engine::Loop::SubmitWalk(FetchSpec first, const PageStrategy& strategy,
   walk.on_done = std::move(on_done);
   batch->options.deadline = options.deadline;
   batch->options.identity = std::move(options.identity);
+  batch->options.trace = options.trace;
   // The window is also the walk's concurrency: pages in flight <= prefetch.
   batch->options.max_concurrency = std::max(1, options.prefetch);
   return Enqueue(std::move(batch));

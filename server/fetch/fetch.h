@@ -39,6 +39,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/fetch/address_guard.h"
+#include "server/fetch/trace.h"
 #include "server/memory/memory.h"
 
 namespace fetchd::fetch {
@@ -197,6 +198,11 @@ struct BatchOptions {
   // slots are shared round robin across identities, then across one
   // identity's batches and walks. Empty is an identity like any other.
   std::string identity;
+  // The caller's W3C trace (--propagate_trace): when valid, every attempt
+  // carries a child traceparent (same trace id, a new span id per attempt)
+  // unless the item sets its own traceparent header. Not valid: nothing is
+  // added, at no cost.
+  TraceContext trace;
 };
 
 // Called on the I/O thread, exactly once per item, as items finish
@@ -330,6 +336,7 @@ struct WalkOptions {
   int prefetch = 2;
   absl::Time deadline = absl::InfiniteFuture();
   std::string identity;  // as BatchOptions::identity
+  TraceContext trace;    // as BatchOptions::trace, per page attempt
 };
 // Called on the I/O thread, in page order. Must not block.
 using PageCallback = absl::AnyInvocable<void(Page page)>;

@@ -65,6 +65,10 @@ struct FetchConfig {
   // engine.host_policy (whatever those held). With engine.proxy set (the
   // --upstream_proxy) the proxy checks addresses; host rules still apply.
   fetch::AddressGuardOptions address_guard;
+  // --propagate_trace: a live RPC's W3C trace (its caller's traceparent)
+  // goes on to its origin requests as child spans (BatchOptions::trace,
+  // WalkOptions::trace). Jobs never carry one: they outlive the call.
+  bool propagate_trace = true;
   // Tests only: wraps the guard's address policy, e.g. in a harness that
   // refuses every non-loopback address whatever the guard says.
   std::function<fetch::AddressPolicy(fetch::AddressPolicy guard)>

@@ -78,6 +78,7 @@ void Call::OnRequested(bool ok) {
     return;
   }
   started_ = absl::Now();
+  trace_ = ReadCallTrace(context_);
   Ref();  // for done_, which now will come
   Spawn();
   RpcAdmission* const admission = loop_->admission();

@@ -34,6 +34,7 @@
 #include "server/memory/memory.h"
 #include "server/rpc/admission.h"
 #include "server/rpc/security.h"
+#include "server/rpc/trace_context.h"
 
 namespace fetchd::rpc {
 
@@ -56,6 +57,7 @@ struct RpcEnd {
   int64_t retries;      // HTTP retries its items took
   const grpc::ServerContext* context;  // for peer(), only if needed
   const auth::Caller* caller;          // who called ("anonymous" if unknown)
+  const CallTrace* trace;              // the caller's traceparent, request id
 };
 
 // Told of every RPC the framework ends (metrics, logs). Called on the
@@ -174,7 +176,7 @@ class Call {
   void Ended(grpc::StatusCode code) {
     if (RpcObserver* observer = loop_->observer()) {
       observer->OnRpcEnd({method(), code, absl::Now() - started_, items(),
-                          retries(), &context_, &caller_});
+                          retries(), &context_, &caller_, &trace_});
     }
   }
 
@@ -183,6 +185,9 @@ class Call {
   // Who called: set before OnStart, constant after (a later issue keys
   // fairness on it).
   const auth::Caller& caller() const { return caller_; }
+  // The caller's trace context and request id (metadata): set before
+  // OnStart (before admission, so a refused call logs them too).
+  const CallTrace& trace() const { return trace_; }
   // Whose share of the fetch engine this call draws on (#16 fair shares):
   // the caller's identity, or for an anonymous caller its peer's address
   // without the port ("10.0.0.7", as QuotaKey), so that more connections
@@ -218,6 +223,7 @@ class Call {
   bool admitted_ = false;  // counted by the loop's admission as in progress
   absl::Time started_;     // when the RPC arrived (OnRequested)
   auth::Caller caller_;    // set in OnRequested, before OnStart
+  CallTrace trace_;        // the same
   grpc::ServerContext context_;
   // 1 for the request; the request's reference then passes to whoever
   // finishes the call, and the done notification adds one.

@@ -39,6 +39,9 @@ void FetchCall<Base>::OnStart() {
       this->request_, *services_.request.config,
       {.identity = this->ShareIdentity()}, DeadlineOf(this->context()));
   if (!plan.ok()) return this->Finish(ToGrpcStatus(plan.status()));
+  if (services_.request.config->propagate_trace) {
+    plan->options.trace = this->trace().context;
+  }
   fail_fast_ = plan->options.fail_fast;
   drop_body_ = plan->drop_body;
   OnPlanned(*plan);

@@ -19,6 +19,9 @@ void FetchPagesCall::OnStart() {
                         {.identity = ShareIdentity()}, DeadlineOf(context()));
   if (!plan.ok()) return Finish(ToGrpcStatus(plan.status()));
   plan_ = *std::move(plan);
+  if (services_.request.config->propagate_trace) {
+    plan_.options.trace = trace().context;
+  }
   absl::MutexLock lock(&walk_mu_);
   // NOTE: under walk_mu_, so OnMessageSent and OnCancel see the handle.
   walk_ = services_.request.engine->Walk(

@@ -1,6 +1,7 @@
 #include "server/rpc/rpc_metrics.h"
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
 namespace fetchd::rpc {
@@ -93,15 +94,27 @@ void RpcReporter::OnRpcEnd(const RpcEnd& end) {
   metrics_->Record(end.method, end.code, end.took, end.caller->label);
   if (logger_ == nullptr || !logger_->Enabled(log::Level::kInfo)) return;
   const auto code = static_cast<size_t>(end.code);
-  // No request contents (URLs, bodies, tokens): what, who, how it ended.
-  logger_->Log(
-      log::Level::kInfo,
-      absl::StrFormat(
-          R"("event":"rpc","method":"%s","peer":"%s","identity":"%s","code":"%s","items":%d,"retries":%d,"duration_ms":%.3f)",
-          end.method, log::JsonEscape(end.context->peer()),
-          log::JsonEscape(end.caller->identity),
-          code < kCodeNames.size() ? kCodeNames[code] : "UNKNOWN", end.items,
-          end.retries, absl::ToDoubleMilliseconds(end.took)));
+  // No request contents (URLs, bodies, tokens): what, who, how it ended,
+  // and the trace and request id the caller gave, to find it by.
+  std::string line = absl::StrFormat(
+      R"("event":"rpc","method":"%s","peer":"%s","identity":"%s","code":"%s","items":%d,"retries":%d,"duration_ms":%.3f)",
+      end.method, log::JsonEscape(end.context->peer()),
+      log::JsonEscape(end.caller->identity),
+      code < kCodeNames.size() ? kCodeNames[code] : "UNKNOWN", end.items,
+      end.retries, absl::ToDoubleMilliseconds(end.took));
+  if (end.trace != nullptr) {
+    // Parsed as lower-case hex: nothing to escape.
+    if (end.trace->context.valid) {
+      absl::StrAppend(&line, R"(,"trace_id":")",
+                      end.trace->context.trace_id_hex(), R"(","span_id":")",
+                      end.trace->context.span_id_hex(), "\"");
+    }
+    if (!end.trace->request_id.empty()) {
+      absl::StrAppend(&line, R"(,"request_id":")",
+                      log::JsonEscape(end.trace->request_id), "\"");
+    }
+  }
+  logger_->Log(log::Level::kInfo, line);
 }
 
 std::string RenderMetrics(const RpcMetrics& rpcs,

@@ -1,11 +1,13 @@
 // Server: builds the gRPC server, owns the CQ loops and the worker pool, and
 // tears them down in order (DESIGN.md "Shutdown order").
 #include <grpc/grpc.h>
+#include <grpc/support/log.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
 
 #include <atomic>
+#include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -58,7 +60,11 @@ struct Server::State {
   std::unique_ptr<fetch::Engine> engine;
   // Runs on the engine and the pool; gone before them.
   std::unique_ptr<jobs::JobsService> jobs;
-  std::atomic<bool> draining{false};  // health stays NOT_SERVING once set
+  // Health: once draining, every status stays NOT_SERVING; the Jobs
+  // status follows its store only before that. Under one mutex so that a
+  // store flip racing a drain cannot turn Jobs SERVING again.
+  absl::Mutex health_mu;
+  bool draining ABSL_GUARDED_BY(health_mu) = false;
   v1::Compute::AsyncService compute_service;
   v1::Fetch::AsyncService fetch_service;
   v1::Jobs::AsyncService jobs_service;
@@ -231,6 +237,100 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
 
 namespace {
 
+// gRPC core's own log lines while a server is built. A failed bind is
+// printed by gRPC core itself (an error tree on stderr) before
+// BuildAndStart returns null; fetchd folds its gist into the one
+// start_failed line instead. gpr's log function is process-wide, so the
+// capture is as short as BuildAndStart and one at a time; what it caught on
+// a successful start (another thread's line, say) is printed after all, so
+// nothing is hidden.
+class GrpcLogCapture {
+ public:
+  GrpcLogCapture() ABSL_EXCLUSIVE_LOCK_FUNCTION(one_at_a_time_) {
+    one_at_a_time_.Lock();
+    gpr_set_log_function(&GrpcLogCapture::Keep);
+  }
+  ~GrpcLogCapture() ABSL_UNLOCK_FUNCTION(one_at_a_time_) {
+    gpr_set_log_function(nullptr);  // gpr's default (stderr)
+    std::vector<Line> lines;
+    {
+      absl::MutexLock lock(&lines_mu_);
+      lines.swap(lines_);
+    }
+    if (!discard_) {
+      for (const Line& line : lines) {
+        gpr_log(line.file.c_str(), line.line, line.severity, "%s",
+                line.message.c_str());
+      }
+    }
+    one_at_a_time_.Unlock();
+  }
+  GrpcLogCapture(const GrpcLogCapture&) = delete;
+  GrpcLogCapture& operator=(const GrpcLogCapture&) = delete;
+
+  // The start failed: what gRPC said goes into its error (Detail), not to
+  // stderr.
+  void Discard() { discard_ = true; }
+
+  // The gist of the errors caught: "bind: Address already in use" from an
+  // error tree that names the syscall and OS error, else the first error's
+  // message without its tree; empty when there was none.
+  std::string Detail() const ABSL_LOCKS_EXCLUDED(lines_mu_) {
+    absl::MutexLock lock(&lines_mu_);
+    for (const Line& line : lines_) {
+      if (line.severity != GPR_LOG_SEVERITY_ERROR) continue;
+      const std::string os_error = Quoted(line.message, "os_error:\"");
+      if (!os_error.empty()) {
+        const std::string syscall = Quoted(line.message, "syscall:\"");
+        return syscall.empty() ? os_error
+                               : absl::StrCat(syscall, ": ", os_error);
+      }
+    }
+    for (const Line& line : lines_) {
+      if (line.severity != GPR_LOG_SEVERITY_ERROR) continue;
+      std::string message = line.message.substr(0, line.message.find(" {"));
+      if (absl::StartsWith(message, "UNKNOWN:")) message.erase(0, 8);
+      return message;
+    }
+    return "";
+  }
+
+ private:
+  struct Line {
+    std::string file;
+    int line;
+    gpr_log_severity severity;
+    std::string message;
+  };
+
+  static void Keep(gpr_log_func_args* args) ABSL_LOCKS_EXCLUDED(lines_mu_) {
+    absl::MutexLock lock(&lines_mu_);
+    if (lines_.size() < 64) {  // bounded: a start logs a handful at most
+      lines_.push_back({args->file != nullptr ? args->file : "", args->line,
+                        args->severity,
+                        args->message != nullptr ? args->message : ""});
+    }
+  }
+
+  // The text between `key` (ending in a quote) and the next quote.
+  static std::string Quoted(const std::string& text, const std::string& key) {
+    const size_t start = text.find(key);
+    if (start == std::string::npos) return "";
+    const size_t from = start + key.size();
+    const size_t end = text.find('"', from);
+    return end == std::string::npos ? "" : text.substr(from, end - from);
+  }
+
+  static absl::Mutex one_at_a_time_;
+  static absl::Mutex lines_mu_;
+  static std::vector<Line> lines_ ABSL_GUARDED_BY(lines_mu_);
+  bool discard_ = false;
+};
+
+ABSL_CONST_INIT absl::Mutex GrpcLogCapture::one_at_a_time_(absl::kConstInit);
+ABSL_CONST_INIT absl::Mutex GrpcLogCapture::lines_mu_(absl::kConstInit);
+std::vector<GrpcLogCapture::Line> GrpcLogCapture::lines_;
+
 // The SSRF guard as the engine's address and host policy. With nothing it
 // could refuse (--allow_private_networks and no deny or host rule), no
 // policy runs at all.
@@ -372,19 +472,37 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
   for (int i = 0; i < config.cq_threads; ++i) {
     cqs.push_back(builder.AddCompletionQueue());
   }
-  state->server = builder.BuildAndStart();
+  std::string start_error;
+  {
+    GrpcLogCapture capture;
+    state->server = builder.BuildAndStart();
+    if (state->server == nullptr || state->port == 0) {
+      start_error = capture.Detail();
+      capture.Discard();
+    }
+  }
   if (state->server == nullptr || state->port == 0) {
-    if (state->server != nullptr) state->server->Shutdown();
+    // The server goes before its CQs. A BuildAndStart that failed has
+    // destroyed its server already, but left it registered with our CQs
+    // (grpc::Server unregisters only in Shutdown), so the C++
+    // CompletionQueue::Shutdown would log "CompletionQueue shutdown being
+    // shutdown before its server" once per CQ. Nothing was ever queued on
+    // them: shut them down in the core, drain, and let them go.
+    if (state->server != nullptr) {
+      state->server->Shutdown();
+      state->server.reset();
+    }
     for (auto& cq : cqs) {
-      cq->Shutdown();
+      grpc_completion_queue_shutdown(cq->cq());
       void* tag;
       bool ok;
       while (cq->Next(&tag, &ok)) {
       }
     }
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on --listen=", config.listen,
-                     " (address in use, or not a valid host:port)"));
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on --listen=", config.listen, ": ",
+        start_error.empty() ? "address in use, or not a valid host:port"
+                            : start_error));
   }
   for (auto& cq : cqs) {
     state->loops.push_back(std::make_unique<CqLoop>(
@@ -420,15 +538,19 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerConfig config) {
     }
     loop->Start();
   }
-  if (state->jobs != nullptr) {
-    // Jobs alone goes NOT_SERVING while its store is down; Fetch and
-    // Compute go on.
-    if (auto* health = state->server->GetHealthCheckService()) {
+  // Every service answers Check and Watch by its own name, as gRPC's
+  // health protocol expects (only "" is registered by default). Jobs alone
+  // goes NOT_SERVING while its store is down; Fetch and Compute go on.
+  if (auto* health = state->server->GetHealthCheckService()) {
+    health->SetServingStatus(v1::Fetch::service_full_name(), true);
+    health->SetServingStatus(v1::Compute::service_full_name(), true);
+    if (state->jobs != nullptr) {
       health->SetServingStatus(v1::Jobs::service_full_name(),
                                state->jobs->healthy());
       State* st = state.get();
       state->jobs->OnHealthChange([st, health](bool up) {
-        if (st->draining.load()) return;
+        absl::MutexLock lock(&st->health_mu);
+        if (st->draining) return;
         health->SetServingStatus(v1::Jobs::service_full_name(), up);
       });
     }
@@ -473,9 +595,10 @@ void Server::StartDraining() {
   // it on their Health/Watch stream and stop picking this server. No
   // GOAWAY here: gRPC 1.51's C++ API sends one only from Shutdown, which
   // also stops the listener and cancels every call that arrives after it.
-  state_->draining.store(true);
+  absl::MutexLock lock(&state_->health_mu);
+  state_->draining = true;
   if (auto* health = state_->server->GetHealthCheckService()) {
-    health->SetServingStatus(false);
+    health->SetServingStatus(false);  // "" and every registered name
   }
 }
 
@@ -489,9 +612,12 @@ void Server::Shutdown(absl::Duration grace) {
   shut_down_ = true;
   // Scrapes stop first: they read the engine, which goes below.
   state_->metrics.reset();
-  state_->draining.store(true);
-  if (auto* health = state_->server->GetHealthCheckService()) {
-    health->Shutdown();  // NOT_SERVING from now on
+  {
+    absl::MutexLock lock(&state_->health_mu);
+    state_->draining = true;
+    if (auto* health = state_->server->GetHealthCheckService()) {
+      health->Shutdown();  // NOT_SERVING from now on
+    }
   }
   // Watches end (UNAVAILABLE: resume elsewhere with from_seq) rather than
   // hold the grace; running jobs go back to the queue for another replica.

@@ -18,6 +18,7 @@
 #include "fetchd/v1/jobs.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/support/fetchd_process.h"
+#include "tests/support/jobs_client.h"
 #include "tests/support/origin.h"
 #include "tests/support/postgres_server.h"
 #include "tests/support/test_server.h"
@@ -49,20 +50,6 @@ class ReplicasTest : public ::testing::Test {
   static std::unique_ptr<v1::Jobs::Stub> Jobs(const FetchdProcess& fetchd) {
     return v1::Jobs::NewStub(grpc::CreateChannel(
         fetchd.address(), grpc::InsecureChannelCredentials()));
-  }
-
-  static absl::StatusOr<v1::Job> GetJob(v1::Jobs::Stub& stub,
-                                        const std::string& id) {
-    v1::GetRequest request;
-    request.set_id(id);
-    v1::GetResponse response;
-    grpc::Status status =
-        stub.Get(ContextWithTimeout(kEventTimeout).get(), request, &response);
-    if (!status.ok()) {
-      return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                          status.error_message());
-    }
-    return response.job();
   }
 
   v1::SubmitRequest SlowBatch(int items, int delay_ms, int concurrency) {
@@ -152,7 +139,9 @@ TEST_F(ReplicasTest, AnotherReplicaFinishesAKilledReplicasJob) {
     int64_t last_done = -1;
     int progress_after_kill = 0;
     for (size_t i = 0; i < events.size(); ++i) {
-      if (i > 0) EXPECT_GT(events[i].seq(), events[i - 1].seq());
+      if (i > 0) {
+        EXPECT_GT(events[i].seq(), events[i - 1].seq());
+      }
       EXPECT_GE(events[i].counts().done(), last_done);
       last_done = events[i].counts().done();
       if (events[i].state() == v1::JOB_STATE_RUNNING &&
@@ -162,23 +151,8 @@ TEST_F(ReplicasTest, AnotherReplicaFinishesAKilledReplicasJob) {
     }
     EXPECT_GE(progress_after_kill, 2);
   }
-  std::set<int64_t> indexes;
-  v1::ListResultsRequest list;
-  list.set_id(id);
-  list.set_page_size(1000);
-  for (int page = 0; page < 10; ++page) {
-    v1::ListResultsResponse response;
-    ASSERT_TRUE(stub_b
-                    ->ListResults(ContextWithTimeout(kEventTimeout).get(), list,
-                                  &response)
-                    .ok());
-    for (const auto& result : response.results()) {
-      EXPECT_TRUE(indexes.insert(result.index()).second) << result.index();
-    }
-    if (response.next_page_token().empty()) break;
-    list.set_page_token(response.next_page_token());
-  }
-  EXPECT_EQ(indexes.size(), static_cast<size_t>(kItems));
+  // AllResults fails on an index seen twice.
+  EXPECT_EQ(AllResults(*stub_b, id, 1000).size(), static_cast<size_t>(kItems));
 }
 
 // Two replicas get the same idempotency key at the same moment: one job.
@@ -264,7 +238,10 @@ TEST_F(ReplicasTest, PostgresDownTakesOnlyJobsDown) {
         return status_of("fetchd.v1.Jobs") == HealthCheckResponse::NOT_SERVING;
       },
       kEventTimeout, "Jobs NOT_SERVING"));
+  // Only Jobs: the server and its other services stay SERVING.
   EXPECT_EQ(status_of(""), HealthCheckResponse::SERVING);
+  EXPECT_EQ(status_of("fetchd.v1.Fetch"), HealthCheckResponse::SERVING);
+  EXPECT_EQ(status_of("fetchd.v1.Compute"), HealthCheckResponse::SERVING);
   // Live fetches still work.
   auto fetch = v1::Fetch::NewStub(channel);
   v1::BatchFetchRequest live;

@@ -13,6 +13,7 @@
 #include "fetchd/v1/jobs.grpc.pb.h"
 #include "tests/support/certs.h"
 #include "tests/support/fetchd_process.h"
+#include "tests/support/jobs_client.h"
 #include "tests/support/origin.h"
 #include "tests/support/test_server.h"
 
@@ -27,39 +28,12 @@ std::unique_ptr<v1::Jobs::Stub> Connect(const FetchdProcess& fetchd) {
       fetchd.address(), grpc::InsecureChannelCredentials()));
 }
 
-absl::StatusOr<v1::Job> GetJob(v1::Jobs::Stub& stub, const std::string& id) {
-  v1::GetRequest request;
-  request.set_id(id);
-  v1::GetResponse response;
-  grpc::Status status =
-      stub.Get(ContextWithTimeout(kEventTimeout).get(), request, &response);
-  if (!status.ok()) return absl::UnavailableError(status.error_message());
-  return response.job();
-}
-
-// Every committed result by index; fails the test on a duplicate index.
+// Every committed result by index, as bytes (to compare across a crash).
 std::map<int64_t, std::string> Results(v1::Jobs::Stub& stub,
                                        const std::string& id) {
   std::map<int64_t, std::string> results;
-  v1::ListResultsRequest request;
-  request.set_id(id);
-  request.set_page_size(1000);
-  for (int page = 0; page < 100; ++page) {
-    v1::ListResultsResponse response;
-    grpc::Status status = stub.ListResults(
-        ContextWithTimeout(kEventTimeout).get(), request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    if (!status.ok()) break;
-    for (const auto& result : response.results()) {
-      EXPECT_TRUE(
-          results.emplace(result.index(), result.SerializeAsString()).second)
-          << "index " << result.index() << " twice";
-    }
-    // The job may still run: stop at the end of what exists now.
-    if (response.next_page_token().empty() || response.results_size() == 0) {
-      break;
-    }
-    request.set_page_token(response.next_page_token());
+  for (const v1::JobResult& result : AllResults(stub, id, 1000)) {
+    results.emplace(result.index(), result.SerializeAsString());
   }
   return results;
 }

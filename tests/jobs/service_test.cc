@@ -16,6 +16,7 @@
 #include "server/jobs/webhook.h"
 #include "tests/support/certs.h"
 #include "tests/support/fetchd_process.h"
+#include "tests/support/jobs_client.h"
 #include "tests/support/origin.h"
 #include "tests/support/test_server.h"
 #include "tests/support/webhook_receiver.h"
@@ -95,34 +96,9 @@ class JobsTest : public ::testing::Test {
   }
 
   v1::Job Get(v1::Jobs::Stub& stub, const std::string& id) {
-    v1::GetRequest request;
-    request.set_id(id);
-    v1::GetResponse response;
-    grpc::Status status = stub.Get(Context().get(), request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return response.job();
-  }
-
-  // Every result, page by page.
-  std::vector<v1::JobResult> AllResults(v1::Jobs::Stub& stub,
-                                        const std::string& id, int page_size,
-                                        int* pages = nullptr) {
-    std::vector<v1::JobResult> results;
-    v1::ListResultsRequest request;
-    request.set_id(id);
-    request.set_page_size(page_size);
-    for (int page = 0; page < 10000; ++page) {
-      v1::ListResultsResponse response;
-      grpc::Status status =
-          stub.ListResults(Context().get(), request, &response);
-      EXPECT_TRUE(status.ok()) << status.error_message();
-      if (!status.ok()) break;
-      for (const auto& result : response.results()) results.push_back(result);
-      if (pages != nullptr) *pages = page + 1;
-      if (response.next_page_token().empty()) break;
-      request.set_page_token(response.next_page_token());
-    }
-    return results;
+    absl::StatusOr<v1::Job> job = GetJob(stub, id);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? *job : v1::Job();
   }
 
   TempDir dir_;
@@ -512,12 +488,21 @@ TEST_F(JobsTest, ListFiltersByStateAndPages) {
 TEST_F(JobsTest, HealthServesJobs) {
   TestServer server(JobsConfig());
   ASSERT_TRUE(server.ok());
-  auto health = grpc::health::v1::Health::NewStub(server.NewChannel());
-  grpc::health::v1::HealthCheckRequest request;
-  request.set_service("fetchd.v1.Jobs");
-  grpc::health::v1::HealthCheckResponse response;
-  ASSERT_TRUE(health->Check(Context().get(), request, &response).ok());
-  EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  auto channel = server.NewChannel();
+  using grpc::health::v1::HealthCheckResponse;
+  for (const char* name :
+       {"", "fetchd.v1.Fetch", "fetchd.v1.Compute", "fetchd.v1.Jobs"}) {
+    grpc::Status status;
+    EXPECT_EQ(CheckHealth(channel, name, &status), HealthCheckResponse::SERVING)
+        << "'" << name << "': " << status.error_message();
+  }
+  // The drain turns Jobs NOT_SERVING too, with every other service.
+  server.server().StartDraining();
+  for (const char* name :
+       {"", "fetchd.v1.Fetch", "fetchd.v1.Compute", "fetchd.v1.Jobs"}) {
+    EXPECT_EQ(CheckHealth(channel, name), HealthCheckResponse::NOT_SERVING)
+        << "'" << name << "'";
+  }
 }
 
 TEST_F(JobsTest, MetricsCountJobsAndResults) {

@@ -334,10 +334,54 @@ class OverlayTest:
         self.assertFalse(c["allowPrivilegeEscalation"])
         self.assertEqual(c["capabilities"]["drop"], ["ALL"])
         self.assertFalse(self.pod["spec"]["automountServiceAccountToken"])
-        writable = {v["name"] for v in self.pod["spec"]["volumes"] if "emptyDir" in v}
+        # Every emptyDir is writable in fetchd's container, except one an
+        # init container fills for it (the probes' fetchctl).
+        init_filled = {m["name"] for c in self.pod["spec"].get("initContainers", [])
+                       for m in c.get("volumeMounts", [])}
+        writable = {v["name"] for v in self.pod["spec"]["volumes"]
+                    if "emptyDir" in v and v["name"] not in init_filled}
         mounts = {m["name"] for m in self.container["volumeMounts"]
                   if not m.get("readOnly")}
         self.assertTrue(writable and writable <= mounts)
+        for init in self.pod["spec"].get("initContainers", []):
+            c = init["securityContext"]
+            self.assertTrue(c["readOnlyRootFilesystem"], init["name"])
+            self.assertFalse(c["allowPrivilegeEscalation"], init["name"])
+            self.assertEqual(c["capabilities"]["drop"], ["ALL"], init["name"])
+            self.assertIn("memory", init["resources"]["limits"], init["name"])
+
+    def test_exec_probes_run_what_an_init_container_copied_in(self):
+        """The runtime image holds fetchd alone (no shell, no fetchctl:
+        scripts/image.sh --smoke checks it), so an exec probe's binary must
+        come from a volume an init container of the same release's debug
+        image (TAG-debug) filled, mounted read-only in fetchd's container."""
+        image = self.container["image"]
+        inits = {c["name"]: c for c in self.pod["spec"].get("initContainers", [])}
+        mounts = {m["mountPath"]: m for m in self.container["volumeMounts"]}
+        emptydirs = {v["name"] for v in self.pod["spec"]["volumes"] if "emptyDir" in v}
+        execs = [self.container[p]["exec"]["command"]
+                 for p in ("readinessProbe", "livenessProbe", "startupProbe")
+                 if "exec" in self.container[p]]
+        self.assertEqual(len(execs), 3 if OVERLAYS[self.overlay]["tls"] else 0)
+        if not execs:
+            self.assertEqual(inits, {})
+        for command in execs:
+            binary = command[0]
+            self.assertNotEqual(binary, "/usr/local/bin/fetchctl")
+            mount = mounts.get(os.path.dirname(binary))
+            self.assertIsNotNone(mount, f"{binary} is not in a mounted volume")
+            self.assertTrue(mount.get("readOnly"), mount)
+            self.assertIn(mount["name"], emptydirs)
+            fillers = [c for c in inits.values()
+                       if any(m["name"] == mount["name"] for m in c["volumeMounts"])]
+            self.assertEqual(len(fillers), 1, mount["name"])
+            init = fillers[0]
+            self.assertEqual(init["image"], image + "-debug")
+            target = next(m["mountPath"] for m in init["volumeMounts"]
+                          if m["name"] == mount["name"])
+            self.assertEqual(init["command"],
+                             ["/busybox/cp", "/usr/local/bin/fetchctl",
+                              f"{target}/{os.path.basename(binary)}"])
 
     def test_selectors_match_the_pods(self):
         labels = self.pod["metadata"]["labels"]
@@ -586,8 +630,8 @@ class ProdTest(OverlayTest, unittest.TestCase):
         conninfo = libpq_conninfo(store)  # libpq accepts every part of it
         for key in ("password", "passfile"):
             self.assertNotIn(key, conninfo)
-        # Named: libpq's default user is the OS user's name, and uid 65532
-        # has no passwd entry.
+        # Named: libpq's default user is the OS user's name (nonroot in
+        # the image), not the database's.
         self.assertTrue(conninfo.get("user"))
         self.assertTrue(conninfo.get("host"))
         self.assertTrue(conninfo.get("dbname"))

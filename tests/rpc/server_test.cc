@@ -37,6 +37,51 @@ TEST(ServerTest, HealthIsServingWhileUp) {
   EXPECT_TRUE(status.ok()) << status.error_message();
 }
 
+// Every service answers health checks by its own name (gRPC's health
+// protocol); an unknown name is NOT_FOUND; a drain turns them all
+// NOT_SERVING, and a Watch sees it.
+TEST(ServerTest, HealthAnswersPerServiceAndDrainTurnsAllNotServing) {
+  TestServer server;  // no job store: no Jobs service
+  ASSERT_TRUE(server.ok());
+  auto channel = server.NewChannel();
+  for (const char* name : {"", "fetchd.v1.Fetch", "fetchd.v1.Compute"}) {
+    grpc::Status status;
+    EXPECT_EQ(CheckHealth(channel, name, &status), HealthCheckResponse::SERVING)
+        << "'" << name << "': " << status.error_message();
+  }
+  for (const char* name : {"fetchd.v1.Jobs", "fetchd.v1.Nope", "Fetch"}) {
+    grpc::Status status;
+    CheckHealth(channel, name, &status);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND) << name;
+  }
+
+  // A Watch on Fetch, as a client with healthCheckConfig holds one.
+  auto health = ::grpc::health::v1::Health::NewStub(channel);
+  auto watch_context = ContextWithTimeout(kEventTimeout);
+  ::grpc::health::v1::HealthCheckRequest watch_request;
+  watch_request.set_service("fetchd.v1.Fetch");
+  auto watch = health->Watch(watch_context.get(), watch_request);
+  HealthCheckResponse seen;
+  ASSERT_TRUE(watch->Read(&seen));
+  EXPECT_EQ(seen.status(), HealthCheckResponse::SERVING);
+
+  server.server().StartDraining();
+  for (const char* name : {"", "fetchd.v1.Fetch", "fetchd.v1.Compute"}) {
+    EXPECT_EQ(CheckHealth(channel, name), HealthCheckResponse::NOT_SERVING)
+        << "'" << name << "'";
+  }
+  ASSERT_TRUE(watch->Read(&seen));
+  EXPECT_EQ(seen.status(), HealthCheckResponse::NOT_SERVING);
+  // Still serving RPCs while draining: only the health status changed.
+  auto stub = v1::Compute::NewStub(channel);
+  v1::RunResponse response;
+  EXPECT_TRUE(stub->Run(ContextWithTimeout(kEventTimeout).get(),
+                        SqrtSumRequest(10), &response)
+                  .ok());
+  watch_context->TryCancel();
+  (void)watch->Finish();
+}
+
 // The reflection stream as grpcurl drives it, one request and one response
 // at a time, through a generic stub.
 class ReflectionStream {
@@ -131,6 +176,11 @@ TEST(ServerTest, PortInUseIsAClearError) {
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(second.status().message(), HasSubstr(first.address()));
+  // gRPC core's error tree, folded to its gist.
+  EXPECT_THAT(second.status().message(),
+              HasSubstr("bind: Address already in use"));
+  // The server that holds the port is untouched.
+  EXPECT_EQ(CheckHealth(first.NewChannel()), HealthCheckResponse::SERVING);
 }
 
 TEST(ServerTest, InvalidConfigNamesTheFlag) {

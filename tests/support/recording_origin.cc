@@ -48,7 +48,10 @@ void RecordingOrigin::Start(std::unique_ptr<httplib::Server> server, bool tls) {
         seen.method = req.method;
         seen.path = req.path;
         for (const auto& [name, value] : req.headers) {
-          seen.headers[absl::AsciiStrToLower(name)] = value;
+          // A repeated header is joined as HTTP folds it ("a, b"), so a
+          // test can tell one from two.
+          std::string& kept = seen.headers[absl::AsciiStrToLower(name)];
+          kept = kept.empty() ? value : absl::StrCat(kept, ", ", value);
         }
         absl::MutexLock lock(&mu_);
         seen_.push_back(std::move(seen));
@@ -56,6 +59,10 @@ void RecordingOrigin::Start(std::unique_ptr<httplib::Server> server, bool tls) {
       });
   s.Get("/ok", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("ok", "text/plain");
+  });
+  s.Get("/unavailable", [](const httplib::Request&, httplib::Response& res) {
+    res.status = 503;
+    res.set_content("unavailable", "text/plain");
   });
   auto redirect = [](const httplib::Request& req, httplib::Response& res) {
     int code = 302;

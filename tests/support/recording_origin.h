@@ -3,6 +3,7 @@
 // may and may not reach an origin (credential headers, TLS).
 //
 //   /ok                      200 "ok"
+//   /unavailable             503 (retried by default)
 //   /redirect-to?url=U[&code=C]  C (default 302) to U
 //   /next-to?url=U           {"next":"U","items":[1]} (cursor: the next URL)
 //   /link-to?url=U           Link: <U>; rel="next", body "link"
@@ -32,7 +33,8 @@ std::string QueryEscape(const std::string& text);
 
 class RecordingOrigin {
  public:
-  // One request as the origin saw it; header names in lower case.
+  // One request as the origin saw it; header names in lower case, a
+  // repeated header's values joined with ", ".
   struct Seen {
     std::string method;
     std::string path;  // without the query

@@ -73,10 +73,17 @@ std::unique_ptr<grpc::ClientContext> ContextWithTimeout(
 
 grpc::health::v1::HealthCheckResponse::ServingStatus CheckHealth(
     const std::shared_ptr<grpc::Channel>& channel, grpc::Status* status) {
+  return CheckHealth(channel, "", status);
+}
+
+grpc::health::v1::HealthCheckResponse::ServingStatus CheckHealth(
+    const std::shared_ptr<grpc::Channel>& channel, const std::string& service,
+    grpc::Status* status) {
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
   grpc::health::v1::HealthCheckResponse response;
   const grpc::Status result = grpc::health::v1::Health::NewStub(channel)->Check(
-      ContextWithTimeout(absl::Seconds(5)).get(),
-      grpc::health::v1::HealthCheckRequest(), &response);
+      ContextWithTimeout(absl::Seconds(5)).get(), request, &response);
   if (status != nullptr) *status = result;
   return result.ok() ? response.status()
                      : grpc::health::v1::HealthCheckResponse::UNKNOWN;

@@ -74,6 +74,10 @@ v1::StreamBatchFetchRequest AsStream(const v1::BatchFetchRequest& request);
 grpc::health::v1::HealthCheckResponse::ServingStatus CheckHealth(
     const std::shared_ptr<grpc::Channel>& channel,
     grpc::Status* status = nullptr);
+// The same for one service by name ("fetchd.v1.Fetch"; "" = the server).
+grpc::health::v1::HealthCheckResponse::ServingStatus CheckHealth(
+    const std::shared_ptr<grpc::Channel>& channel, const std::string& service,
+    grpc::Status* status = nullptr);
 
 // A Compute.Run in flight on its own thread, cancellable; the destructor
 // waits for it to end.
