@@ -58,7 +58,9 @@ image_field() {
       User) format='{{.OCIv1.Config.User}}' ;;
       Entrypoint) format='{{.OCIv1.Config.Entrypoint}}' ;;
       Volumes) format='{{.OCIv1.Config.Volumes}}' ;;
-      Size) buildah images --format '{{.Size}}' "$1"; return ;;
+      # One line per tag of the image: another tag of the same build
+      # (an identical tree makes an identical image) must not double it.
+      Size) buildah images --format '{{.Size}}' "$1" | head -n 1; return ;;
     esac
     buildah inspect --type image --format "$format" "$1"
   else
