@@ -42,15 +42,16 @@ ABSL_FLAG(int, cancel_probes, 0,
 namespace {
 
 int CancelProbes(fetchd::v1::Fetch::Stub* stub, int probes, int prefetch) {
-  const auto times = fetchd::bench::RunCancelProbes<fetchd::v1::FetchPagesResponse>(
-      probes, prefetch, [&](int port, grpc::ClientContext* context) {
-        fetchd::v1::FetchPagesRequest request;
-        request.mutable_first()->set_url(
-            absl::StrCat("http://127.0.0.1:", port, "/list"));
-        request.mutable_page_number();
-        request.set_prefetch(prefetch);
-        return stub->FetchPages(context, request);
-      });
+  const auto times =
+      fetchd::bench::RunCancelProbes<fetchd::v1::FetchPagesResponse>(
+          probes, prefetch, [&](int port, grpc::ClientContext* context) {
+            fetchd::v1::FetchPagesRequest request;
+            request.mutable_first()->set_url(
+                absl::StrCat("http://127.0.0.1:", port, "/list"));
+            request.mutable_page_number();
+            request.set_prefetch(prefetch);
+            return stub->FetchPages(context, request);
+          });
   if (!times.has_value()) return 1;
   std::printf(
       "fetchd cancel_probes=%d pages_in_flight=%d "

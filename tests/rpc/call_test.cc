@@ -38,8 +38,7 @@ TEST(CallTest, EveryConcurrentCallGetsItsOwnAnswer) {
     grpc::ClientContext context;
     v1::RunResponse response;
     grpc::Status status;
-    std::unique_ptr<grpc::ClientAsyncResponseReader<v1::RunResponse>>
-        reader;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<v1::RunResponse>> reader;
     int64_t limit = 0;
   };
   grpc::CompletionQueue cq;

@@ -30,8 +30,7 @@ class ComputeCallTest : public ::testing::Test {
     ASSERT_TRUE(server_.ok());
     stub_ = v1::Compute::NewStub(server_.NewChannel());
   }
-  grpc::Status Run(const v1::RunRequest& request,
-                   v1::RunResponse* response,
+  grpc::Status Run(const v1::RunRequest& request, v1::RunResponse* response,
                    absl::Duration timeout = kEventTimeout) {
     return stub_->Run(ContextWithTimeout(timeout).get(), request, response);
   }

@@ -109,11 +109,11 @@ TEST(RpcMetricsTest, ServerScrapeCountsRpcsAndFetches) {
                   ->Run(ContextWithTimeout(kEventTimeout).get(),
                         SqrtSumRequest(100), &out)
                   .ok());
-  EXPECT_EQ(compute
-                ->Run(ContextWithTimeout(kEventTimeout).get(),
-                      v1::RunRequest(), &out)
-                .error_code(),
-            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(
+      compute
+          ->Run(ContextWithTimeout(kEventTimeout).get(), v1::RunRequest(), &out)
+          .error_code(),
+      grpc::StatusCode::INVALID_ARGUMENT);
 
   const absl::StatusOr<std::string> page = ScrapeMetrics(port);
   ASSERT_TRUE(page.ok()) << page.status();

@@ -23,9 +23,9 @@
 namespace fetchd::rpc {
 namespace {
 
+using ::fetchd::testing::AsStream;
 using ::fetchd::testing::CertAndKey;
 using ::fetchd::testing::CertOptions;
-using ::fetchd::testing::AsStream;
 using ::fetchd::testing::CheckHealth;
 using ::fetchd::testing::ContextWithTimeout;
 using ::fetchd::testing::kEventTimeout;
