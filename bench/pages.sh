@@ -13,6 +13,10 @@
 #            included: wall time from exec to exit, every page a JSON line
 #            into a file, as a user runs it (and with FETCHCTL_BEFORE=PATH,
 #            a fetchctl built from an earlier commit: "fetchctl-before")
+# With FETCHD_BEFORE=PATH (a fetchd built from an earlier commit), a second
+# fetchd from that binary walks the same chain in the same rounds, order
+# alternating: "fetchd-before" (pages_load) and "fetchctl@before" (this
+# fetchctl against it), for an A/B of the server's walk path.
 # Then, against the test origin (bench/test_origin, page-number API adding
 # 20 ms per page): 100 pages at prefetch 1 and prefetch 4. Then 100,000
 # pages from the test origin with a slow reader (50 µs per page), sampling
@@ -34,14 +38,14 @@ slow=$(cat "$tmp/origin.url")
 
 rate() { awk '{for (i = 2; i <= NF; i++) if ($i == "pages/s") print $(i - 1)}'; }
 walk() {  # url strategy prefetch [more flags]
-  build/bin/pages_load --target="$target" --url="$1" --strategy="$2" \
-    --prefetch="$3" "${@:4}" | rate
+  build/bin/pages_load --target="${walk_target:-$target}" --url="$1" \
+    --strategy="$2" --prefetch="$3" "${@:4}" | rate
 }
 
-fetchctl_walk() {  # BINARY: pages/s of the chain, client included
+fetchctl_walk() {  # BINARY [TARGET]: pages/s of the chain, client included
   local t0 t1 n
   t0=$(date +%s%N)
-  "$1" --addr="$target" --json pages "$base/pages/1.json" --strategy=cursor \
+  "$1" --addr="${2:-$target}" --json pages "$base/pages/1.json" --strategy=cursor \
     --items_pointer=/items --prefetch=2 >"$tmp/fetchctl.out" 2>"$tmp/fetchctl.err" ||
     { cat "$tmp/fetchctl.err" >&2; exit 1; }
   t1=$(date +%s%N)
@@ -50,15 +54,38 @@ fetchctl_walk() {  # BINARY: pages/s of the chain, client included
   echo $((n * 1000000000 / (t1 - t0)))
 }
 
+before_target=""
+if [[ -n ${FETCHD_BEFORE:-} ]]; then
+  fetchd_bin=$FETCHD_BEFORE start_fetchd
+  before_target=$target
+  walk_target=$before_target walk "$base/pages/1.json" cursor 2 >/dev/null
+fi
 start_fetchd
 echo "origin $base, test origin $slow, fetchd on $target ($(nproc) cores), $rounds rounds" >&2
 walk "$base/pages/1.json" cursor 2 >/dev/null  # warm: the connection
 
+# The chain through fetchd (and the before binary's, odd rounds first).
+chain_rows() {  # round
+  local order=(now) who
+  if [[ -n $before_target ]]; then
+    order=(now before)
+    (($1 % 2 == 1)) && order=(before now)
+  fi
+  for who in "${order[@]}"; do
+    if [[ $who == now ]]; then
+      echo "fetchd $(walk "$base/pages/1.json" cursor 2)" >>"$tmp/results"
+      echo "fetchctl $(fetchctl_walk build/bin/fetchctl)" >>"$tmp/results"
+    else
+      echo "fetchd-before $(walk_target=$before_target walk "$base/pages/1.json" cursor 2)" >>"$tmp/results"
+      echo "fetchctl@before $(fetchctl_walk build/bin/fetchctl "$before_target")" >>"$tmp/results"
+    fi
+  done
+}
+
 for r in $(seq "$rounds"); do
-  echo "fetchd $(walk "$base/pages/1.json" cursor 2)" >>"$tmp/results"
+  chain_rows "$r"
   echo "seed $(/usr/bin/python3 "$shared/seed_peer.py" --pages "$base" | rate)" >>"$tmp/results"
   echo "go $("$tmp/go_peer" -pages "$base" | rate)" >>"$tmp/results"
-  echo "fetchctl $(fetchctl_walk build/bin/fetchctl)" >>"$tmp/results"
   if [[ -n ${FETCHCTL_BEFORE:-} ]]; then
     echo "fetchctl-before $(fetchctl_walk "$FETCHCTL_BEFORE")" >>"$tmp/results"
   fi
@@ -90,7 +117,7 @@ awk -v rss="$rss" -v hwm="$hwm" -v cancel="$cancel" "$awk_median"'
   END {
     seed = median(runs["seed"]); go = median(runs["go"])
     printf "%-20s %10s %8s %7s\n", "who (1,000 pages)", "pages/s", "÷seed", "÷go"
-    n = split("fetchd fetchctl fetchctl-before seed go", who, " ")
+    n = split("fetchd fetchd-before fetchctl fetchctl@before fetchctl-before seed go", who, " ")
     for (i = 1; i <= n; i++) {
       if (!(who[i] in runs)) continue
       m = median(runs[who[i]])

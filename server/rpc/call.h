@@ -329,9 +329,11 @@ class ServerStreamCall : public Call {
     return queued_bytes_;
   }
 
-  // A queued message was handed to gRPC (it is now bounded by the
-  // transport's flow control). Runs on the CQ thread; must not block.
-  virtual void OnMessageSent() {}
+  // A queued message was handed to gRPC: its write started, and what
+  // follows it is held back by the transport's flow control. Runs under the
+  // write lock (mu_) on the thread that started the write; must not block
+  // or take a lock ordered before mu_.
+  virtual void OnMessageTaken() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {}
 
   void Reject(const grpc::Status& status) override { Finish(status); }
 
@@ -349,11 +351,9 @@ class ServerStreamCall : public Call {
     queue_.pop_front();
     queued_bytes_ -= in_flight_.ByteSizeLong();
     writer_.Write(in_flight_, &written_);
+    OnMessageTaken();
   }
   void OnWritten(bool ok) ABSL_LOCKS_EXCLUDED(mu_) {
-    // NOTE: before writing_ clears: until then no Finish can start, so the
-    // call is alive for the hook.
-    if (ok) OnMessageSent();
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;

@@ -23,11 +23,13 @@ void FetchPagesCall::OnStart() {
     plan_.options.trace = trace().context;
   }
   absl::MutexLock lock(&walk_mu_);
-  // NOTE: under walk_mu_, so OnMessageSent and OnCancel see the handle.
+  // NOTE: under walk_mu_, so OnCancel sees the handle.
   walk_ = services_.request.engine->Walk(
       plan_.first, plan_.strategy, plan_.from, plan_.options,
       [this](fetch::Page page) { OnPage(std::move(page)); },
       [this](absl::Status status) { OnWalkDone(std::move(status)); });
+  taken_by_.store(walk_.get());
+  Consumed(walk_.get(), early_.exchange(0));
   if (cancelled_) walk_->Cancel();
 }
 
@@ -37,9 +39,19 @@ void FetchPagesCall::OnCancel() {
   if (walk_ != nullptr) walk_->Cancel();
 }
 
-void FetchPagesCall::OnMessageSent() {
-  absl::MutexLock lock(&walk_mu_);
-  if (walk_ != nullptr) walk_->Consumed();
+// A page counts as consumed once gRPC has taken it, not once its write
+// completes: the walk's next request then never waits for a CQ-thread
+// event, and fetchd still holds at most `prefetch` pages beyond the one
+// being written.
+void FetchPagesCall::OnMessageTaken() {
+  early_.fetch_add(1);
+  if (fetch::WalkHandle* walk = taken_by_.load()) {
+    Consumed(walk, early_.exchange(0));
+  }
+}
+
+void FetchPagesCall::Consumed(fetch::WalkHandle* walk, int64_t n) {
+  for (; n > 0; --n) walk->Consumed();
 }
 
 void FetchPagesCall::Convert(Slot& slot,
@@ -52,22 +64,43 @@ void FetchPagesCall::Convert(Slot& slot,
 void FetchPagesCall::OnPage(fetch::Page page) {
   auto slot = std::make_shared<Slot>();
   slot->page = std::move(page);
+  const bool process =
+      plan_.processor.kind != process::Processor::Kind::kNone &&
+      slot->page.result.status.ok();
   {
     absl::MutexLock lock(&order_mu_);
     slots_.push_back(slot);
+    if (!process) {
+      to_convert_.push_back(slot);
+      if (!hop_pending_) {
+        hop_pending_ = true;
+        Ref();  // the alarm's event; OnHopped lets go
+        // An alarm in the past fires at once, on this call's CQ thread.
+        hop_.Set(loop()->cq(), gpr_inf_past(GPR_CLOCK_MONOTONIC), &hopped_);
+      }
+    }
   }
-  if (plan_.processor.kind == process::Processor::Kind::kNone ||
-      !slot->page.result.status.ok()) {
-    Convert(*slot, nullptr);
-    return Flush(slot.get());
-  }
+  if (!process) return;
   services_.request.processor->Run(
       plan_.processor, slot->page.result.body,
       [this, slot](absl::StatusOr<std::string> output) {
         request::HoldProcessed(slot->page.result, output);
         Convert(*slot, &output);
-        Flush(slot.get());
+        Flush({slot});
       });
+}
+
+void FetchPagesCall::OnHopped(bool /*ok: false only if cancelled, which
+                                     nothing does*/) {
+  std::vector<std::shared_ptr<Slot>> ready;
+  {
+    absl::MutexLock lock(&order_mu_);
+    hop_pending_ = false;
+    ready.swap(to_convert_);
+  }
+  for (const std::shared_ptr<Slot>& slot : ready) Convert(*slot, nullptr);
+  Flush(ready);
+  Unref();  // NOTE: last: it may delete the call
 }
 
 void FetchPagesCall::OnWalkDone(absl::Status status) {
@@ -75,14 +108,14 @@ void FetchPagesCall::OnWalkDone(absl::Status status) {
     absl::MutexLock lock(&order_mu_);
     end_ = std::move(status);
   }
-  Flush(nullptr);
+  Flush({});
 }
 
-void FetchPagesCall::Flush(Slot* ready) {
+void FetchPagesCall::Flush(absl::Span<const std::shared_ptr<Slot>> ready) {
   grpc::Status finish;
   {
     absl::MutexLock lock(&order_mu_);
-    if (ready != nullptr) ready->ready = true;
+    for (const std::shared_ptr<Slot>& slot : ready) slot->ready = true;
     while (!slots_.empty() && slots_.front()->ready) {
       Write(std::move(slots_.front()->message),
             std::move(slots_.front()->memory));
