@@ -9,6 +9,7 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -230,8 +231,109 @@ absl::StatusOr<std::string> WithQueryParam(const std::string& url,
   return UrlText(handle->get());
 }
 
+namespace {
+
+// Four decimal numbers 0..255, dot-separated, no leading zeros.
+bool IsDottedQuad(absl::string_view host) {
+  const std::vector<absl::string_view> parts = absl::StrSplit(host, '.');
+  if (parts.size() != 4) return false;
+  for (absl::string_view part : parts) {
+    int value = 0;
+    if (part.empty() || part.size() > 3 ||
+        (part.size() > 1 && part[0] == '0') ||
+        !absl::SimpleAtoi(part, &value) || value > 255) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// "scheme://host[:port]" of `url` when curl would write that part back as
+// it is (http or https, lower-case host name or IPv4 address, a plain
+// port, no user info); empty otherwise.
+absl::string_view PlainOrigin(absl::string_view url) {
+  size_t start = 0;
+  if (absl::StartsWith(url, "http://")) {
+    start = 7;
+  } else if (absl::StartsWith(url, "https://")) {
+    start = 8;
+  } else {
+    return {};
+  }
+  const size_t end = std::min(url.find_first_of("/?#", start), url.size());
+  const absl::string_view authority = url.substr(start, end - start);
+  const size_t colon = authority.find(':');
+  const absl::string_view host = authority.substr(0, colon);
+  if (host.empty() || host.front() == '.' || host.front() == '-' ||
+      host.back() == '.') {
+    return {};
+  }
+  for (char c : host) {
+    if (!absl::ascii_islower(c) && !absl::ascii_isdigit(c) && c != '.' &&
+        c != '-') {
+      return {};
+    }
+  }
+  // A last label that starts with a digit makes curl read the host as an
+  // IPv4 address, which it rewrites ("127.1", "0x7f.1") unless it is
+  // already four plain decimal parts.
+  const absl::string_view last = host.substr(host.rfind('.') + 1);
+  if (absl::ascii_isdigit(last.front()) && !IsDottedQuad(host)) return {};
+  if (colon != absl::string_view::npos) {
+    const absl::string_view port = authority.substr(colon + 1);
+    if (port.empty() || port.size() > 5 || port.front() == '0') return {};
+    for (char c : port) {
+      if (!absl::ascii_isdigit(c)) return {};
+    }
+  }
+  return url.substr(0, end);
+}
+
+// Whether `reference` is a path-absolute reference ("/p/2?c=x") that curl
+// would append to the base's origin unchanged: no dot segment to remove,
+// no fragment, only characters it neither rejects nor encodes.
+bool IsPlainAbsolutePath(absl::string_view reference) {
+  if (reference.empty() || reference.front() != '/' ||
+      absl::StartsWith(reference, "//")) {
+    return false;
+  }
+  for (size_t i = 0; i < reference.size(); ++i) {
+    const char c = reference[i];
+    if (absl::ascii_isalnum(c)) continue;
+    if (c == '%') {
+      if (i + 2 >= reference.size() ||
+          !absl::ascii_isxdigit(reference[i + 1]) ||
+          !absl::ascii_isxdigit(reference[i + 2])) {
+        return false;
+      }
+      continue;
+    }
+    if (absl::string_view("-._~!$&'()*+,;=:@/?").find(c) ==
+        absl::string_view::npos) {
+      return false;
+    }
+  }
+  // curl drops an empty query ("/p?").
+  if (reference.back() == '?') return false;
+  const absl::string_view path = reference.substr(0, reference.find('?'));
+  for (absl::string_view segment : absl::StrSplit(path, '/')) {
+    if (segment == "." || segment == "..") return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> ResolveUrl(const std::string& base,
                                        const std::string& reference) {
+  // The common next link, "/items?cursor=…" on a plain origin, without
+  // curl's parse of both and print of the result: this runs between a page
+  // and the next request of every cursor and Link walk.
+  if (IsPlainAbsolutePath(reference)) {
+    if (absl::string_view origin = PlainOrigin(base); !origin.empty()) {
+      return absl::StrCat(origin, reference);
+    }
+  }
   absl::StatusOr<UrlHandle> handle = ParseUrl(base);
   if (!handle.ok()) return handle.status();
   // With a URL already set, curl resolves a relative one against it.

@@ -332,8 +332,21 @@ class ServerStreamCall : public Call {
   // A queued message was handed to gRPC: its write started, and what
   // follows it is held back by the transport's flow control. Runs under the
   // write lock (mu_) on the thread that started the write; must not block
-  // or take a lock ordered before mu_.
+  // or take a lock ordered before mu_. Not called for a claimed message.
   virtual void OnMessageTaken() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {}
+
+  // Whether the stream has nothing to write: no write in flight, none
+  // queued, not ending. If so, the next message written counts as taken
+  // now (the caller's business) and its OnMessageTaken is skipped: the
+  // caller must make sure that message is the next Write.
+  bool ClaimNextWrite() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    if (writing_ || !queue_.empty() || broken_ || finish_status_.has_value()) {
+      return false;
+    }
+    ++claimed_;
+    return true;
+  }
 
   void Reject(const grpc::Status& status) override { Finish(status); }
 
@@ -351,7 +364,11 @@ class ServerStreamCall : public Call {
     queue_.pop_front();
     queued_bytes_ -= in_flight_.ByteSizeLong();
     writer_.Write(in_flight_, &written_);
-    OnMessageTaken();
+    if (claimed_ > 0) {
+      --claimed_;  // counted when it was claimed
+    } else {
+      OnMessageTaken();
+    }
   }
   void OnWritten(bool ok) ABSL_LOCKS_EXCLUDED(mu_) {
     {
@@ -387,6 +404,7 @@ class ServerStreamCall : public Call {
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  int claimed_ ABSL_GUARDED_BY(mu_) = 0;  // ClaimNextWrite, not yet written
   // Written once under mu_ before finish_started_; read after it without.
   std::optional<grpc::Status> finish_status_;
   bool finish_started_ ABSL_GUARDED_BY(mu_) = false;

@@ -39,11 +39,12 @@ void FetchPagesCall::OnCancel() {
   if (walk_ != nullptr) walk_->Cancel();
 }
 
-// A page counts as consumed once gRPC has taken it, not once its write
-// completes: the walk's next request then never waits for a CQ-thread
-// event, and fetchd still holds at most `prefetch` pages beyond the one
-// being written.
-void FetchPagesCall::OnMessageTaken() {
+// A page counts as consumed once gRPC has taken it (its write started) or
+// it was claimed as the next write (OnPage), not once its write completes:
+// fetchd still holds at most `prefetch` pages beyond the one being written.
+void FetchPagesCall::OnMessageTaken() { CountTaken(); }
+
+void FetchPagesCall::CountTaken() {
   early_.fetch_add(1);
   if (fetch::WalkHandle* walk = taken_by_.load()) {
     Consumed(walk, early_.exchange(0));
@@ -67,8 +68,14 @@ void FetchPagesCall::OnPage(fetch::Page page) {
   const bool process =
       plan_.processor.kind != process::Processor::Kind::kNone &&
       slot->page.result.status.ok();
+  bool taken = false;
   {
     absl::MutexLock lock(&order_mu_);
+    // Nothing before it left to write: the page is the stream's next
+    // write, whichever thread gets to it, so it counts as taken now. The
+    // next page then never waits for the CQ thread to wake up; a reader
+    // that stops still holds the walk (the write in flight never ends).
+    taken = slots_.empty() && ClaimNextWrite();
     slots_.push_back(slot);
     if (!process) {
       to_convert_.push_back(slot);
@@ -80,6 +87,7 @@ void FetchPagesCall::OnPage(fetch::Page page) {
       }
     }
   }
+  if (taken) CountTaken();
   if (!process) return;
   services_.request.processor->Run(
       plan_.processor, slot->page.result.body,

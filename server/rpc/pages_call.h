@@ -46,6 +46,9 @@ class FetchPagesCall final
   void OnStart() override;
   void OnCancel() override ABSL_LOCKS_EXCLUDED(walk_mu_);
   void OnMessageTaken() override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // One more page taken by gRPC (or claimed as its next write): the walk's
+  // window moves. Lock-free; any thread.
+  void CountTaken();
   // Tells the walk of `n` more pages taken by gRPC.
   static void Consumed(fetch::WalkHandle* walk, int64_t n);
 
