@@ -22,8 +22,8 @@
 # pages from the test origin with a slow reader (50 µs per page), sampling
 # the server's RSS every 10,000 pages in a fresh fetchd. And a cancel probe:
 # how fast a cancelled walk's transfers are all closed.
-# Medians of the rounds. Loopback only; everything started here is stopped
-# on exit.
+# Medians of the rounds (BENCH_RAW=FILE keeps every figure). Loopback only;
+# everything started here is stopped on exit.
 set -euo pipefail
 rounds=${1:-3}
 origin_port=18091
@@ -112,6 +112,8 @@ done < <(build/bin/pages_load --target="$target" --url="$slow/pn/rss?last=100000
   --strategy=page_number --prefetch=2 --read_delay_us=50 --progress_every=10000)
 hwm=$(awk '/VmHWM/{print $2}' "/proc/$fetchd_pid/status")
 
+# Every run's figure, one "who pages/s" line each, for a closer look.
+if [[ -n ${BENCH_RAW:-} ]]; then cp "$tmp/results" "$BENCH_RAW"; fi
 awk -v rss="$rss" -v hwm="$hwm" -v cancel="$cancel" "$awk_median"'
   { runs[$1] = runs[$1] " " $2 }
   END {
