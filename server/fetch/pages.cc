@@ -233,6 +233,9 @@ absl::StatusOr<std::string> WithQueryParam(const std::string& url,
 
 namespace {
 
+// curl refuses a URL this long or longer (CURL_MAX_INPUT_LENGTH).
+constexpr size_t kCurlMaxUrl = 8000000;
+
 // Four decimal numbers 0..255, dot-separated, no leading zeros.
 bool IsDottedQuad(absl::string_view host) {
   const std::vector<absl::string_view> parts = absl::StrSplit(host, '.');
@@ -281,10 +284,16 @@ absl::string_view PlainOrigin(absl::string_view url) {
   if (absl::ascii_isdigit(last.front()) && !IsDottedQuad(host)) return {};
   if (colon != absl::string_view::npos) {
     const absl::string_view port = authority.substr(colon + 1);
-    if (port.empty() || port.size() > 5 || port.front() == '0') return {};
-    for (char c : port) {
-      if (!absl::ascii_isdigit(c)) return {};
+    int number = 0;
+    if (port.empty() || port.front() == '0' ||
+        !std::all_of(port.begin(), port.end(), absl::ascii_isdigit) ||
+        !absl::SimpleAtoi(port, &number) || number > 65535) {
+      return {};
     }
+  }
+  // The rest must be what curl accepts too (it would refuse the whole base).
+  for (char c : url.substr(end)) {
+    if (c <= ' ' || c >= 0x7f) return {};
   }
   return url.substr(0, end);
 }
@@ -330,7 +339,8 @@ absl::StatusOr<std::string> ResolveUrl(const std::string& base,
   // curl's parse of both and print of the result: this runs between a page
   // and the next request of every cursor and Link walk.
   if (IsPlainAbsolutePath(reference)) {
-    if (absl::string_view origin = PlainOrigin(base); !origin.empty()) {
+    if (absl::string_view origin = PlainOrigin(base);
+        !origin.empty() && origin.size() + reference.size() < kCurlMaxUrl) {
       return absl::StrCat(origin, reference);
     }
   }
