@@ -86,7 +86,7 @@ class FetchPagesCall final
   // Pages to convert and write on the CQ thread, and whether the hop that
   // takes them there is set. The I/O thread only queues a page and, for
   // the first of a run, sets the alarm: the proto, the resume token and
-  // gRPC's write (a third of its time per page) happen on the CQ thread
+  // gRPC's write (a fifth of its CPU per page) happen on the CQ thread
   // while the I/O thread waits for the next page.
   std::vector<std::shared_ptr<Slot>> to_convert_ ABSL_GUARDED_BY(order_mu_);
   bool hop_pending_ ABSL_GUARDED_BY(order_mu_) = false;
