@@ -74,8 +74,15 @@ constexpr absl::Duration kWarmUp = absl::Milliseconds(300);
 constexpr absl::Duration kSolo = absl::Seconds(1);
 constexpr absl::Duration kFault = absl::Seconds(3);
 // Measured here (load average 11-14 on 2 cores from parallel builds): solo
-// p99 anywhere from 1.2 to 19 ms between runs of the same test.
+// p99 anywhere from 1.2 to 19 ms between runs of the same test. Under ASan
+// every request costs 2-3x the CPU, and the solo and fault phases share the
+// machine with another test (ctest -j2): DeepHtml's good p99 read 38.8 ms
+// against a 37.6 ms limit there, with nothing wrong.
+#ifdef FETCHD_CHAOS_ASAN
+constexpr absl::Duration kP99Floor = absl::Milliseconds(60);
+#else
 constexpr absl::Duration kP99Floor = absl::Milliseconds(30);
+#endif
 // Enough good calls for a p99 to mean something.
 constexpr int kMinGoodCalls = 200;
 
