@@ -559,7 +559,9 @@ TEST_F(WebhookSenderTest, PostsASignedEventTheReceiverVerifies) {
   EXPECT_EQ(body["job"]["state"], "succeeded");
   // The body is what the store kept.
   EXPECT_EQ(seen[0].body, d.body);
-  EXPECT_EQ((*sender)->stats().delivered, 1);
+  // The sender counts a delivery just after the store has it.
+  EXPECT_TRUE(WaitFor([&] { return (*sender)->stats().delivered == 1; },
+                      kEventTimeout, "the delivery counted"));
 }
 
 TEST_F(WebhookSenderTest, SignsWithTheSecretOfASecretId) {
@@ -618,7 +620,9 @@ TEST_F(WebhookSenderTest, RetriesAfterTwoFailuresThenDelivers) {
                     .ok());
   }
   EXPECT_EQ((*sender)->stats().retrying, 2);
-  EXPECT_EQ((*sender)->stats().delivered, 1);
+  // The sender counts a delivery just after the store has it.
+  EXPECT_TRUE(WaitFor([&] { return (*sender)->stats().delivered == 1; },
+                      kEventTimeout, "the delivery counted"));
 }
 
 TEST_F(WebhookSenderTest, FailsAfterMaxAttemptsSayingWhatHappened) {
